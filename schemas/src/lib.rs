@@ -1,0 +1,19 @@
+//! The Trailhouse audit event contract.
+//!
+//! * [`event`]: the canonical event, its JSON input shape and validation;
+//! * [`avro`]: Avro single-object encoding as carried in Kafka, with schema evolution;
+//! * [`row`]: the ClickHouse row and its mapping to and from the event;
+//! * [`migrations`]: the ClickHouse DDL, versioned;
+//! * [`examples`]: example payloads used by tests and demo data.
+
+pub mod avro;
+pub mod event;
+pub mod examples;
+pub mod migrations;
+pub mod row;
+
+pub use avro::{decode, encode, AvroError};
+pub use event::{
+    parse_input, validate, AuditEvent, EventInput, FieldError, Stamp, SystemStamp,
+};
+pub use row::{EventRow, Lineage, EVENT_COLUMNS};
