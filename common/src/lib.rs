@@ -1,0 +1,12 @@
+//! What every Trailhouse service shares: telemetry, health and metrics
+//! endpoints, shutdown signals, Kafka and ClickHouse connection settings, and
+//! applying the ClickHouse migrations.
+
+pub mod clickhouse;
+pub mod health;
+pub mod kafka;
+pub mod secret;
+pub mod shutdown;
+pub mod telemetry;
+
+pub use secret::Secret;

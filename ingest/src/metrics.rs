@@ -1,0 +1,10 @@
+//! Metric names of the ingest service, defined once.
+
+/// Events accepted and acknowledged by Kafka.
+pub const EVENTS_ACCEPTED: &str = "trailhouse_ingest_events_accepted_total";
+/// Events rejected by validation or authorization.
+pub const EVENTS_REJECTED: &str = "trailhouse_ingest_events_rejected_total";
+/// Requests answered 503 because the producer queue was full.
+pub const QUEUE_FULL: &str = "trailhouse_ingest_queue_full_total";
+/// Time from request to Kafka acknowledgement of every event in it.
+pub const PUBLISH_SECONDS: &str = "trailhouse_ingest_publish_duration_seconds";
