@@ -1,0 +1,111 @@
+//! The port to ClickHouse: insert a batch of rows with a deduplication token.
+
+use std::time::Duration;
+
+use clickhouse::Client;
+use trailhouse_schemas::EventRow;
+
+/// An insert that did not succeed.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    /// Network trouble, timeouts, overload: the same bytes may succeed later.
+    #[error("transient clickhouse error: {0}")]
+    Transient(String),
+    /// The data or the schema is wrong: retrying cannot help.
+    #[error("permanent clickhouse error: {0}")]
+    Permanent(String),
+}
+
+impl WriteError {
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, WriteError::Transient(_))
+    }
+}
+
+/// ClickHouse error codes that no retry can fix (schema or data problems).
+const PERMANENT_CODES: &[u32] = &[
+    6, 16, 26, 27, 32, 33, 38, 41, 47, 53, 60, 62, 69, 70, 72, 81, 117, 130, 131,
+];
+
+/// Classifies a `clickhouse` crate error by the server's exception code.
+pub fn classify(e: &clickhouse::error::Error) -> WriteError {
+    use clickhouse::error::Error as E;
+    let text = e.to_string();
+    if matches!(e, E::SchemaMismatch(_) | E::DataFormat(_) | E::Custom(_)) {
+        return WriteError::Permanent(text);
+    }
+    let code = text
+        .split("Code: ")
+        .nth(1)
+        .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|digits| digits.parse::<u32>().ok());
+    match code {
+        Some(c) if PERMANENT_CODES.contains(&c) => WriteError::Permanent(text),
+        _ => WriteError::Transient(text),
+    }
+}
+
+/// Inserts batches of rows.
+pub trait RowWriter: Send + Sync + 'static {
+    fn insert(
+        &self,
+        rows: &[EventRow],
+        dedup_token: &str,
+    ) -> impl std::future::Future<Output = Result<(), WriteError>> + Send;
+}
+
+/// Inserts with the `clickhouse` crate (RowBinary over HTTP).
+#[derive(Clone)]
+pub struct ClickHouseWriter {
+    client: Client,
+    table: String,
+    timeout: Duration,
+}
+
+impl ClickHouseWriter {
+    pub fn new(client: Client, table: impl Into<String>, timeout: Duration) -> Self {
+        ClickHouseWriter {
+            client,
+            table: table.into(),
+            timeout,
+        }
+    }
+
+    async fn try_insert(&self, rows: &[EventRow], token: &str) -> clickhouse::error::Result<()> {
+        let mut insert = self
+            .client
+            .insert::<EventRow>(&self.table)
+            .await?
+            .with_setting("insert_deduplication_token", token)
+            .with_timeouts(Some(self.timeout), Some(self.timeout));
+        for row in rows {
+            insert.write(row).await?;
+        }
+        insert.end().await
+    }
+}
+
+impl RowWriter for ClickHouseWriter {
+    async fn insert(&self, rows: &[EventRow], token: &str) -> Result<(), WriteError> {
+        self.try_insert(rows, token).await.map_err(|e| classify(&e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_codes_decide_retryability() {
+        let bad = clickhouse::error::Error::BadResponse(
+            "Code: 53. DB::Exception: Type mismatch. (TYPE_MISMATCH)".into(),
+        );
+        assert!(!classify(&bad).is_retryable());
+        let busy = clickhouse::error::Error::BadResponse(
+            "Code: 202. DB::Exception: Too many simultaneous queries. (TOO_MANY_SIMULTANEOUS_QUERIES)".into(),
+        );
+        assert!(classify(&busy).is_retryable());
+        let net = clickhouse::error::Error::Network("connection refused".into());
+        assert!(classify(&net).is_retryable());
+    }
+}
