@@ -1,0 +1,129 @@
+//! Trailhouse query API: bearer-token scoped reads of audit events.
+//!
+//! Pure cores: [`query`] (filters → parameterised SQL) and [`cursor`]
+//! (signed keyset cursors). [`store`] is the port to ClickHouse; [`api`] the
+//! HTTP edge with its one error → status table.
+
+pub mod api;
+pub mod auth;
+pub mod cursor;
+pub mod query;
+pub mod store;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Args;
+use tokio::net::TcpListener;
+use trailhouse_common::clickhouse::ClickHouseArgs;
+use trailhouse_common::health::Health;
+use trailhouse_common::shutdown::Shutdown;
+use trailhouse_common::Secret;
+
+pub use api::{app, AppState};
+
+/// Configuration of the query API.
+#[derive(Debug, Clone, Args)]
+pub struct QueryConfig {
+    #[arg(long, env = "TRAILHOUSE_QUERY_LISTEN", default_value = "127.0.0.1:8081")]
+    pub listen: SocketAddr,
+    #[command(flatten)]
+    pub clickhouse: ClickHouseArgs,
+    #[command(flatten)]
+    pub jwt: JwtArgs,
+    /// Secret that signs page cursors.
+    #[arg(long, env = "TRAILHOUSE_CURSOR_SECRET", hide_env_values = true)]
+    pub cursor_secret: Secret,
+    #[arg(long, env = "TRAILHOUSE_QUERY_SHUTDOWN_TIMEOUT_SECS", default_value_t = 20)]
+    pub shutdown_timeout_secs: u64,
+}
+
+/// How bearer tokens are verified.
+#[derive(Debug, Clone, Args)]
+pub struct JwtArgs {
+    /// HS256 shared secret (local use).
+    #[arg(long = "jwt-hs256-secret", env = "TRAILHOUSE_JWT_HS256_SECRET", hide_env_values = true)]
+    pub hs256_secret: Option<Secret>,
+    /// PEM file with the RS256/ES256 public key (production).
+    #[arg(long = "jwt-public-key-file", env = "TRAILHOUSE_JWT_PUBLIC_KEY_FILE")]
+    pub public_key_file: Option<std::path::PathBuf>,
+    /// `RS256` or `ES256`, with --jwt-public-key-file.
+    #[arg(long = "jwt-algorithm", env = "TRAILHOUSE_JWT_ALGORITHM", default_value = "RS256")]
+    pub algorithm: String,
+    #[arg(long = "jwt-issuer", env = "TRAILHOUSE_JWT_ISSUER")]
+    pub issuer: Option<String>,
+    #[arg(long = "jwt-audience", env = "TRAILHOUSE_JWT_AUDIENCE")]
+    pub audience: Option<String>,
+}
+
+/// Why the service could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("configuration: {0}")]
+    Config(String),
+    #[error("io: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl JwtArgs {
+    pub fn verifier(&self) -> Result<auth::Verifier, Error> {
+        let v = match (&self.hs256_secret, &self.public_key_file) {
+            (Some(_), Some(_)) => {
+                return Err(Error::Config("configure either an HS256 secret or a public key, not both".into()))
+            }
+            (Some(s), None) if s.expose().len() >= 16 => auth::Verifier::hs256(s.expose().as_bytes()),
+            (Some(_), None) => return Err(Error::Config("the HS256 secret must be at least 16 bytes".into())),
+            (None, Some(path)) => {
+                let pem = std::fs::read(path)?;
+                auth::Verifier::public_key(&self.algorithm, &pem).map_err(|e| Error::Config(e.to_string()))?
+            }
+            (None, None) => return Err(Error::Config("no JWT key configured".into())),
+        };
+        Ok(v.expect_issuer_audience(self.issuer.as_deref(), self.audience.as_deref()))
+    }
+}
+
+/// Runs the service on `listener` until `shutdown` fires.
+pub async fn run(config: QueryConfig, listener: TcpListener, shutdown: Shutdown) -> Result<(), Error> {
+    config.clickhouse.validate().map_err(|e| Error::Config(e.to_string()))?;
+    if config.cursor_secret.expose().len() < 16 {
+        return Err(Error::Config("the cursor secret must be at least 16 bytes".into()));
+    }
+    let health = Health::new();
+    let state = Arc::new(AppState {
+        store: store::ClickHouseStore::new(config.clickhouse.client()),
+        verifier: config.jwt.verifier()?,
+        cursors: cursor::CursorCodec::new(config.cursor_secret.expose().as_bytes()),
+        health: health.clone(),
+    });
+    let client = config.clickhouse.client();
+    let probe = tokio::spawn({
+        let (health, shutdown) = (health.clone(), shutdown.clone());
+        async move {
+            while !shutdown.is_triggered() {
+                let ok = client.query("SELECT 1").execute().await.is_ok();
+                health.set_ready(ok && !shutdown.is_triggered());
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(5)) => {},
+                    _ = shutdown.wait() => {},
+                }
+            }
+        }
+    });
+    tracing::info!(addr = %listener.local_addr()?, "query api listening");
+    let serve = axum::serve(listener, app(state)).with_graceful_shutdown({
+        let (shutdown, health) = (shutdown.clone(), health.clone());
+        async move {
+            shutdown.wait().await;
+            health.set_ready(false);
+        }
+    });
+    let server = tokio::spawn(async move { serve.await });
+    shutdown.wait().await;
+    if tokio::time::timeout(Duration::from_secs(config.shutdown_timeout_secs), server).await.is_err() {
+        tracing::warn!("in-flight requests did not finish before the deadline");
+    }
+    probe.abort();
+    Ok(())
+}

@@ -1,0 +1,80 @@
+//! The `trailhouse-query-api` binary: serves the API, or mints a local token.
+
+use clap::{Parser, Subcommand};
+use trailhouse_common::shutdown::Shutdown;
+use trailhouse_query_api::auth::{mint_hs256, Claims};
+use trailhouse_query_api::QueryConfig;
+
+#[derive(Parser)]
+#[command(name = "trailhouse-query-api", version, about = "Trailhouse query API")]
+#[command(args_conflicts_with_subcommands = true)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Option<Cmd>,
+    #[command(flatten)]
+    serve: QueryConfig,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the service (the default).
+    Serve(QueryConfig),
+    /// Mint an HS256 token for local use.
+    MintToken {
+        #[arg(long, env = "TRAILHOUSE_JWT_HS256_SECRET", hide_env_values = true)]
+        secret: String,
+        #[arg(long)]
+        org: String,
+        #[arg(long, default_value = "local-user")]
+        sub: String,
+        #[arg(long)]
+        environment: Option<String>,
+        #[arg(long)]
+        workspace: Option<String>,
+        /// Comma-separated roles, e.g. `admin,workbench`.
+        #[arg(long, default_value = "")]
+        roles: String,
+        /// Comma-separated permissions, e.g. `viewAuditLog`.
+        #[arg(long, default_value = "")]
+        permissions: String,
+        /// Lifetime in seconds.
+        #[arg(long, default_value_t = 86_400)]
+        ttl: i64,
+    },
+}
+
+fn list(s: &str) -> Vec<String> {
+    s.split(',').map(str::trim).filter(|x| !x.is_empty()).map(String::from).collect()
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let config = match cli.cmd {
+        Some(Cmd::MintToken { secret, org, sub, environment, workspace, roles, permissions, ttl }) => {
+            let now = chrono::Utc::now().timestamp();
+            let claims = Claims {
+                sub,
+                org_id: org,
+                environment_id: environment,
+                workspace_id: workspace,
+                roles: list(&roles),
+                permissions: list(&permissions),
+                exp: now + ttl,
+                iat: now,
+            };
+            println!("{}", mint_hs256(secret.as_bytes(), &claims)?);
+            return Ok(());
+        }
+        Some(Cmd::Serve(c)) => c,
+        None => cli.serve,
+    };
+    let _telemetry = trailhouse_common::telemetry::init("trailhouse-query-api")?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
+    let shutdown = Shutdown::new();
+    shutdown.on_signal();
+    trailhouse_query_api::run(config, listener, shutdown).await?;
+    Ok(())
+}
