@@ -1,0 +1,55 @@
+# Shared settings of the dev scripts. Sourced, not run.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+DATA="${TRAILHOUSE_DEV_DIR:-$ROOT/.dev-data}"
+TANSU_VERSION="0.6.0"
+CHDB_VERSION="26.9.0"
+KAFKA_PORT="${TRAILHOUSE_DEV_KAFKA_PORT:-9092}"
+CLICKHOUSE_PORT="${TRAILHOUSE_DEV_CLICKHOUSE_PORT:-8123}"
+INGEST_PORT="${TRAILHOUSE_DEV_INGEST_PORT:-8080}"
+QUERY_PORT="${TRAILHOUSE_DEV_QUERY_PORT:-8081}"
+CONSUMER_PORT="${TRAILHOUSE_DEV_CONSUMER_PORT:-8082}"
+VENV="$DATA/venv"
+export PATH="$HOME/.cargo/bin:$PATH"
+mkdir -p "$DATA/run" "$DATA/logs"
+
+say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+pid_alive() { local f="$DATA/run/$1.pid"; [[ -f "$f" ]] && kill -0 "$(cat "$f")" 2>/dev/null; }
+
+wait_port() { # name port seconds
+  local i
+  for ((i = 0; i < $3 * 10; i++)); do
+    port_open "$2" && return 0
+    pid_alive "$1" || die "$1 exited during startup; see $DATA/logs/$1.log"
+    sleep 0.1
+  done
+  die "$1 did not open port $2 within $3 s; see $DATA/logs/$1.log"
+}
+
+# start NAME PORT COMMAND...: starts a background process unless it runs already.
+start_bg() {
+  local name="$1" port="$2"; shift 2
+  if pid_alive "$name"; then say "$name already running (pid $(cat "$DATA/run/$name.pid"))"; return 0; fi
+  port_open "$port" && die "port $port is in use by another process; free it or set the matching TRAILHOUSE_DEV_*_PORT"
+  nohup "$@" >>"$DATA/logs/$name.log" 2>&1 </dev/null &
+  echo $! >"$DATA/run/$name.pid"
+  wait_port "$name" "$port" 60
+  say "$name up on 127.0.0.1:$port (log: $DATA/logs/$name.log)"
+}
+
+stop_bg() {
+  local name="$1" f="$DATA/run/$1.pid" i
+  [[ -f "$f" ]] || return 0
+  local pid; pid="$(cat "$f")"
+  if kill -0 "$pid" 2>/dev/null; then
+    kill -TERM "$pid" 2>/dev/null || true
+    for ((i = 0; i < 300; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null || true
+    say "$name stopped"
+  fi
+  rm -f "$f"
+}

@@ -1,0 +1,237 @@
+//! Test harness: starts ingest, consumer and query API in-process against the
+//! real local Kafka and ClickHouse, each test with its own topic, consumer
+//! group and database, so tests run in parallel without interfering.
+//!
+//! `TRAILHOUSE_TEST_KAFKA` (default `127.0.0.1:9092`) and
+//! `TRAILHOUSE_TEST_CLICKHOUSE` (default `http://127.0.0.1:8123`) point at the
+//! engines that `dev/infra.sh start` runs.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use trailhouse_common::clickhouse::{migrate, ClickHouseArgs};
+use trailhouse_common::kafka::{ensure_topic, KafkaArgs};
+use trailhouse_common::shutdown::Shutdown;
+use trailhouse_common::Secret;
+use trailhouse_ingest::auth::hash_key;
+use trailhouse_query_api::auth::{mint_hs256, Claims};
+
+pub const JWT_SECRET: &str = "integration-test-jwt-secret";
+pub const SERVICE_KEY: &str = "thk_integration_service_key";
+
+/// One test's isolated slice of the infrastructure.
+pub struct TestEnv {
+    pub name: String,
+    pub kafka: KafkaArgs,
+    pub clickhouse: ClickHouseArgs,
+    pub shutdown: Shutdown,
+    pub http: reqwest::Client,
+    pub ingest_url: Option<String>,
+    pub query_url: Option<String>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+fn init_logs() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "warn".into()),
+        )
+        .with_test_writer()
+        .try_init();
+}
+
+impl TestEnv {
+    /// Creates the topic (`partitions`) and the migrated database for `test`.
+    pub async fn new(test: &str, partitions: i32) -> TestEnv {
+        init_logs();
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() % 1_000_000_000)
+            .unwrap_or_default();
+        let name = format!("t_{test}_{}_{nanos}", std::process::id());
+        let brokers =
+            std::env::var("TRAILHOUSE_TEST_KAFKA").unwrap_or_else(|_| "127.0.0.1:9092".into());
+        let ch = std::env::var("TRAILHOUSE_TEST_CLICKHOUSE")
+            .unwrap_or_else(|_| "http://127.0.0.1:8123".into());
+        let kafka = KafkaArgs::local(brokers, format!("{name}.events"));
+        ensure_topic(&kafka, &kafka.topic, partitions, 1)
+            .await
+            .expect("create topic (is dev/infra.sh start running?)");
+        let clickhouse = ClickHouseArgs::local(ch, name.clone());
+        migrate(&clickhouse).await.expect("migrate");
+        TestEnv {
+            name,
+            kafka,
+            clickhouse,
+            shutdown: Shutdown::new(),
+            http: reqwest::Client::new(),
+            ingest_url: None,
+            query_url: None,
+            tasks: Vec::new(),
+        }
+    }
+
+    /// Ingest keys: `key-<org>` for each org, plus [`SERVICE_KEY`].
+    pub async fn start_ingest(&mut self, orgs: &[&str]) -> String {
+        let keys = orgs
+            .iter()
+            .map(|o| format!("{o}:{}", hash_key(&format!("key-{o}"))))
+            .collect::<Vec<_>>()
+            .join(",");
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        let config = trailhouse_ingest::IngestConfig {
+            listen: listener.local_addr().expect("addr"),
+            kafka: self.kafka.clone(),
+            keys,
+            service_keys: format!("gateway:{}", hash_key(SERVICE_KEY)),
+            max_body_bytes: 16 * 1024 * 1024,
+            max_batch_events: 5000,
+            compression: "none".into(),
+            ack_timeout_ms: 10_000,
+            shutdown_timeout_secs: 5,
+        };
+        let shutdown = self.shutdown.clone();
+        self.tasks.push(tokio::spawn(async move {
+            trailhouse_ingest::run(config, listener, shutdown)
+                .await
+                .expect("ingest run");
+        }));
+        self.ingest_url = Some(url.clone());
+        url
+    }
+
+    pub fn consumer_config(&self) -> trailhouse_consumer::ConsumerConfig {
+        trailhouse_consumer::ConsumerConfig {
+            kafka: self.kafka.clone(),
+            clickhouse: self.clickhouse.clone(),
+            group: format!("{}.consumer", self.name),
+            instance_id: None,
+            listen: "127.0.0.1:0".parse().expect("addr"),
+            batch_rows: 5_000,
+            batch_bytes: 16 * 1024 * 1024,
+            batch_age_ms: 200,
+            insert_timeout_secs: 30,
+            retry_horizon_secs: 60,
+            table: "events".into(),
+        }
+    }
+
+    pub fn start_consumer(&mut self) {
+        let config = self.consumer_config();
+        let shutdown = self.shutdown.clone();
+        self.tasks.push(tokio::spawn(async move {
+            trailhouse_consumer::run(config, None, shutdown)
+                .await
+                .expect("consumer run");
+        }));
+    }
+
+    pub async fn start_query_api(&mut self) -> String {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        let config = trailhouse_query_api::QueryConfig {
+            listen: listener.local_addr().expect("addr"),
+            clickhouse: self.clickhouse.clone(),
+            jwt: trailhouse_query_api::JwtArgs {
+                hs256_secret: Some(Secret::new(JWT_SECRET)),
+                public_key_file: None,
+                algorithm: "RS256".into(),
+                issuer: None,
+                audience: None,
+            },
+            cursor_secret: Secret::new("integration-test-cursor-secret"),
+            shutdown_timeout_secs: 5,
+        };
+        let shutdown = self.shutdown.clone();
+        self.tasks.push(tokio::spawn(async move {
+            trailhouse_query_api::run(config, listener, shutdown)
+                .await
+                .expect("query api run");
+        }));
+        self.query_url = Some(url.clone());
+        url
+    }
+
+    /// Starts all three services.
+    pub async fn start_all(&mut self, orgs: &[&str]) {
+        self.start_ingest(orgs).await;
+        self.start_consumer();
+        self.start_query_api().await;
+        self.wait_ready().await;
+    }
+
+    /// Waits until the HTTP services report ready.
+    pub async fn wait_ready(&self) {
+        for url in self.ingest_url.iter().chain(self.query_url.iter()) {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+            loop {
+                let ok = self
+                    .http
+                    .get(format!("{url}/health/ready"))
+                    .send()
+                    .await
+                    .map(|r| r.status().is_success())
+                    .unwrap_or(false);
+                if ok {
+                    break;
+                }
+                assert!(tokio::time::Instant::now() < deadline, "{url} never became ready");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+
+    /// A token for `org` with the given roles and permissions.
+    pub fn token(&self, org: &str, roles: &[&str], permissions: &[&str]) -> String {
+        mint_hs256(
+            JWT_SECRET.as_bytes(),
+            &Claims {
+                sub: "tester".into(),
+                org_id: org.into(),
+                environment_id: None,
+                workspace_id: None,
+                roles: roles.iter().map(|s| s.to_string()).collect(),
+                permissions: permissions.iter().map(|s| s.to_string()).collect(),
+                exp: chrono::Utc::now().timestamp() + 3600,
+                iat: 0,
+            },
+        )
+        .expect("mint")
+    }
+
+    /// Sum of the high watermarks of the test topic: how many messages it holds.
+    pub fn topic_message_count(&self) -> i64 {
+        use rdkafka::consumer::{BaseConsumer, Consumer};
+        let c: BaseConsumer = self
+            .kafka
+            .client_config()
+            .set("group.id", format!("{}.probe", self.name))
+            .create()
+            .expect("consumer");
+        let md = c
+            .fetch_metadata(Some(&self.kafka.topic), Duration::from_secs(10))
+            .expect("metadata");
+        let mut total = 0;
+        for t in md.topics() {
+            for p in t.partitions() {
+                let (lo, hi) = c
+                    .fetch_watermarks(&self.kafka.topic, p.id(), Duration::from_secs(10))
+                    .expect("watermarks");
+                total += hi - lo;
+            }
+        }
+        total
+    }
+
+    /// Stops the services and waits for them to drain.
+    pub async fn stop(mut self) {
+        self.shutdown.trigger();
+        for t in self.tasks.drain(..) {
+            let _ = tokio::time::timeout(Duration::from_secs(30), t).await;
+        }
+    }
+}
