@@ -36,8 +36,7 @@ pub struct TestEnv {
 fn init_logs() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "warn".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
         )
         .with_test_writer()
         .try_init();
@@ -113,7 +112,7 @@ impl TestEnv {
             listen: "127.0.0.1:0".parse().expect("addr"),
             batch_rows: 5_000,
             batch_bytes: 16 * 1024 * 1024,
-            batch_age_ms: 200,
+            batch_age_ms: 1000,
             insert_timeout_secs: 30,
             retry_horizon_secs: 60,
             table: "events".into(),
@@ -179,7 +178,10 @@ impl TestEnv {
                 if ok {
                     break;
                 }
-                assert!(tokio::time::Instant::now() < deadline, "{url} never became ready");
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "{url} never became ready"
+                );
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }

@@ -10,16 +10,37 @@ use crate::Secret;
 #[derive(Debug, Clone, Args)]
 pub struct ClickHouseArgs {
     /// HTTP(S) URL of the ClickHouse server (or load balancer).
-    #[arg(long = "clickhouse-url", env = "TRAILHOUSE_CLICKHOUSE_URL", default_value = "http://localhost:8123")]
+    #[arg(
+        long = "clickhouse-url",
+        env = "TRAILHOUSE_CLICKHOUSE_URL",
+        default_value = "http://localhost:8123"
+    )]
     pub url: String,
-    #[arg(long = "clickhouse-user", env = "TRAILHOUSE_CLICKHOUSE_USER", default_value = "default")]
+    #[arg(
+        long = "clickhouse-user",
+        env = "TRAILHOUSE_CLICKHOUSE_USER",
+        default_value = "default"
+    )]
     pub user: String,
-    #[arg(long = "clickhouse-password", env = "TRAILHOUSE_CLICKHOUSE_PASSWORD", default_value = "", hide_env_values = true)]
+    #[arg(
+        long = "clickhouse-password",
+        env = "TRAILHOUSE_CLICKHOUSE_PASSWORD",
+        default_value = "",
+        hide_env_values = true
+    )]
     pub password: Secret,
-    #[arg(long = "clickhouse-database", env = "TRAILHOUSE_CLICKHOUSE_DATABASE", default_value = "trailhouse")]
+    #[arg(
+        long = "clickhouse-database",
+        env = "TRAILHOUSE_CLICKHOUSE_DATABASE",
+        default_value = "trailhouse"
+    )]
     pub database: String,
     /// Response/request compression: `lz4` (production) or `none`.
-    #[arg(long = "clickhouse-compression", env = "TRAILHOUSE_CLICKHOUSE_COMPRESSION", default_value = "lz4")]
+    #[arg(
+        long = "clickhouse-compression",
+        env = "TRAILHOUSE_CLICKHOUSE_COMPRESSION",
+        default_value = "lz4"
+    )]
     pub compression: String,
 }
 
@@ -124,7 +145,10 @@ pub async fn migrate_with(
 ) -> Result<MigrationReport, MigrateError> {
     args.validate()?;
     args.server_client()
-        .query(&format!("CREATE DATABASE IF NOT EXISTS `{}`", args.database))
+        .query(&format!(
+            "CREATE DATABASE IF NOT EXISTS `{}`",
+            args.database
+        ))
         .execute()
         .await?;
     let client = args.client();
@@ -183,6 +207,13 @@ mod tests {
         assert!(a.validate().is_ok());
         a.compression = "snappy".into();
         assert!(a.validate().is_err());
-        assert!(!format!("{:?}", ClickHouseArgs { password: Secret::new("pw"), ..a }).contains("pw\""));
+        assert!(!format!(
+            "{:?}",
+            ClickHouseArgs {
+                password: Secret::new("pw"),
+                ..a
+            }
+        )
+        .contains("pw\""));
     }
 }

@@ -38,7 +38,10 @@ struct HealthState {
 /// `/health/live`, `/health/ready` and `/metrics`.
 pub fn router(health: Health, metrics: Option<PrometheusHandle>) -> Router {
     Router::new()
-        .route("/health/live", get(|| async { Json(serde_json::json!({"status": "live"})) }))
+        .route(
+            "/health/live",
+            get(|| async { Json(serde_json::json!({"status": "live"})) }),
+        )
         .route("/health/ready", get(ready))
         .route("/metrics", get(render_metrics))
         .with_state(HealthState { health, metrics })

@@ -14,30 +14,51 @@ use crate::Secret;
 #[derive(Debug, Clone, Args)]
 pub struct KafkaArgs {
     /// Bootstrap brokers, comma separated.
-    #[arg(long = "kafka-brokers", env = "TRAILHOUSE_KAFKA_BROKERS", default_value = "localhost:9092")]
+    #[arg(
+        long = "kafka-brokers",
+        env = "TRAILHOUSE_KAFKA_BROKERS",
+        default_value = "localhost:9092"
+    )]
     pub brokers: String,
     /// Topic the audit events are written to and read from.
-    #[arg(long = "kafka-topic", env = "TRAILHOUSE_KAFKA_TOPIC", default_value = "trailhouse.events")]
+    #[arg(
+        long = "kafka-topic",
+        env = "TRAILHOUSE_KAFKA_TOPIC",
+        default_value = "trailhouse.events"
+    )]
     pub topic: String,
     /// `plaintext`, `ssl`, `sasl_plaintext` or `sasl_ssl`.
-    #[arg(long = "kafka-security-protocol", env = "TRAILHOUSE_KAFKA_SECURITY_PROTOCOL", default_value = "plaintext")]
+    #[arg(
+        long = "kafka-security-protocol",
+        env = "TRAILHOUSE_KAFKA_SECURITY_PROTOCOL",
+        default_value = "plaintext"
+    )]
     pub security_protocol: String,
     /// `PLAIN`, `SCRAM-SHA-256` or `SCRAM-SHA-512` when SASL is used.
     #[arg(long = "kafka-sasl-mechanism", env = "TRAILHOUSE_KAFKA_SASL_MECHANISM")]
     pub sasl_mechanism: Option<String>,
     #[arg(long = "kafka-sasl-username", env = "TRAILHOUSE_KAFKA_SASL_USERNAME")]
     pub sasl_username: Option<String>,
-    #[arg(long = "kafka-sasl-password", env = "TRAILHOUSE_KAFKA_SASL_PASSWORD", hide_env_values = true)]
+    #[arg(
+        long = "kafka-sasl-password",
+        env = "TRAILHOUSE_KAFKA_SASL_PASSWORD",
+        hide_env_values = true
+    )]
     pub sasl_password: Option<Secret>,
     /// CA certificate file for TLS.
-    #[arg(long = "kafka-ssl-ca-location", env = "TRAILHOUSE_KAFKA_SSL_CA_LOCATION")]
+    #[arg(
+        long = "kafka-ssl-ca-location",
+        env = "TRAILHOUSE_KAFKA_SSL_CA_LOCATION"
+    )]
     pub ssl_ca_location: Option<String>,
 }
 
 /// Kafka settings that cannot work together.
 #[derive(Debug, thiserror::Error)]
 pub enum KafkaConfigError {
-    #[error("unknown kafka security protocol {0:?}; use plaintext, ssl, sasl_plaintext or sasl_ssl")]
+    #[error(
+        "unknown kafka security protocol {0:?}; use plaintext, ssl, sasl_plaintext or sasl_ssl"
+    )]
     Protocol(String),
     #[error("kafka security protocol {0} needs --kafka-sasl-mechanism, username and password")]
     SaslIncomplete(String),
@@ -128,7 +149,10 @@ mod tests {
         let mut k = KafkaArgs::local("b:9092", "t");
         assert!(k.validate().is_ok());
         k.security_protocol = "sasl_ssl".into();
-        assert!(matches!(k.validate(), Err(KafkaConfigError::SaslIncomplete(_))));
+        assert!(matches!(
+            k.validate(),
+            Err(KafkaConfigError::SaslIncomplete(_))
+        ));
         k.sasl_mechanism = Some("SCRAM-SHA-512".into());
         k.sasl_username = Some("u".into());
         k.sasl_password = Some(Secret::new("p"));

@@ -98,7 +98,10 @@ mod tests {
             max_age: Duration::from_millis(10),
         };
         let mut b = Batch::new(3, 10, t0);
-        assert!(!b.is_due(&limits, t0 + Duration::from_secs(1)), "empty batches are never due");
+        assert!(
+            !b.is_due(&limits, t0 + Duration::from_secs(1)),
+            "empty batches are never due"
+        );
         b.push(10, Some(row()), 10);
         assert!(!b.is_full(&limits));
         assert!(b.is_due(&limits, t0 + Duration::from_millis(10)));

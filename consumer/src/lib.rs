@@ -35,27 +35,47 @@ pub struct ConsumerConfig {
     pub kafka: KafkaArgs,
     #[command(flatten)]
     pub clickhouse: ClickHouseArgs,
-    #[arg(long, env = "TRAILHOUSE_CONSUMER_GROUP", default_value = "trailhouse-consumer")]
+    #[arg(
+        long,
+        env = "TRAILHOUSE_CONSUMER_GROUP",
+        default_value = "trailhouse-consumer"
+    )]
     pub group: String,
     /// Static membership id for rolling deploys (e.g. the pod name).
     #[arg(long, env = "TRAILHOUSE_CONSUMER_INSTANCE_ID")]
     pub instance_id: Option<String>,
     /// Address of the health and metrics endpoints.
-    #[arg(long, env = "TRAILHOUSE_CONSUMER_LISTEN", default_value = "127.0.0.1:8082")]
+    #[arg(
+        long,
+        env = "TRAILHOUSE_CONSUMER_LISTEN",
+        default_value = "127.0.0.1:8082"
+    )]
     pub listen: std::net::SocketAddr,
     #[arg(long, env = "TRAILHOUSE_CONSUMER_BATCH_ROWS", default_value_t = 50_000)]
     pub batch_rows: usize,
     #[arg(long, env = "TRAILHOUSE_CONSUMER_BATCH_BYTES", default_value_t = 32 * 1024 * 1024)]
     pub batch_bytes: usize,
-    #[arg(long, env = "TRAILHOUSE_CONSUMER_BATCH_AGE_MS", default_value_t = 1_000)]
+    #[arg(
+        long,
+        env = "TRAILHOUSE_CONSUMER_BATCH_AGE_MS",
+        default_value_t = 1_000
+    )]
     pub batch_age_ms: u64,
     /// Per-attempt insert timeout.
-    #[arg(long, env = "TRAILHOUSE_CONSUMER_INSERT_TIMEOUT_SECS", default_value_t = 30)]
+    #[arg(
+        long,
+        env = "TRAILHOUSE_CONSUMER_INSERT_TIMEOUT_SECS",
+        default_value_t = 30
+    )]
     pub insert_timeout_secs: u64,
     /// How long a batch is retried before the consumer gives up and exits
     /// (uncommitted, so nothing is lost). Keep it well inside the table's
     /// deduplication window.
-    #[arg(long, env = "TRAILHOUSE_CONSUMER_RETRY_HORIZON_SECS", default_value_t = 300)]
+    #[arg(
+        long,
+        env = "TRAILHOUSE_CONSUMER_RETRY_HORIZON_SECS",
+        default_value_t = 300
+    )]
     pub retry_horizon_secs: u64,
     #[arg(long, env = "TRAILHOUSE_CONSUMER_TABLE", default_value = "events")]
     pub table: String,
@@ -71,7 +91,9 @@ impl ConsumerConfig {
     }
 
     pub fn validate(&self) -> Result<(), Error> {
-        self.kafka.validate().map_err(|e| Error::Config(e.to_string()))?;
+        self.kafka
+            .validate()
+            .map_err(|e| Error::Config(e.to_string()))?;
         self.clickhouse
             .validate()
             .map_err(|e| Error::Config(e.to_string()))?;
@@ -79,7 +101,10 @@ impl ConsumerConfig {
             return Err(Error::Config("batch limits must be positive".into()));
         }
         if !trailhouse_common::clickhouse::is_safe_identifier(&self.table) {
-            return Err(Error::Config(format!("invalid table name {:?}", self.table)));
+            return Err(Error::Config(format!(
+                "invalid table name {:?}",
+                self.table
+            )));
         }
         Ok(())
     }
@@ -192,7 +217,12 @@ impl<W: RowWriter> Loop<W> {
         for p in revoked {
             if let Some(b) = self.batches.remove(&p) {
                 ::metrics::counter!(metrics::BATCHES_DROPPED).increment(1);
-                tracing::info!(partition = p, first = b.first_offset, last = b.last_offset, "dropped unsent batch of revoked partition");
+                tracing::info!(
+                    partition = p,
+                    first = b.first_offset,
+                    last = b.last_offset,
+                    "dropped unsent batch of revoked partition"
+                );
             }
         }
     }
@@ -203,11 +233,16 @@ impl<W: RowWriter> Loop<W> {
         let ready: Vec<i32> = self
             .batches
             .iter()
-            .filter(|(_, b)| b.len_offsets() > 0 && (all || b.is_full(&self.limits) || b.is_due(&self.limits, now)))
+            .filter(|(_, b)| {
+                b.len_offsets() > 0
+                    && (all || b.is_full(&self.limits) || b.is_due(&self.limits, now))
+            })
             .map(|(p, _)| *p)
             .collect();
         for p in ready {
-            let Some(batch) = self.batches.remove(&p) else { continue };
+            let Some(batch) = self.batches.remove(&p) else {
+                continue;
+            };
             self.flush_one(batch).await?;
         }
         Ok(())
@@ -222,16 +257,24 @@ impl<W: RowWriter> Loop<W> {
             let started = Instant::now();
             insert_with_retry(&self.writer, &batch, &token, self.horizon)
                 .await
-                .map_err(|source| Error::Insert { token: token.clone(), source })?;
+                .map_err(|source| Error::Insert {
+                    token: token.clone(),
+                    source,
+                })?;
             ::metrics::histogram!(metrics::INSERT_SECONDS).record(started.elapsed().as_secs_f64());
             ::metrics::histogram!(metrics::BATCH_ROWS).record(batch.rows.len() as f64);
             ::metrics::counter!(metrics::ROWS_INSERTED).increment(batch.rows.len() as u64);
         }
         let mut tpl = TopicPartitionList::new();
-        tpl.add_partition_offset(&self.topic, batch.partition, Offset::Offset(batch.last_offset + 1))?;
+        tpl.add_partition_offset(
+            &self.topic,
+            batch.partition,
+            Offset::Offset(batch.last_offset + 1),
+        )?;
         // A failed commit (e.g. the partition moved in a rebalance) leaves the
         // rows in ClickHouse; the next owner re-reads them (see Known issues).
-        if let Err(e) = tokio::task::block_in_place(|| self.consumer.commit(&tpl, CommitMode::Sync)) {
+        if let Err(e) = tokio::task::block_in_place(|| self.consumer.commit(&tpl, CommitMode::Sync))
+        {
             tracing::warn!(error = %e, "offset commit failed");
         } else {
             tracing::debug!("batch committed");
@@ -244,7 +287,11 @@ impl<W: RowWriter> Loop<W> {
         self.batches
             .values()
             .filter(|b| b.len_offsets() > 0)
-            .map(|b| self.limits.max_age.saturating_sub(now.duration_since(b.started)))
+            .map(|b| {
+                self.limits
+                    .max_age
+                    .saturating_sub(now.duration_since(b.started))
+            })
             .min()
             .unwrap_or(self.limits.max_age)
             .max(Duration::from_millis(5))
@@ -261,7 +308,10 @@ pub async fn run(
     config.validate()?;
     let health = Health::new();
     let health_server = health_listener.map(|l| {
-        let router = health::router(health.clone(), trailhouse_common::telemetry::metrics_handle());
+        let router = health::router(
+            health.clone(),
+            trailhouse_common::telemetry::metrics_handle(),
+        );
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
             let _ = axum::serve(l, router)
@@ -275,11 +325,15 @@ pub async fn run(
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
         .set("session.timeout.ms", "10000")
-        .set("max.poll.interval.ms", (config.retry_horizon_secs * 1000 + 60_000).to_string());
+        .set(
+            "max.poll.interval.ms",
+            (config.retry_horizon_secs * 1000 + 60_000).to_string(),
+        );
     if let Some(id) = &config.instance_id {
         kc.set("group.instance.id", id);
     }
-    let consumer: StreamConsumer<RebalanceContext> = kc.create_with_context(RebalanceContext::default())?;
+    let consumer: StreamConsumer<RebalanceContext> =
+        kc.create_with_context(RebalanceContext::default())?;
     consumer.subscribe(&[&config.kafka.topic])?;
     let writer = ClickHouseWriter::new(
         config.clickhouse.client(),

@@ -5,7 +5,11 @@ use trailhouse_common::shutdown::Shutdown;
 use trailhouse_consumer::ConsumerConfig;
 
 #[derive(Parser)]
-#[command(name = "trailhouse-consumer", version, about = "Trailhouse Kafka → ClickHouse consumer")]
+#[command(
+    name = "trailhouse-consumer",
+    version,
+    about = "Trailhouse Kafka → ClickHouse consumer"
+)]
 struct Cli {
     #[command(flatten)]
     config: ConsumerConfig,

@@ -185,7 +185,9 @@ pub fn split_body(content_type: &str, body: &[u8]) -> Result<Vec<serde_json::Val
             })
             .collect(),
         "application/json" | "" => {
-            match serde_json::from_slice(body).map_err(|e| ApiError::MalformedJson(e.to_string()))? {
+            match serde_json::from_slice(body)
+                .map_err(|e| ApiError::MalformedJson(e.to_string()))?
+            {
                 serde_json::Value::Array(items) => Ok(items),
                 other => Ok(vec![other]),
             }
@@ -212,11 +214,14 @@ pub fn validate_all(
             Ok(e) => events.push(e),
             Err(errs) => {
                 bad += 1;
-                errors.extend(errs.into_iter().map(|FieldError { field, reason }| EventError {
-                    index,
-                    field,
-                    reason,
-                }));
+                errors.extend(
+                    errs.into_iter()
+                        .map(|FieldError { field, reason }| EventError {
+                            index,
+                            field,
+                            reason,
+                        }),
+                );
             }
         }
     }
@@ -329,9 +334,21 @@ mod tests {
         let (st, body) = post(&s, Some("acme-key"), "application/json", EV.into()).await;
         assert_eq!(st, StatusCode::ACCEPTED, "{body}");
         assert_eq!(body["accepted"], 1);
-        let (st, _) = post(&s, Some("acme-key"), "application/json", format!("[{EV},{EV}]")).await;
+        let (st, _) = post(
+            &s,
+            Some("acme-key"),
+            "application/json",
+            format!("[{EV},{EV}]"),
+        )
+        .await;
         assert_eq!(st, StatusCode::ACCEPTED);
-        let (st, body) = post(&s, Some("acme-key"), "application/x-ndjson", format!("{EV}\n\n{EV}\n")).await;
+        let (st, body) = post(
+            &s,
+            Some("acme-key"),
+            "application/x-ndjson",
+            format!("{EV}\n\n{EV}\n"),
+        )
+        .await;
         assert_eq!(st, StatusCode::ACCEPTED);
         assert_eq!(body["ids"].as_array().map(Vec::len), Some(2));
         assert_eq!(sink.taken().len(), 5);
@@ -341,7 +358,13 @@ mod tests {
     async fn invalid_batches_are_rejected_whole_with_indexes() {
         let (s, sink) = state();
         let bad = r#"{"org_id":"acme","action":{}}"#;
-        let (st, body) = post(&s, Some("acme-key"), "application/json", format!("[{EV},{bad}]")).await;
+        let (st, body) = post(
+            &s,
+            Some("acme-key"),
+            "application/json",
+            format!("[{EV},{bad}]"),
+        )
+        .await;
         assert_eq!(st, StatusCode::BAD_REQUEST);
         assert_eq!(body["error"]["code"], "invalid_events");
         assert_eq!(
@@ -355,13 +378,55 @@ mod tests {
     async fn errors_have_statuses_and_json_bodies() {
         let (s, sink) = state();
         let cases = [
-            (None, "application/json", EV.to_string(), StatusCode::UNAUTHORIZED, "unauthenticated"),
-            (Some("wrong"), "application/json", EV.to_string(), StatusCode::UNAUTHORIZED, "unauthenticated"),
-            (Some("acme-key"), "application/json", EV.replace("acme", "globex"), StatusCode::FORBIDDEN, "forbidden"),
-            (Some("acme-key"), "application/json", "{not json".into(), StatusCode::BAD_REQUEST, "malformed_json"),
-            (Some("acme-key"), "text/plain", EV.to_string(), StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
-            (Some("acme-key"), "application/json", "[]".into(), StatusCode::BAD_REQUEST, "empty_request"),
-            (Some("acme-key"), "application/json", format!("[{EV},{EV},{EV},{EV}]"), StatusCode::PAYLOAD_TOO_LARGE, "too_many_events"),
+            (
+                None,
+                "application/json",
+                EV.to_string(),
+                StatusCode::UNAUTHORIZED,
+                "unauthenticated",
+            ),
+            (
+                Some("wrong"),
+                "application/json",
+                EV.to_string(),
+                StatusCode::UNAUTHORIZED,
+                "unauthenticated",
+            ),
+            (
+                Some("acme-key"),
+                "application/json",
+                EV.replace("acme", "globex"),
+                StatusCode::FORBIDDEN,
+                "forbidden",
+            ),
+            (
+                Some("acme-key"),
+                "application/json",
+                "{not json".into(),
+                StatusCode::BAD_REQUEST,
+                "malformed_json",
+            ),
+            (
+                Some("acme-key"),
+                "text/plain",
+                EV.to_string(),
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+            ),
+            (
+                Some("acme-key"),
+                "application/json",
+                "[]".into(),
+                StatusCode::BAD_REQUEST,
+                "empty_request",
+            ),
+            (
+                Some("acme-key"),
+                "application/json",
+                format!("[{EV},{EV},{EV},{EV}]"),
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_many_events",
+            ),
         ];
         for (key, ctype, body, status, code) in cases {
             let (st, b) = post(&s, key, ctype, body.clone()).await;
@@ -377,7 +442,13 @@ mod tests {
     #[tokio::test]
     async fn service_keys_write_any_org() {
         let (s, sink) = state();
-        let (st, _) = post(&s, Some("gw-key"), "application/json", EV.replace("acme", "globex")).await;
+        let (st, _) = post(
+            &s,
+            Some("gw-key"),
+            "application/json",
+            EV.replace("acme", "globex"),
+        )
+        .await;
         assert_eq!(st, StatusCode::ACCEPTED);
         assert_eq!(sink.taken()[0].org_id, "globex");
     }

@@ -123,7 +123,10 @@ mod tests {
         .expect("parse");
         assert_eq!(store.verify(&old), Some(Principal::Org("acme".into())));
         assert_eq!(store.verify(&new), Some(Principal::Org("acme".into())));
-        assert_eq!(store.verify(&svc), Some(Principal::Service("gateway".into())));
+        assert_eq!(
+            store.verify(&svc),
+            Some(Principal::Service("gateway".into()))
+        );
         assert_eq!(store.verify("thk_nope"), None);
         assert!(Principal::Org("acme".into()).may_write("acme"));
         assert!(!Principal::Org("acme".into()).may_write("globex"));

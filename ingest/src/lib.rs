@@ -28,7 +28,11 @@ pub use sink::{EventSink, KafkaSink, MemorySink, ProducerSettings};
 #[derive(Debug, Clone, Args)]
 pub struct IngestConfig {
     /// Address to listen on.
-    #[arg(long, env = "TRAILHOUSE_INGEST_LISTEN", default_value = "127.0.0.1:8080")]
+    #[arg(
+        long,
+        env = "TRAILHOUSE_INGEST_LISTEN",
+        default_value = "127.0.0.1:8080"
+    )]
     pub listen: SocketAddr,
     #[command(flatten)]
     pub kafka: KafkaArgs,
@@ -40,16 +44,28 @@ pub struct IngestConfig {
     pub service_keys: String,
     #[arg(long, env = "TRAILHOUSE_INGEST_MAX_BODY_BYTES", default_value_t = 5 * 1024 * 1024)]
     pub max_body_bytes: usize,
-    #[arg(long, env = "TRAILHOUSE_INGEST_MAX_BATCH_EVENTS", default_value_t = 1000)]
+    #[arg(
+        long,
+        env = "TRAILHOUSE_INGEST_MAX_BATCH_EVENTS",
+        default_value_t = 1000
+    )]
     pub max_batch_events: usize,
     /// Kafka compression: none, gzip, snappy, lz4, zstd.
     #[arg(long, env = "TRAILHOUSE_INGEST_COMPRESSION", default_value = "lz4")]
     pub compression: String,
     /// How long an event may wait for Kafka's acknowledgement.
-    #[arg(long, env = "TRAILHOUSE_INGEST_ACK_TIMEOUT_MS", default_value_t = 10_000)]
+    #[arg(
+        long,
+        env = "TRAILHOUSE_INGEST_ACK_TIMEOUT_MS",
+        default_value_t = 10_000
+    )]
     pub ack_timeout_ms: u64,
     /// Deadline for draining requests and flushing the producer on shutdown.
-    #[arg(long, env = "TRAILHOUSE_INGEST_SHUTDOWN_TIMEOUT_SECS", default_value_t = 20)]
+    #[arg(
+        long,
+        env = "TRAILHOUSE_INGEST_SHUTDOWN_TIMEOUT_SECS",
+        default_value_t = 20
+    )]
     pub shutdown_timeout_secs: u64,
 }
 
@@ -78,7 +94,9 @@ impl IngestConfig {
             ));
         }
         if self.request_timeout() <= Duration::from_millis(self.ack_timeout_ms) {
-            return Err(Error::Config("request timeout must exceed the ack timeout".into()));
+            return Err(Error::Config(
+                "request timeout must exceed the ack timeout".into(),
+            ));
         }
         Ok(keys)
     }
@@ -90,7 +108,11 @@ impl IngestConfig {
 
 /// Runs the service on `listener` until `shutdown` fires, then drains:
 /// readiness false, stop accepting, finish in-flight requests, flush the producer.
-pub async fn run(config: IngestConfig, listener: TcpListener, shutdown: Shutdown) -> Result<(), Error> {
+pub async fn run(
+    config: IngestConfig,
+    listener: TcpListener,
+    shutdown: Shutdown,
+) -> Result<(), Error> {
     let keys = config.validate()?;
     let settings = ProducerSettings {
         compression: config.compression.clone(),
@@ -101,7 +123,9 @@ pub async fn run(config: IngestConfig, listener: TcpListener, shutdown: Shutdown
     let health = Health::new();
     match sink.check(Duration::from_secs(10)) {
         Ok(()) => health.set_ready(true),
-        Err(e) => tracing::warn!(error = %e, "kafka not reachable at startup; not ready until it is"),
+        Err(e) => {
+            tracing::warn!(error = %e, "kafka not reachable at startup; not ready until it is")
+        }
     }
     let state = Arc::new(AppState {
         sink: sink.clone(),
@@ -119,9 +143,10 @@ pub async fn run(config: IngestConfig, listener: TcpListener, shutdown: Shutdown
         async move {
             while !shutdown.is_triggered() {
                 let s = sink.clone();
-                let ok = tokio::task::spawn_blocking(move || s.check(Duration::from_secs(5)).is_ok())
-                    .await
-                    .unwrap_or(false);
+                let ok =
+                    tokio::task::spawn_blocking(move || s.check(Duration::from_secs(5)).is_ok())
+                        .await
+                        .unwrap_or(false);
                 health.set_ready(ok && !shutdown.is_triggered());
                 tokio::select! {
                     _ = tokio::time::sleep(Duration::from_secs(5)) => {},

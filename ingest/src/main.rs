@@ -1,11 +1,16 @@
 //! The `trailhouse-ingest` binary: parses configuration and runs the service.
 
 use clap::{Parser, Subcommand};
+use trailhouse_common::kafka::{ensure_topic, KafkaArgs};
 use trailhouse_common::shutdown::Shutdown;
 use trailhouse_ingest::{auth, IngestConfig};
 
 #[derive(Parser)]
-#[command(name = "trailhouse-ingest", version, about = "Trailhouse ingest service")]
+#[command(
+    name = "trailhouse-ingest",
+    version,
+    about = "Trailhouse ingest service"
+)]
 #[command(args_conflicts_with_subcommands = true)]
 struct Cli {
     #[command(subcommand)]
@@ -25,6 +30,15 @@ enum Cmd {
     },
     /// Print the hash of an existing key.
     HashKey { key: String },
+    /// Create the events topic if it does not exist yet.
+    CreateTopic {
+        #[command(flatten)]
+        kafka: KafkaArgs,
+        #[arg(long, default_value_t = 4)]
+        partitions: i32,
+        #[arg(long, default_value_t = 1)]
+        replication: i32,
+    },
 }
 
 #[tokio::main]
@@ -38,6 +52,16 @@ async fn main() -> anyhow::Result<()> {
         }
         Some(Cmd::HashKey { key }) => {
             println!("{}", auth::hash_key(&key));
+            return Ok(());
+        }
+        Some(Cmd::CreateTopic {
+            kafka,
+            partitions,
+            replication,
+        }) => {
+            kafka.validate()?;
+            ensure_topic(&kafka, &kafka.topic, partitions, replication).await?;
+            println!("topic {} ready", kafka.topic);
             return Ok(());
         }
         Some(Cmd::Serve(c)) => c,

@@ -52,7 +52,10 @@ pub enum ApiError {
 
 impl ApiError {
     fn bad(param: &'static str, reason: impl Into<String>) -> Self {
-        ApiError::BadParam { param, reason: reason.into() }
+        ApiError::BadParam {
+            param,
+            reason: reason.into(),
+        }
     }
 
     fn status(&self) -> StatusCode {
@@ -77,7 +80,14 @@ impl IntoResponse for ApiError {
             ApiError::NotFound => ("not_found", None),
             ApiError::Unavailable(e) | ApiError::Internal(e) => {
                 tracing::error!(error = %e, "query failed");
-                (if status == StatusCode::SERVICE_UNAVAILABLE { "unavailable" } else { "internal" }, None)
+                (
+                    if status == StatusCode::SERVICE_UNAVAILABLE {
+                        "unavailable"
+                    } else {
+                        "internal"
+                    },
+                    None,
+                )
             }
         };
         let mut err = json!({"code": code, "message": self.to_string()});
@@ -86,8 +96,10 @@ impl IntoResponse for ApiError {
         }
         let mut resp = (status, Json(json!({"error": err}))).into_response();
         if status == StatusCode::UNAUTHORIZED {
-            resp.headers_mut()
-                .insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
+            resp.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer"),
+            );
         }
         resp
     }
@@ -109,13 +121,21 @@ pub fn app<S: EventStore>(state: Arc<AppState<S>>) -> Router {
         .route("/v1/events", get(list_events::<S>))
         .route("/v1/events/{id}", get(get_event::<S>))
         .with_state(state)
-        .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, Duration::from_secs(30)))
-        .merge(health::router(health, trailhouse_common::telemetry::metrics_handle()))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::SERVICE_UNAVAILABLE,
+            Duration::from_secs(30),
+        ))
+        .merge(health::router(
+            health,
+            trailhouse_common::telemetry::metrics_handle(),
+        ))
         .layer(TraceLayer::new_for_http())
 }
 
 fn claims<S>(state: &AppState<S>, headers: &HeaderMap) -> Result<Claims, ApiError> {
-    let h = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    let h = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
     Ok(state.verifier.verify_header(h)?)
 }
 
@@ -137,7 +157,12 @@ pub fn parse_list(claims: &Claims, p: &HashMap<String, String>) -> Result<EventQ
         None => DEFAULT_LIMIT,
         Some(s) => match s.parse::<u32>() {
             Ok(n) if (1..=MAX_LIMIT).contains(&n) => n,
-            _ => return Err(ApiError::bad("limit", format!("must be an integer from 1 to {MAX_LIMIT}"))),
+            _ => {
+                return Err(ApiError::bad(
+                    "limit",
+                    format!("must be an integer from 1 to {MAX_LIMIT}"),
+                ))
+            }
         },
     };
     let order = match p.get("order").map(String::as_str) {
@@ -184,7 +209,10 @@ async fn list_events<S: EventStore>(
     let next = match (more, rows.last()) {
         (true, Some(last)) => Some(state.cursors.encode(
             &binding,
-            Position { created_at: last.created_at, id: last.id },
+            Position {
+                created_at: last.created_at,
+                id: last.id,
+            },
         )),
         _ => None,
     };
@@ -201,7 +229,11 @@ async fn get_event<S: EventStore>(
     let id = Uuid::parse_str(&id).map_err(|_| ApiError::bad("id", "not a UUID"))?;
     let rows = state
         .store
-        .fetch(&build_get(&claims.org_id, claims.environment_id.as_deref(), id))
+        .fetch(&build_get(
+            &claims.org_id,
+            claims.environment_id.as_deref(),
+            id,
+        ))
         .await?;
     let row = rows.into_iter().next().ok_or(ApiError::NotFound)?;
     Ok(Json(json!(row.into_event())))
@@ -227,7 +259,10 @@ mod tests {
             })
             .collect();
         Arc::new(AppState {
-            store: StaticStore { rows, ..Default::default() },
+            store: StaticStore {
+                rows,
+                ..Default::default()
+            },
             verifier: Verifier::hs256(b"k").expect_issuer_audience(None, None),
             cursors: CursorCodec::new("c"),
             health: Health::new(),
@@ -251,15 +286,27 @@ mod tests {
         .unwrap_or_default()
     }
 
-    async fn get(s: &Arc<AppState<StaticStore>>, uri: &str, tok: Option<String>) -> (StatusCode, serde_json::Value) {
+    async fn get(
+        s: &Arc<AppState<StaticStore>>,
+        uri: &str,
+        tok: Option<String>,
+    ) -> (StatusCode, serde_json::Value) {
         let mut req = Request::get(uri);
         if let Some(t) = tok {
             req = req.header("authorization", format!("Bearer {t}"));
         }
-        let resp = app(s.clone()).oneshot(req.body(Body::empty()).expect("req")).await.expect("resp");
+        let resp = app(s.clone())
+            .oneshot(req.body(Body::empty()).expect("req"))
+            .await
+            .expect("resp");
         let st = resp.status();
-        let b = axum::body::to_bytes(resp.into_body(), 1 << 22).await.expect("body");
-        (st, serde_json::from_slice(&b).unwrap_or(serde_json::Value::Null))
+        let b = axum::body::to_bytes(resp.into_body(), 1 << 22)
+            .await
+            .expect("body");
+        (
+            st,
+            serde_json::from_slice(&b).unwrap_or(serde_json::Value::Null),
+        )
     }
 
     #[tokio::test]
@@ -269,15 +316,33 @@ mod tests {
         assert_eq!(st, StatusCode::OK, "{body}");
         assert_eq!(body["data"].as_array().map(Vec::len), Some(2));
         let cursor = body["next_cursor"].as_str().expect("cursor").to_string();
-        let (st, body) = get(&s, &format!("/v1/events?limit=2&cursor={cursor}"), Some(token("org_acme"))).await;
+        let (st, body) = get(
+            &s,
+            &format!("/v1/events?limit=2&cursor={cursor}"),
+            Some(token("org_acme")),
+        )
+        .await;
         assert_eq!(st, StatusCode::OK, "{body}");
         let (st, body) = get(&s, "/v1/events?limit=5", Some(token("org_acme"))).await;
         assert_eq!(st, StatusCode::OK);
         assert!(body["next_cursor"].is_null());
         // The cursor is bound to the org and the filters.
-        let (st, body) = get(&s, &format!("/v1/events?limit=2&cursor={cursor}"), Some(token("org_other"))).await;
-        assert_eq!((st, body["error"]["parameter"].as_str()), (StatusCode::BAD_REQUEST, Some("cursor")));
-        let (st, _) = get(&s, &format!("/v1/events?limit=2&from=2020-01-01T00:00:00Z&cursor={cursor}"), Some(token("org_acme"))).await;
+        let (st, body) = get(
+            &s,
+            &format!("/v1/events?limit=2&cursor={cursor}"),
+            Some(token("org_other")),
+        )
+        .await;
+        assert_eq!(
+            (st, body["error"]["parameter"].as_str()),
+            (StatusCode::BAD_REQUEST, Some("cursor"))
+        );
+        let (st, _) = get(
+            &s,
+            &format!("/v1/events?limit=2&from=2020-01-01T00:00:00Z&cursor={cursor}"),
+            Some(token("org_acme")),
+        )
+        .await;
         assert_eq!(st, StatusCode::BAD_REQUEST);
     }
 
@@ -298,7 +363,10 @@ mod tests {
             ("/v1/events?limit=1001", "limit"),
             ("/v1/events?limit=x", "limit"),
             ("/v1/events?from=yesterday", "from"),
-            ("/v1/events?from=2026-01-02T00:00:00Z&to=2026-01-01T00:00:00Z", "from"),
+            (
+                "/v1/events?from=2026-01-02T00:00:00Z&to=2026-01-01T00:00:00Z",
+                "from",
+            ),
             ("/v1/events?order=up", "order"),
             ("/v1/events?cursor=abc", "cursor"),
             ("/v1/events/not-a-uuid", "id"),
@@ -308,17 +376,33 @@ mod tests {
             assert_eq!(body["error"]["parameter"], param, "{uri}");
         }
         let (st, body) = get(&s, "/v1/events", None).await;
-        assert_eq!((st, body["error"]["code"].as_str()), (StatusCode::UNAUTHORIZED, Some("unauthenticated")));
+        assert_eq!(
+            (st, body["error"]["code"].as_str()),
+            (StatusCode::UNAUTHORIZED, Some("unauthenticated"))
+        );
         let (st, _) = get(&s, "/v1/events", Some("garbage".into())).await;
         assert_eq!(st, StatusCode::UNAUTHORIZED);
     }
 
     #[tokio::test]
     async fn get_by_id() {
-        let (st, body) = get(&state(1), &format!("/v1/events/{}", Uuid::from_u128(1)), Some(token("a"))).await;
+        let (st, body) = get(
+            &state(1),
+            &format!("/v1/events/{}", Uuid::from_u128(1)),
+            Some(token("a")),
+        )
+        .await;
         assert_eq!(st, StatusCode::OK);
         assert_eq!(body["id"], Uuid::from_u128(1).to_string());
-        let (st, body) = get(&state(0), &format!("/v1/events/{}", Uuid::from_u128(1)), Some(token("a"))).await;
-        assert_eq!((st, body["error"]["code"].as_str()), (StatusCode::NOT_FOUND, Some("not_found")));
+        let (st, body) = get(
+            &state(0),
+            &format!("/v1/events/{}", Uuid::from_u128(1)),
+            Some(token("a")),
+        )
+        .await;
+        assert_eq!(
+            (st, body["error"]["code"].as_str()),
+            (StatusCode::NOT_FOUND, Some("not_found"))
+        );
     }
 }

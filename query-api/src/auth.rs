@@ -62,7 +62,10 @@ impl Verifier {
             "ES256" => (DecodingKey::from_ec_pem(pem), Algorithm::ES256),
             other => return Err(KeyError::Algorithm(other.to_string())),
         };
-        Ok(Self::with(key.map_err(|e| KeyError::Key(e.to_string()))?, alg))
+        Ok(Self::with(
+            key.map_err(|e| KeyError::Key(e.to_string()))?,
+            alg,
+        ))
     }
 
     fn with(key: DecodingKey, alg: Algorithm) -> Self {
@@ -102,8 +105,12 @@ impl Verifier {
 
 /// Mints an HS256 token (local development and tests).
 pub fn mint_hs256(secret: &[u8], claims: &Claims) -> Result<String, AuthError> {
-    encode(&Header::new(Algorithm::HS256), claims, &EncodingKey::from_secret(secret))
-        .map_err(|e| AuthError::Invalid(e.to_string()))
+    encode(
+        &Header::new(Algorithm::HS256),
+        claims,
+        &EncodingKey::from_secret(secret),
+    )
+    .map_err(|e| AuthError::Invalid(e.to_string()))
 }
 
 #[cfg(test)]
@@ -128,15 +135,29 @@ mod tests {
         let future = chrono::Utc::now().timestamp() + 600;
         let v = Verifier::hs256(b"s3cret").expect_issuer_audience(None, None);
         let t = mint_hs256(b"s3cret", &claims("acme", future)).expect("mint");
-        assert_eq!(v.verify_header(Some(&format!("Bearer {t}"))).expect("ok").org_id, "acme");
+        assert_eq!(
+            v.verify_header(Some(&format!("Bearer {t}")))
+                .expect("ok")
+                .org_id,
+            "acme"
+        );
         assert!(matches!(v.verify_header(None), Err(AuthError::Missing)));
         assert!(matches!(v.verify_header(Some(&t)), Err(AuthError::Missing)));
         let other = mint_hs256(b"other", &claims("acme", future)).expect("mint");
-        assert!(matches!(v.verify_header(Some(&format!("Bearer {other}"))), Err(AuthError::Invalid(_))));
+        assert!(matches!(
+            v.verify_header(Some(&format!("Bearer {other}"))),
+            Err(AuthError::Invalid(_))
+        ));
         let expired = mint_hs256(b"s3cret", &claims("acme", 1000)).expect("mint");
-        assert!(matches!(v.verify_header(Some(&format!("Bearer {expired}"))), Err(AuthError::Invalid(_))));
+        assert!(matches!(
+            v.verify_header(Some(&format!("Bearer {expired}"))),
+            Err(AuthError::Invalid(_))
+        ));
         let no_org = mint_hs256(b"s3cret", &claims("", future)).expect("mint");
-        assert!(matches!(v.verify_header(Some(&format!("Bearer {no_org}"))), Err(AuthError::NoOrg)));
+        assert!(matches!(
+            v.verify_header(Some(&format!("Bearer {no_org}"))),
+            Err(AuthError::NoOrg)
+        ));
         assert!(Verifier::public_key("HS512", b"").is_err());
     }
 }

@@ -93,13 +93,21 @@ impl CursorCodec {
         };
         let json = serde_json::to_vec(&payload).unwrap_or_default();
         let sig = self.mac(&json).finalize().into_bytes();
-        format!("{}.{}", URL_SAFE_NO_PAD.encode(&json), URL_SAFE_NO_PAD.encode(sig))
+        format!(
+            "{}.{}",
+            URL_SAFE_NO_PAD.encode(&json),
+            URL_SAFE_NO_PAD.encode(sig)
+        )
     }
 
     pub fn decode(&self, binding: &Binding<'_>, cursor: &str) -> Result<Position, CursorError> {
         let (body, sig) = cursor.split_once('.').ok_or(CursorError::Malformed)?;
-        let json = URL_SAFE_NO_PAD.decode(body).map_err(|_| CursorError::Malformed)?;
-        let sig = URL_SAFE_NO_PAD.decode(sig).map_err(|_| CursorError::Malformed)?;
+        let json = URL_SAFE_NO_PAD
+            .decode(body)
+            .map_err(|_| CursorError::Malformed)?;
+        let sig = URL_SAFE_NO_PAD
+            .decode(sig)
+            .map_err(|_| CursorError::Malformed)?;
         self.mac(&json)
             .verify_slice(&sig)
             .map_err(|_| CursorError::BadSignature)?;
@@ -115,7 +123,10 @@ impl CursorCodec {
             return Err(CursorError::Mismatch);
         }
         let created_at = DateTime::from_timestamp_micros(p.t).ok_or(CursorError::Malformed)?;
-        Ok(Position { created_at, id: p.i })
+        Ok(Position {
+            created_at,
+            id: p.i,
+        })
     }
 }
 
@@ -125,7 +136,12 @@ mod tests {
     use proptest::prelude::*;
 
     fn b<'a>(org: &'a str, filters: &'a str) -> Binding<'a> {
-        Binding { org, dialect: "native", direction: "desc", filters }
+        Binding {
+            org,
+            dialect: "native",
+            direction: "desc",
+            filters,
+        }
     }
 
     proptest! {

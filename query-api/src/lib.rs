@@ -26,7 +26,11 @@ pub use api::{app, AppState};
 /// Configuration of the query API.
 #[derive(Debug, Clone, Args)]
 pub struct QueryConfig {
-    #[arg(long, env = "TRAILHOUSE_QUERY_LISTEN", default_value = "127.0.0.1:8081")]
+    #[arg(
+        long,
+        env = "TRAILHOUSE_QUERY_LISTEN",
+        default_value = "127.0.0.1:8081"
+    )]
     pub listen: SocketAddr,
     #[command(flatten)]
     pub clickhouse: ClickHouseArgs,
@@ -35,7 +39,11 @@ pub struct QueryConfig {
     /// Secret that signs page cursors.
     #[arg(long, env = "TRAILHOUSE_CURSOR_SECRET", hide_env_values = true)]
     pub cursor_secret: Secret,
-    #[arg(long, env = "TRAILHOUSE_QUERY_SHUTDOWN_TIMEOUT_SECS", default_value_t = 20)]
+    #[arg(
+        long,
+        env = "TRAILHOUSE_QUERY_SHUTDOWN_TIMEOUT_SECS",
+        default_value_t = 20
+    )]
     pub shutdown_timeout_secs: u64,
 }
 
@@ -43,13 +51,21 @@ pub struct QueryConfig {
 #[derive(Debug, Clone, Args)]
 pub struct JwtArgs {
     /// HS256 shared secret (local use).
-    #[arg(long = "jwt-hs256-secret", env = "TRAILHOUSE_JWT_HS256_SECRET", hide_env_values = true)]
+    #[arg(
+        long = "jwt-hs256-secret",
+        env = "TRAILHOUSE_JWT_HS256_SECRET",
+        hide_env_values = true
+    )]
     pub hs256_secret: Option<Secret>,
     /// PEM file with the RS256/ES256 public key (production).
     #[arg(long = "jwt-public-key-file", env = "TRAILHOUSE_JWT_PUBLIC_KEY_FILE")]
     pub public_key_file: Option<std::path::PathBuf>,
     /// `RS256` or `ES256`, with --jwt-public-key-file.
-    #[arg(long = "jwt-algorithm", env = "TRAILHOUSE_JWT_ALGORITHM", default_value = "RS256")]
+    #[arg(
+        long = "jwt-algorithm",
+        env = "TRAILHOUSE_JWT_ALGORITHM",
+        default_value = "RS256"
+    )]
     pub algorithm: String,
     #[arg(long = "jwt-issuer", env = "TRAILHOUSE_JWT_ISSUER")]
     pub issuer: Option<String>,
@@ -70,13 +86,22 @@ impl JwtArgs {
     pub fn verifier(&self) -> Result<auth::Verifier, Error> {
         let v = match (&self.hs256_secret, &self.public_key_file) {
             (Some(_), Some(_)) => {
-                return Err(Error::Config("configure either an HS256 secret or a public key, not both".into()))
+                return Err(Error::Config(
+                    "configure either an HS256 secret or a public key, not both".into(),
+                ))
             }
-            (Some(s), None) if s.expose().len() >= 16 => auth::Verifier::hs256(s.expose().as_bytes()),
-            (Some(_), None) => return Err(Error::Config("the HS256 secret must be at least 16 bytes".into())),
+            (Some(s), None) if s.expose().len() >= 16 => {
+                auth::Verifier::hs256(s.expose().as_bytes())
+            }
+            (Some(_), None) => {
+                return Err(Error::Config(
+                    "the HS256 secret must be at least 16 bytes".into(),
+                ))
+            }
             (None, Some(path)) => {
                 let pem = std::fs::read(path)?;
-                auth::Verifier::public_key(&self.algorithm, &pem).map_err(|e| Error::Config(e.to_string()))?
+                auth::Verifier::public_key(&self.algorithm, &pem)
+                    .map_err(|e| Error::Config(e.to_string()))?
             }
             (None, None) => return Err(Error::Config("no JWT key configured".into())),
         };
@@ -85,10 +110,19 @@ impl JwtArgs {
 }
 
 /// Runs the service on `listener` until `shutdown` fires.
-pub async fn run(config: QueryConfig, listener: TcpListener, shutdown: Shutdown) -> Result<(), Error> {
-    config.clickhouse.validate().map_err(|e| Error::Config(e.to_string()))?;
+pub async fn run(
+    config: QueryConfig,
+    listener: TcpListener,
+    shutdown: Shutdown,
+) -> Result<(), Error> {
+    config
+        .clickhouse
+        .validate()
+        .map_err(|e| Error::Config(e.to_string()))?;
     if config.cursor_secret.expose().len() < 16 {
-        return Err(Error::Config("the cursor secret must be at least 16 bytes".into()));
+        return Err(Error::Config(
+            "the cursor secret must be at least 16 bytes".into(),
+        ));
     }
     let health = Health::new();
     let state = Arc::new(AppState {
@@ -121,7 +155,10 @@ pub async fn run(config: QueryConfig, listener: TcpListener, shutdown: Shutdown)
     });
     let server = tokio::spawn(async move { serve.await });
     shutdown.wait().await;
-    if tokio::time::timeout(Duration::from_secs(config.shutdown_timeout_secs), server).await.is_err() {
+    if tokio::time::timeout(Duration::from_secs(config.shutdown_timeout_secs), server)
+        .await
+        .is_err()
+    {
         tracing::warn!("in-flight requests did not finish before the deadline");
     }
     probe.abort();

@@ -44,14 +44,27 @@ enum Cmd {
 }
 
 fn list(s: &str) -> Vec<String> {
-    s.split(',').map(str::trim).filter(|x| !x.is_empty()).map(String::from).collect()
+    s.split(',')
+        .map(str::trim)
+        .filter(|x| !x.is_empty())
+        .map(String::from)
+        .collect()
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let config = match cli.cmd {
-        Some(Cmd::MintToken { secret, org, sub, environment, workspace, roles, permissions, ttl }) => {
+        Some(Cmd::MintToken {
+            secret,
+            org,
+            sub,
+            environment,
+            workspace,
+            roles,
+            permissions,
+            ttl,
+        }) => {
             let now = chrono::Utc::now().timestamp();
             let claims = Claims {
                 sub,

@@ -47,7 +47,10 @@ pub struct EventQuery {
 impl EventQuery {
     /// A canonical text of the filters, to which cursors are bound.
     pub fn filter_key(&self) -> String {
-        let ts = |t: &Option<DateTime<Utc>>| t.map(|t| t.timestamp_micros().to_string()).unwrap_or_default();
+        let ts = |t: &Option<DateTime<Utc>>| {
+            t.map(|t| t.timestamp_micros().to_string())
+                .unwrap_or_default()
+        };
         format!(
             "env={}&from={}&to={}",
             self.environment_id.as_deref().unwrap_or(""),
@@ -150,7 +153,10 @@ mod tests {
             tail(&s),
             "WHERE org_id = {org:String} ORDER BY created_at DESC, id DESC LIMIT {limit:UInt32}"
         );
-        assert_eq!(s.params, vec![("org", "acme".into()), ("limit", "101".into())]);
+        assert_eq!(
+            s.params,
+            vec![("org", "acme".into()), ("limit", "101".into())]
+        );
     }
 
     #[test]
@@ -161,7 +167,10 @@ mod tests {
             from: Some(t),
             to: Some(t),
             order: Order::Asc,
-            after: Some(Position { created_at: t, id: Uuid::from_u128(1) }),
+            after: Some(Position {
+                created_at: t,
+                id: Uuid::from_u128(1),
+            }),
             ..q()
         });
         assert_eq!(
@@ -171,14 +180,20 @@ AND created_at >= {from:DateTime64(6, 'UTC')} AND created_at < {to:DateTime64(6,
 AND (created_at > {cur_t:DateTime64(6, 'UTC')} OR (created_at = {cur_t:DateTime64(6, 'UTC')} AND id > {cur_id:UUID})) \
 ORDER BY created_at ASC, id ASC LIMIT {limit:UInt32}"
         );
-        assert!(s.params.contains(&("from", "2023-11-14 22:13:20.123456".into())));
-        assert!(s.params.contains(&("cur_id", "00000000-0000-0000-0000-000000000001".into())));
+        assert!(s
+            .params
+            .contains(&("from", "2023-11-14 22:13:20.123456".into())));
+        assert!(s
+            .params
+            .contains(&("cur_id", "00000000-0000-0000-0000-000000000001".into())));
     }
 
     #[test]
     fn get_is_scoped_to_the_org() {
         let s = build_get("acme", Some("prod"), Uuid::from_u128(5));
-        assert!(s.text.contains("org_id = {org:String} AND id = {id:UUID} AND environment_id = {env:String}"));
+        assert!(s.text.contains(
+            "org_id = {org:String} AND id = {id:UUID} AND environment_id = {env:String}"
+        ));
     }
 
     proptest! {

@@ -15,7 +15,10 @@ pub enum StoreError {
 
 /// Runs read queries.
 pub trait EventStore: Send + Sync + 'static {
-    fn fetch(&self, sql: &Sql) -> impl std::future::Future<Output = Result<Vec<EventRow>, StoreError>> + Send;
+    fn fetch(
+        &self,
+        sql: &Sql,
+    ) -> impl std::future::Future<Output = Result<Vec<EventRow>, StoreError>> + Send;
 }
 
 /// Reads with the `clickhouse` crate.

@@ -279,8 +279,10 @@ impl Checker {
     fn text(&mut self, field: &str, value: &Option<String>, max: usize) -> Option<String> {
         let v = value.as_ref()?;
         if v.chars().count() > max {
-            self.errors
-                .push(FieldError::new(field, format!("longer than {max} characters")));
+            self.errors.push(FieldError::new(
+                field,
+                format!("longer than {max} characters"),
+            ));
             return None;
         }
         if v.is_empty() {
@@ -292,8 +294,10 @@ impl Checker {
     fn ident(&mut self, field: &str, value: &Option<String>) -> Option<String> {
         let v = self.text(field, value, limits::ID_LEN)?;
         if v.chars().any(char::is_control) {
-            self.errors
-                .push(FieldError::new(field, "must not contain control characters"));
+            self.errors.push(FieldError::new(
+                field,
+                "must not contain control characters",
+            ));
             return None;
         }
         Some(v)
@@ -375,7 +379,8 @@ pub fn validate(input: EventInput, stamp: &impl Stamp) -> Result<AuditEvent, Vec
         Some(s) => match Uuid::parse_str(s) {
             Ok(id) if !id.is_nil() => Some(id),
             Ok(_) => {
-                c.errors.push(FieldError::new("id", "must not be the nil UUID"));
+                c.errors
+                    .push(FieldError::new("id", "must not be the nil UUID"));
                 None
             }
             Err(_) => {
@@ -430,17 +435,23 @@ pub fn validate(input: EventInput, stamp: &impl Stamp) -> Result<AuditEvent, Vec
     };
 
     let rq = input.request.unwrap_or_default();
-    let method = c.ident("request.method", &rq.method).map(|m| m.to_ascii_uppercase());
+    let method = c
+        .ident("request.method", &rq.method)
+        .map(|m| m.to_ascii_uppercase());
     if let Some(m) = &method {
         if m.len() > 16 || !m.bytes().all(|b| b.is_ascii_alphabetic()) {
-            c.errors
-                .push(FieldError::new("request.method", "not an HTTP method token"));
+            c.errors.push(FieldError::new(
+                "request.method",
+                "not an HTTP method token",
+            ));
         }
     }
     if let Some(status) = rq.status {
         if !(100..=599).contains(&status) {
-            c.errors
-                .push(FieldError::new("request.status", "must be between 100 and 599"));
+            c.errors.push(FieldError::new(
+                "request.status",
+                "must be between 100 and 599",
+            ));
         }
     }
     if let Some(d) = rq.duration_ms {
@@ -563,7 +574,9 @@ mod tests {
             vec!["request.status"]
         );
         assert_eq!(
-            fields(check(json!({"org_id": "a", "action": {"type": "x"}, "bogus": 1}))),
+            fields(check(
+                json!({"org_id": "a", "action": {"type": "x"}, "bogus": 1})
+            )),
             vec!["bogus"]
         );
     }
@@ -574,10 +587,16 @@ mod tests {
             (json!({"id": "nope"}), "id"),
             (json!({"id": "00000000-0000-0000-0000-000000000000"}), "id"),
             (json!({"created_at": "yesterday"}), "created_at"),
-            (json!({"created_at": "2026-01-01T00:00:00.1234567Z"}), "created_at"),
+            (
+                json!({"created_at": "2026-01-01T00:00:00.1234567Z"}),
+                "created_at",
+            ),
             (json!({"created_at": "2030-01-01T00:00:00Z"}), "created_at"),
             (json!({"request": {"status": 42}}), "request.status"),
-            (json!({"request": {"duration_ms": -1.0}}), "request.duration_ms"),
+            (
+                json!({"request": {"duration_ms": -1.0}}),
+                "request.duration_ms",
+            ),
             (json!({"request": {"method": "GE T"}}), "request.method"),
             (json!({"actor": {"id": "a\u{0}b"}}), "actor.id"),
         ];
@@ -595,14 +614,19 @@ mod tests {
         let e = check(json!({"org_id": "a", "action": {"type": "x"},
             "created_at": "2026-01-01T01:00:00.123456+01:00"}))
         .expect("valid");
-        assert_eq!(format_timestamp(&e.created_at), "2026-01-01T00:00:00.123456Z");
+        assert_eq!(
+            format_timestamp(&e.created_at),
+            "2026-01-01T00:00:00.123456Z"
+        );
     }
 
     #[test]
     fn canonical_json_round_trips() {
-        let e = check(json!({"org_id": "a", "action": {"type": "x", "description": "d"},
+        let e = check(
+            json!({"org_id": "a", "action": {"type": "x", "description": "d"},
             "request": {"method": "get", "query": {"q": ["1", "2"]}, "headers": {"x": "y"}},
-            "metadata": {"k": "v"}}))
+            "metadata": {"k": "v"}}),
+        )
         .expect("valid");
         assert_eq!(e.request.method.as_deref(), Some("GET"));
         let text = serde_json::to_string(&e).expect("serialize");

@@ -9,8 +9,14 @@ use crate::event::{parse_input, validate, AuditEvent, Stamp};
 /// The example files, by name.
 pub const FILES: &[(&str, &str)] = &[
     ("api_request", include_str!("../examples/api_request.json")),
-    ("workspace_action", include_str!("../examples/workspace_action.json")),
-    ("api_key_call", include_str!("../examples/api_key_call.json")),
+    (
+        "workspace_action",
+        include_str!("../examples/workspace_action.json"),
+    ),
+    (
+        "api_key_call",
+        include_str!("../examples/api_key_call.json"),
+    ),
     ("minimal", include_str!("../examples/minimal.json")),
 ];
 
@@ -35,9 +41,7 @@ impl Stamp for FixedStamp {
         self.now
     }
     fn new_id(&self, _: DateTime<Utc>) -> Uuid {
-        let n = self
-            .next
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let n = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Uuid::from_u128(0x0190_0000_0000_7000_8000_0000_0000_0000 | u128::from(n))
     }
 }
@@ -79,7 +83,17 @@ pub(crate) fn arb_event() -> impl proptest::strategy::Strategy<Value = AuditEven
     }
     let ids = (any::<u128>(), "[a-z0-9_]{1,16}", opt(), opt(), opt());
     let times = (0i64..4_000_000_000_000_000, 0i64..4_000_000_000_000_000);
-    let who = (opt(), opt(), opt(), opt(), opt(), opt(), opt(), opt(), opt());
+    let who = (
+        opt(),
+        opt(),
+        opt(),
+        opt(),
+        opt(),
+        opt(),
+        opt(),
+        opt(),
+        opt(),
+    );
     let what = ("[a-z.]{1,20}", opt(), opt(), opt(), opt(), opt());
     let req = (
         opt(),

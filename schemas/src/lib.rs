@@ -13,7 +13,5 @@ pub mod migrations;
 pub mod row;
 
 pub use avro::{decode, encode, AvroError};
-pub use event::{
-    parse_input, validate, AuditEvent, EventInput, FieldError, Stamp, SystemStamp,
-};
+pub use event::{parse_input, validate, AuditEvent, EventInput, FieldError, Stamp, SystemStamp};
 pub use row::{EventRow, Lineage, EVENT_COLUMNS};

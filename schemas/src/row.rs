@@ -199,8 +199,20 @@ mod tests {
     #[test]
     fn examples_round_trip_through_rows() {
         for e in crate::examples::all() {
-            let row = EventRow::from_event(&e, Lineage { partition: 3, offset: 9 });
-            assert_eq!(row.lineage(), Lineage { partition: 3, offset: 9 });
+            let row = EventRow::from_event(
+                &e,
+                Lineage {
+                    partition: 3,
+                    offset: 9,
+                },
+            );
+            assert_eq!(
+                row.lineage(),
+                Lineage {
+                    partition: 3,
+                    offset: 9
+                }
+            );
             assert_eq!(row.into_event(), e);
         }
     }

@@ -10,13 +10,19 @@ use trailhouse_schemas::event::{parse_input, validate, SystemStamp};
 use trailhouse_tests::{TestEnv, SERVICE_KEY};
 
 const ORGS: [&str; 5] = ["org_a", "org_b", "org_c", "org_d", "org_e"];
-const ACTIONS: [&str; 4] = ["user.login", "user.update", "ticket.delete", "workflow.publish"];
+const ACTIONS: [&str; 4] = [
+    "user.login",
+    "user.update",
+    "ticket.delete",
+    "workflow.publish",
+];
 
 /// A realistic event; every third event shares its timestamp with the next.
 fn event(i: usize) -> Value {
     let org = ORGS[i % ORGS.len()];
-    let ts = chrono::DateTime::from_timestamp_micros(1_772_000_000_000_000 + (i as i64 / 3) * 1_000)
-        .unwrap_or_default();
+    let ts =
+        chrono::DateTime::from_timestamp_micros(1_772_000_000_000_000 + (i as i64 / 3) * 1_000)
+            .unwrap_or_default();
     json!({
         "id": uuid::Uuid::new_v4().to_string(),
         "org_id": org,
@@ -51,7 +57,11 @@ async fn read_all(env: &TestEnv, org: &str) -> Vec<Value> {
     let mut out = Vec::new();
     let mut cursor: Option<String> = None;
     loop {
-        let mut req = env.http.get(format!("{url}/v1/events")).bearer_auth(&token).query(&[("limit", "1000")]);
+        let mut req = env
+            .http
+            .get(format!("{url}/v1/events"))
+            .bearer_auth(&token)
+            .query(&[("limit", "1000")]);
         if let Some(c) = &cursor {
             req = req.query(&[("cursor", c)]);
         }
@@ -97,7 +107,9 @@ async fn ten_thousand_events_for_five_orgs_come_back_exactly() {
     let mut want: BTreeMap<&str, BTreeMap<String, Value>> = BTreeMap::new();
     for v in &events {
         let org = v["org_id"].as_str().expect("org");
-        want.entry(org).or_default().insert(v["id"].as_str().expect("id").to_string(), expected(v));
+        want.entry(org)
+            .or_default()
+            .insert(v["id"].as_str().expect("id").to_string(), expected(v));
     }
 
     let deadline = acked + Duration::from_secs(60);
@@ -113,7 +125,10 @@ async fn ten_thousand_events_for_five_orgs_come_back_exactly() {
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    println!("all 10000 events visible {:?} after the last 202", acked.elapsed());
+    println!(
+        "all 10000 events visible {:?} after the last 202",
+        acked.elapsed()
+    );
 
     for org in ORGS {
         let rows = &got[org];
@@ -123,13 +138,24 @@ async fn ten_thousand_events_for_five_orgs_come_back_exactly() {
         // Newest first, ties broken by id.
         let keys: Vec<(String, String)> = rows
             .iter()
-            .map(|r| (r["created_at"].as_str().unwrap_or("").to_string(), r["id"].as_str().unwrap_or("").to_string()))
+            .map(|r| {
+                (
+                    r["created_at"].as_str().unwrap_or("").to_string(),
+                    r["id"].as_str().unwrap_or("").to_string(),
+                )
+            })
             .collect();
-        assert!(keys.windows(2).all(|w| w[0].0 >= w[1].0), "{org}: not newest first");
+        assert!(
+            keys.windows(2).all(|w| w[0].0 >= w[1].0),
+            "{org}: not newest first"
+        );
         for r in rows {
             assert_eq!(r["org_id"], org, "another org's event is visible");
             let mut r = r.clone();
-            assert!(r.as_object_mut().and_then(|o| o.remove("received_at")).is_some());
+            assert!(r
+                .as_object_mut()
+                .and_then(|o| o.remove("received_at"))
+                .is_some());
             let id = r["id"].as_str().expect("id").to_string();
             assert_eq!(r, want[org][&id], "{org}: event {id} differs");
         }
@@ -138,9 +164,21 @@ async fn ten_thousand_events_for_five_orgs_come_back_exactly() {
     // Single-event reads are scoped to the token's org.
     let url = env.query_url.clone().expect("query");
     let some_a = got["org_a"][0]["id"].as_str().expect("id").to_string();
-    let own = env.http.get(format!("{url}/v1/events/{some_a}")).bearer_auth(env.token("org_a", &[], &[])).send().await.expect("get");
+    let own = env
+        .http
+        .get(format!("{url}/v1/events/{some_a}"))
+        .bearer_auth(env.token("org_a", &[], &[]))
+        .send()
+        .await
+        .expect("get");
     assert_eq!(own.status(), 200);
-    let foreign = env.http.get(format!("{url}/v1/events/{some_a}")).bearer_auth(env.token("org_b", &[], &[])).send().await.expect("get");
+    let foreign = env
+        .http
+        .get(format!("{url}/v1/events/{some_a}"))
+        .bearer_auth(env.token("org_b", &[], &[]))
+        .send()
+        .await
+        .expect("get");
     assert_eq!(foreign.status(), 404);
     env.stop().await;
 }
@@ -151,14 +189,30 @@ async fn invalid_events_are_rejected_and_never_reach_kafka() {
     let ingest = env.start_ingest(&["org_a"]).await;
     env.wait_ready().await;
     let post = |body: Value, key: &str| {
-        env.http.post(format!("{ingest}/v1/events")).bearer_auth(key).json(&body).send()
+        env.http
+            .post(format!("{ingest}/v1/events"))
+            .bearer_auth(key)
+            .json(&body)
+            .send()
     };
     let good = json!({"org_id": "org_a", "action": {"type": "x"}});
     let cases = [
         (json!([good, {"org_id": "org_a"}]), "key-org_a", 400),
-        (json!({"org_id": "org_a", "action": {"type": "x"}, "created_at": "soon"}), "key-org_a", 400),
-        (json!({"org_id": "org_a", "action": {"type": "x"}, "unknown": 1}), "key-org_a", 400),
-        (json!({"org_id": "org_b", "action": {"type": "x"}}), "key-org_a", 403),
+        (
+            json!({"org_id": "org_a", "action": {"type": "x"}, "created_at": "soon"}),
+            "key-org_a",
+            400,
+        ),
+        (
+            json!({"org_id": "org_a", "action": {"type": "x"}, "unknown": 1}),
+            "key-org_a",
+            400,
+        ),
+        (
+            json!({"org_id": "org_b", "action": {"type": "x"}}),
+            "key-org_a",
+            403,
+        ),
         (good.clone(), "wrong-key", 401),
     ];
     for (body, key, status) in cases {
@@ -167,7 +221,11 @@ async fn invalid_events_are_rejected_and_never_reach_kafka() {
         let err: Value = resp.json().await.expect("json body");
         assert!(err["error"]["code"].is_string(), "{err}");
     }
-    assert_eq!(env.topic_message_count(), 0, "a rejected event reached Kafka");
+    assert_eq!(
+        env.topic_message_count(),
+        0,
+        "a rejected event reached Kafka"
+    );
     let resp = post(good, "key-org_a").await.expect("post");
     assert_eq!(resp.status().as_u16(), 202);
     assert_eq!(env.topic_message_count(), 1);
@@ -196,14 +254,25 @@ async fn events_written_with_the_old_schema_still_arrive() {
     let bytes = trailhouse_schemas::avro::encode_as_version(&e, 1).expect("v1");
     let producer: FutureProducer = env.kafka.client_config().create().expect("producer");
     producer
-        .send(FutureRecord::to(&env.kafka.topic).key(&e.org_id).payload(&bytes), Duration::from_secs(10))
+        .send(
+            FutureRecord::to(&env.kafka.topic)
+                .key(&e.org_id)
+                .payload(&bytes),
+            Duration::from_secs(10),
+        )
         .await
         .map_err(|(e, _)| e)
         .expect("produce");
     let token = env.token(&e.org_id, &[], &[]);
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let resp = env.http.get(format!("{url}/v1/events/{}", e.id)).bearer_auth(&token).send().await.expect("get");
+        let resp = env
+            .http
+            .get(format!("{url}/v1/events/{}", e.id))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .expect("get");
         if resp.status() == 200 {
             let got: Value = resp.json().await.expect("json");
             assert_eq!(got, serde_json::to_value(&e).expect("json"));

@@ -4,7 +4,11 @@ use clap::Parser;
 use trailhouse_common::clickhouse::{migrate, ClickHouseArgs};
 
 #[derive(Parser)]
-#[command(name = "trailhouse-migrate", version, about = "Apply Trailhouse's ClickHouse migrations")]
+#[command(
+    name = "trailhouse-migrate",
+    version,
+    about = "Apply Trailhouse's ClickHouse migrations"
+)]
 struct Cli {
     #[command(flatten)]
     clickhouse: ClickHouseArgs,

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Runs every check and test: formatting, lints, unit and property tests, and
+# the integration tests against the real local Kafka and ClickHouse (started
+# here if they are not running, and stopped again afterwards).
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+cd "$ROOT"
+
+bash dev/install.sh
+
+started_infra=0
+if ! (pid_alive kafka && pid_alive clickhouse); then
+  bash dev/infra.sh start
+  started_infra=1
+fi
+cleanup() { [[ $started_infra == 1 ]] && bash "$ROOT/dev/infra.sh" stop || true; }
+trap cleanup EXIT
+
+export TRAILHOUSE_TEST_KAFKA="127.0.0.1:$KAFKA_PORT"
+export TRAILHOUSE_TEST_CLICKHOUSE="http://127.0.0.1:$CLICKHOUSE_PORT"
+
+say "cargo fmt --check"
+cargo fmt --all --check
+say "cargo build"
+cargo build --workspace --all-targets --locked
+say "cargo clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+say "python checks of the dev server"
+python3 -m py_compile dev/clickhouse_http.py dev/demo_data.py
+say "tests"
+cargo nextest run --workspace --locked --no-fail-fast
