@@ -9,8 +9,8 @@ bash dev/install.sh
 bash dev/infra.sh start
 
 say "building the services"
-cargo build --release --bins -q
-BIN="$ROOT/target/release"
+cargo build --workspace --bins -q
+BIN="$ROOT/target/debug"
 
 # Local secrets, made once and kept in the git-ignored data folder.
 if [[ ! -f "$DATA/demo.env" ]]; then
