@@ -6,6 +6,7 @@ pub mod clickhouse;
 pub mod health;
 pub mod kafka;
 pub mod secret;
+pub mod serve;
 pub mod shutdown;
 pub mod telemetry;
 

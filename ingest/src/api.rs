@@ -141,6 +141,12 @@ pub fn app<S: EventSink>(state: Arc<AppState<S>>) -> Router {
     let health = state.health.clone();
     Router::new()
         .route("/v1/events", post(post_events::<S>))
+        .fallback(|| async {
+            (
+                StatusCode::NOT_FOUND,
+                Json(json!({"error": {"code": "not_found", "message": "no such endpoint"}})),
+            )
+        })
         .with_state(state)
         .layer(DefaultBodyLimit::max(limits.max_body_bytes))
         .layer(TimeoutLayer::with_status_code(

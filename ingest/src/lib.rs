@@ -18,6 +18,7 @@ use clap::Args;
 use tokio::net::TcpListener;
 use trailhouse_common::health::Health;
 use trailhouse_common::kafka::KafkaArgs;
+use trailhouse_common::serve::{serve_until, spawn_probe};
 use trailhouse_common::shutdown::Shutdown;
 
 pub use api::{app, AppState, Limits};
@@ -36,7 +37,7 @@ pub struct IngestConfig {
     pub listen: SocketAddr,
     #[command(flatten)]
     pub kafka: KafkaArgs,
-    /// Per-org API keys as `org:sha256hex,...` (see `trailhouse-ingest key new`).
+    /// Per-org API keys as `org:sha256hex,...` (see `trailhouse-ingest new-key`).
     #[arg(long, env = "TRAILHOUSE_INGEST_KEYS", default_value = "")]
     pub keys: String,
     /// Service keys allowed to write any org, as `name:sha256hex,...`.
@@ -137,41 +138,21 @@ pub async fn run(
         },
         health: health.clone(),
     });
-    // Readiness follows the broker: probe until ready, and keep probing.
-    let probe = tokio::spawn({
-        let (sink, health, shutdown) = (sink.clone(), health.clone(), shutdown.clone());
-        async move {
-            while !shutdown.is_triggered() {
-                let s = sink.clone();
-                let ok =
-                    tokio::task::spawn_blocking(move || s.check(Duration::from_secs(5)).is_ok())
-                        .await
-                        .unwrap_or(false);
-                health.set_ready(ok && !shutdown.is_triggered());
-                tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_secs(5)) => {},
-                    _ = shutdown.wait() => {},
-                }
+    // Readiness follows the broker.
+    let probe = spawn_probe(health.clone(), shutdown.clone(), Duration::from_secs(5), {
+        let sink = sink.clone();
+        move || {
+            let s = sink.clone();
+            async move {
+                tokio::task::spawn_blocking(move || s.check(Duration::from_secs(5)).is_ok())
+                    .await
+                    .unwrap_or(false)
             }
         }
     });
     tracing::info!(addr = %listener.local_addr()?, topic = %config.kafka.topic, "ingest listening");
     let deadline = Duration::from_secs(config.shutdown_timeout_secs);
-    let serve = axum::serve(listener, app(state)).with_graceful_shutdown({
-        let (shutdown, health) = (shutdown.clone(), health.clone());
-        async move {
-            shutdown.wait().await;
-            health.set_ready(false);
-        }
-    });
-    let server = tokio::spawn(async move { serve.await });
-    shutdown.wait().await;
-    match tokio::time::timeout(deadline, server).await {
-        Ok(Ok(Ok(()))) => {}
-        Ok(Ok(Err(e))) => tracing::error!(error = %e, "server error"),
-        Ok(Err(e)) => tracing::error!(error = %e, "server task failed"),
-        Err(_) => tracing::warn!("in-flight requests did not finish before the deadline"),
-    }
+    serve_until(listener, app(state), shutdown, health, deadline).await;
     probe.abort();
     let flush_sink = sink.clone();
     match tokio::task::spawn_blocking(move || flush_sink.flush(deadline)).await {

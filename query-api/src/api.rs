@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -120,6 +121,7 @@ pub fn app<S: EventStore>(state: Arc<AppState<S>>) -> Router {
     Router::new()
         .route("/v1/events", get(list_events::<S>))
         .route("/v1/events/{id}", get(get_event::<S>))
+        .fallback(|| async { ApiError::NotFound })
         .with_state(state)
         .layer(TimeoutLayer::with_status_code(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -184,9 +186,10 @@ pub fn parse_list(claims: &Claims, p: &HashMap<String, String>) -> Result<EventQ
 async fn list_events<S: EventStore>(
     State(state): State<Arc<AppState<S>>>,
     headers: HeaderMap,
-    Query(params): Query<HashMap<String, String>>,
+    params: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let claims = claims(&state, &headers)?;
+    let Query(params) = params.map_err(|r| ApiError::bad("query", r.body_text()))?;
     let mut q = parse_list(&claims, &params)?;
     let filters = q.filter_key();
     let binding = Binding {
@@ -382,6 +385,11 @@ mod tests {
         );
         let (st, _) = get(&s, "/v1/events", Some("garbage".into())).await;
         assert_eq!(st, StatusCode::UNAUTHORIZED);
+        let (st, body) = get(&s, "/v1/nothing-here", Some(token("a"))).await;
+        assert_eq!(
+            (st, body["error"]["code"].as_str()),
+            (StatusCode::NOT_FOUND, Some("not_found"))
+        );
     }
 
     #[tokio::test]

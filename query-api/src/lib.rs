@@ -18,6 +18,7 @@ use clap::Args;
 use tokio::net::TcpListener;
 use trailhouse_common::clickhouse::ClickHouseArgs;
 use trailhouse_common::health::Health;
+use trailhouse_common::serve::{serve_until, spawn_probe};
 use trailhouse_common::shutdown::Shutdown;
 use trailhouse_common::Secret;
 
@@ -132,35 +133,18 @@ pub async fn run(
         health: health.clone(),
     });
     let client = config.clickhouse.client();
-    let probe = tokio::spawn({
-        let (health, shutdown) = (health.clone(), shutdown.clone());
-        async move {
-            while !shutdown.is_triggered() {
-                let ok = client.query("SELECT 1").execute().await.is_ok();
-                health.set_ready(ok && !shutdown.is_triggered());
-                tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_secs(5)) => {},
-                    _ = shutdown.wait() => {},
-                }
-            }
-        }
-    });
+    let probe = spawn_probe(
+        health.clone(),
+        shutdown.clone(),
+        Duration::from_secs(5),
+        move || {
+            let client = client.clone();
+            async move { client.query("SELECT 1").execute().await.is_ok() }
+        },
+    );
     tracing::info!(addr = %listener.local_addr()?, "query api listening");
-    let serve = axum::serve(listener, app(state)).with_graceful_shutdown({
-        let (shutdown, health) = (shutdown.clone(), health.clone());
-        async move {
-            shutdown.wait().await;
-            health.set_ready(false);
-        }
-    });
-    let server = tokio::spawn(async move { serve.await });
-    shutdown.wait().await;
-    if tokio::time::timeout(Duration::from_secs(config.shutdown_timeout_secs), server)
-        .await
-        .is_err()
-    {
-        tracing::warn!("in-flight requests did not finish before the deadline");
-    }
+    let deadline = Duration::from_secs(config.shutdown_timeout_secs);
+    serve_until(listener, app(state), shutdown, health, deadline).await;
     probe.abort();
     Ok(())
 }
