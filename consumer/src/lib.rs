@@ -192,6 +192,20 @@ struct Loop<W> {
 impl<W: RowWriter> Loop<W> {
     fn accept(&mut self, partition: i32, offset: i64, payload: Option<&[u8]>) {
         let now = Instant::now();
+        // A batch must cover a contiguous, increasing offset range; a message
+        // at or before its end means the partition was re-seeked, so the old
+        // batch is stale (it was never committed and will be re-read).
+        if let Some(b) = self.batches.get(&partition) {
+            if b.len_offsets() > 0 && offset <= b.last_offset {
+                tracing::warn!(
+                    partition,
+                    offset,
+                    last = b.last_offset,
+                    "partition rewound, dropping unsent batch"
+                );
+                self.batches.remove(&partition);
+            }
+        }
         let batch = self
             .batches
             .entry(partition)
@@ -361,6 +375,11 @@ pub async fn run(
                         let (p, o) = (m.partition(), m.offset());
                         let payload = m.payload().map(<[u8]>::to_vec);
                         drop(m);
+                        // Rebalance callbacks ran inside this poll: drop the
+                        // batches of revoked partitions before accepting a
+                        // message that may belong to a re-assignment.
+                        let revoked = lp.consumer.context().take_revoked();
+                        lp.drop_revoked(revoked);
                         lp.accept(p, o, payload.as_deref());
                     }
                     Ok(Err(e)) => tracing::warn!(error = %e, "kafka consume error"),
