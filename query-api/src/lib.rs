@@ -1,12 +1,17 @@
 //! Trailhouse query API: bearer-token scoped reads of audit events.
 //!
 //! Pure cores: [`query`] (filters → parameterised SQL) and [`cursor`]
-//! (signed keyset cursors). [`store`] is the port to ClickHouse; [`api`] the
-//! HTTP edge with its one error → status table.
+//! (signed keyset cursors). [`store`] is the port to ClickHouse; [`dialect`]
+//! holds the thin adapters of each API dialect; [`api`] the HTTP edge and
+//! [`error`] its one error → status table.
 
+pub mod access;
 pub mod api;
 pub mod auth;
 pub mod cursor;
+pub mod dialect;
+pub mod error;
+pub mod params;
 pub mod query;
 pub mod store;
 
@@ -40,6 +45,25 @@ pub struct QueryConfig {
     /// Secret that signs page cursors.
     #[arg(long, env = "TRAILHOUSE_CURSOR_SECRET", hide_env_values = true)]
     pub cursor_secret: Secret,
+    /// Role → permission grants, `role:permission` pairs separated by commas.
+    #[arg(
+        long,
+        env = "TRAILHOUSE_QUERY_ROLE_PERMISSIONS",
+        default_value = access::DEFAULT_ROLE_PERMISSIONS
+    )]
+    pub role_permissions: String,
+    /// Request headers the organisation audit log's details view may show
+    /// (comma separated; `Authorization` and `Cookie` never are).
+    #[arg(
+        long,
+        env = "TRAILHOUSE_QUERY_DETAIL_HEADERS",
+        default_value = access::DEFAULT_DETAIL_HEADERS
+    )]
+    pub detail_headers: String,
+    /// Base of absolute URLs in responses (e.g. `https://audit.example.com`);
+    /// from the request's Host / X-Forwarded-* headers when unset.
+    #[arg(long, env = "TRAILHOUSE_QUERY_PUBLIC_URL")]
+    pub public_url: Option<String>,
     #[arg(
         long,
         env = "TRAILHOUSE_QUERY_SHUTDOWN_TIMEOUT_SECS",
@@ -125,12 +149,23 @@ pub async fn run(
             "the cursor secret must be at least 16 bytes".into(),
         ));
     }
+    let access = access::Access::parse(&config.role_permissions, &config.detail_headers)
+        .map_err(|e| Error::Config(e.to_string()))?;
+    if let Some(u) = &config.public_url {
+        if !(u.starts_with("http://") || u.starts_with("https://")) {
+            return Err(Error::Config(
+                "the public URL must start with http:// or https://".into(),
+            ));
+        }
+    }
     let health = Health::new();
     let state = Arc::new(AppState {
         store: store::ClickHouseStore::new(config.clickhouse.client()),
         verifier: config.jwt.verifier()?,
         cursors: cursor::CursorCodec::new(config.cursor_secret.expose().as_bytes()),
+        access,
         health: health.clone(),
+        public_url: config.public_url.clone(),
     });
     let client = config.clickhouse.client();
     let probe = spawn_probe(

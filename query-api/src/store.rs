@@ -2,7 +2,8 @@
 
 use trailhouse_schemas::EventRow;
 
-use crate::query::Sql;
+use crate::cursor::Position;
+use crate::query::{build_page, Filter, Page, Sql, Start};
 
 /// A read that failed.
 #[derive(Debug, thiserror::Error)]
@@ -19,6 +20,61 @@ pub trait EventStore: Send + Sync + 'static {
         &self,
         sql: &Sql,
     ) -> impl std::future::Future<Output = Result<Vec<EventRow>, StoreError>> + Send;
+
+    /// Runs a `SELECT count()` query.
+    fn count(&self, sql: &Sql) -> impl std::future::Future<Output = Result<u64, StoreError>> + Send;
+}
+
+/// One page of rows in the requested order, and where the walk can go next.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Fetched {
+    pub rows: Vec<EventRow>,
+    /// More rows exist beyond this page in the direction of the walk.
+    pub has_more: bool,
+    /// Position to continue forward from (the last row), when rows follow.
+    pub next: Option<Position>,
+    /// Position to walk back from (the first row), when rows precede.
+    pub prev: Option<Position>,
+}
+
+fn position(r: &EventRow) -> Position {
+    Position {
+        created_at: r.created_at,
+        id: r.id,
+    }
+}
+
+/// Runs one page: fetches `limit + 1` rows to learn whether more exist, puts
+/// a backward page back into the requested order, and works out the
+/// neighbouring positions.
+pub async fn fetch_page<S: EventStore>(
+    store: &S,
+    filter: &Filter,
+    page: &Page,
+) -> Result<Fetched, StoreError> {
+    let mut rows = store.fetch(&build_page(filter, page)).await?;
+    let limit = page.limit as usize;
+    let has_more = rows.len() > limit;
+    rows.truncate(limit);
+    let (first, last) = match page.start {
+        Start::Before(_) => {
+            rows.reverse();
+            (rows.first(), rows.last())
+        }
+        _ => (rows.first(), rows.last()),
+    };
+    let (next, prev) = match page.start {
+        Start::First | Start::Offset(_) => (last.filter(|_| has_more), None),
+        Start::After(_) => (last.filter(|_| has_more), first),
+        Start::Before(_) => (last, first.filter(|_| has_more)),
+    };
+    let (next, prev) = (next.map(position), prev.map(position));
+    Ok(Fetched {
+        rows,
+        has_more,
+        next,
+        prev,
+    })
 }
 
 /// Reads with the `clickhouse` crate.
@@ -39,12 +95,24 @@ impl EventStore for ClickHouseStore {
         for (name, value) in &sql.params {
             q = q.param(name, value.as_str());
         }
-        q.fetch_all::<EventRow>().await.map_err(|e| match e {
-            clickhouse::error::Error::Network(_) | clickhouse::error::Error::TimedOut => {
-                StoreError::Unavailable(e.to_string())
-            }
-            other => StoreError::Query(other.to_string()),
-        })
+        q.fetch_all::<EventRow>().await.map_err(classify)
+    }
+
+    async fn count(&self, sql: &Sql) -> Result<u64, StoreError> {
+        let mut q = self.client.query(&sql.text);
+        for (name, value) in &sql.params {
+            q = q.param(name, value.as_str());
+        }
+        q.fetch_one::<u64>().await.map_err(classify)
+    }
+}
+
+fn classify(e: clickhouse::error::Error) -> StoreError {
+    match e {
+        clickhouse::error::Error::Network(_) | clickhouse::error::Error::TimedOut => {
+            StoreError::Unavailable(e.to_string())
+        }
+        other => StoreError::Query(other.to_string()),
     }
 }
 
@@ -61,5 +129,12 @@ impl EventStore for StaticStore {
             s.push(sql.clone());
         }
         Ok(self.rows.clone())
+    }
+
+    async fn count(&self, sql: &Sql) -> Result<u64, StoreError> {
+        if let Ok(mut s) = self.seen.lock() {
+            s.push(sql.clone());
+        }
+        Ok(self.rows.len() as u64)
     }
 }

@@ -1,0 +1,147 @@
+//! Who may read what: permissions from roles (configurable) or granted
+//! directly in the token, and the header allow-list of the details view.
+
+use std::collections::BTreeMap;
+
+use crate::auth::Claims;
+use crate::error::ApiError;
+
+/// The permission every audit-log API requires (the Atomic-style API uses a role).
+pub const VIEW_AUDIT_LOG: &str = "viewAuditLog";
+
+/// Headers never shown, whatever the allow-list says.
+pub const NEVER_SHOWN: [&str; 4] = ["authorization", "cookie", "set-cookie", "proxy-authorization"];
+
+/// Access configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Access {
+    /// role → permissions it grants.
+    pub role_permissions: BTreeMap<String, Vec<String>>,
+    /// Lower-case header names the details view may show.
+    pub detail_headers: Vec<String>,
+}
+
+impl Default for Access {
+    fn default() -> Self {
+        Access::parse(DEFAULT_ROLE_PERMISSIONS, DEFAULT_DETAIL_HEADERS).unwrap_or(Access {
+            role_permissions: BTreeMap::new(),
+            detail_headers: Vec::new(),
+        })
+    }
+}
+
+/// `role:permission` pairs, comma separated; a role may appear several times.
+pub const DEFAULT_ROLE_PERMISSIONS: &str = "owner:viewAuditLog,admin:viewAuditLog";
+/// Header names, comma separated.
+pub const DEFAULT_DETAIL_HEADERS: &str =
+    "accept,accept-language,content-type,content-length,origin,referer,user-agent,x-request-id,x-forwarded-for";
+
+/// A configuration value that does not parse.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("{0}")]
+pub struct AccessConfigError(String);
+
+impl Access {
+    /// Parses the two configuration strings.
+    pub fn parse(role_permissions: &str, detail_headers: &str) -> Result<Self, AccessConfigError> {
+        let mut map: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for pair in role_permissions.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            let (role, perm) = pair
+                .split_once(':')
+                .filter(|(r, p)| !r.trim().is_empty() && !p.trim().is_empty())
+                .ok_or_else(|| {
+                    AccessConfigError(format!(
+                        "role permission {pair:?} is not of the form role:permission"
+                    ))
+                })?;
+            map.entry(role.trim().to_string())
+                .or_default()
+                .push(perm.trim().to_string());
+        }
+        let detail_headers = detail_headers
+            .split(',')
+            .map(|h| h.trim().to_ascii_lowercase())
+            .filter(|h| !h.is_empty())
+            .collect();
+        Ok(Access {
+            role_permissions: map,
+            detail_headers,
+        })
+    }
+
+    /// Whether the token grants `perm`, directly or through a role.
+    pub fn has_permission(&self, c: &Claims, perm: &str) -> bool {
+        c.permissions.iter().any(|p| p == perm)
+            || c.roles.iter().any(|r| {
+                self.role_permissions
+                    .get(r)
+                    .is_some_and(|ps| ps.iter().any(|p| p == perm))
+            })
+    }
+
+    /// 403 unless the token grants `perm`.
+    pub fn require(&self, c: &Claims, perm: &str) -> Result<(), ApiError> {
+        if self.has_permission(c, perm) {
+            Ok(())
+        } else {
+            Err(ApiError::Forbidden(format!(
+                "the token lacks the {perm} permission"
+            )))
+        }
+    }
+
+    /// 403 unless the token has `role`.
+    pub fn require_role(&self, c: &Claims, role: &str) -> Result<(), ApiError> {
+        if c.roles.iter().any(|r| r == role) {
+            Ok(())
+        } else {
+            Err(ApiError::Forbidden(format!("the token lacks the {role} role")))
+        }
+    }
+
+    /// Whether the details view may show header `name`.
+    pub fn shows_header(&self, name: &str) -> bool {
+        let n = name.to_ascii_lowercase();
+        !NEVER_SHOWN.contains(&n.as_str()) && self.detail_headers.contains(&n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn claims(roles: &[&str], perms: &[&str]) -> Claims {
+        Claims {
+            sub: "u".into(),
+            org_id: "o".into(),
+            environment_id: None,
+            workspace_id: None,
+            roles: roles.iter().map(|s| s.to_string()).collect(),
+            permissions: perms.iter().map(|s| s.to_string()).collect(),
+            exp: 0,
+            iat: 0,
+        }
+    }
+
+    #[test]
+    fn roles_and_direct_permissions() {
+        let a = Access::default();
+        assert!(a.has_permission(&claims(&["owner"], &[]), VIEW_AUDIT_LOG));
+        assert!(a.has_permission(&claims(&["admin"], &[]), VIEW_AUDIT_LOG));
+        assert!(!a.has_permission(&claims(&["member"], &[]), VIEW_AUDIT_LOG));
+        assert!(a.has_permission(&claims(&[], &[VIEW_AUDIT_LOG]), VIEW_AUDIT_LOG));
+        let custom = Access::parse("auditor:viewAuditLog", "").unwrap_or_default();
+        assert!(custom.has_permission(&claims(&["auditor"], &[]), VIEW_AUDIT_LOG));
+        assert!(!custom.has_permission(&claims(&["admin"], &[]), VIEW_AUDIT_LOG));
+        assert!(Access::parse("admin", "").is_err());
+    }
+
+    #[test]
+    fn secrets_are_never_shown() {
+        let a = Access::parse("", "Authorization,Cookie,X-Request-Id").unwrap_or_default();
+        assert!(!a.shows_header("authorization"));
+        assert!(!a.shows_header("Cookie"));
+        assert!(a.shows_header("x-request-id"));
+        assert!(!a.shows_header("content-type"));
+    }
+}

@@ -1,0 +1,125 @@
+//! Atomic-style `GET /audit-log`: credential role `workbench`, scoped to the
+//! token's org and environment, newest first, `authType` filter, `limit` and
+//! `cursor`.
+
+use std::sync::Arc;
+
+use axum::extract::{RawQuery, State};
+use axum::http::HeaderMap;
+use axum::Json;
+use serde_json::{json, Map, Value};
+use trailhouse_schemas::EventRow;
+
+use super::{millis, opt, query_object};
+use crate::api::{binding, AppState};
+use crate::cursor::{Cursor, Position};
+use crate::error::{ApiError, Failure};
+use crate::params::Params;
+use crate::query::{Cond, Field, Filter, Order, Page, Start};
+use crate::store::{fetch_page, EventStore};
+
+pub const DIALECT: &str = "atomic";
+pub const PARAMS: &[&str] = &["authType", "limit", "cursor"];
+pub const ROLE: &str = "workbench";
+pub const AUTH_TYPES: [&str; 4] = ["client", "clientCredentials", "signedPayload", "workbench"];
+pub const DEFAULT_LIMIT: u32 = 100;
+pub const MAX_LIMIT: u32 = 1000;
+
+/// The filter of a request.
+pub fn filter(org: &str, environment: Option<&str>, p: &Params) -> Result<Filter, ApiError> {
+    let mut f = Filter::new(org);
+    if let Some(env) = environment {
+        f.push(Cond::AnyOf(Field::Environment, vec![env.to_string()]));
+    }
+    if let Some(t) = p.one("authType")? {
+        if !AUTH_TYPES.contains(&t) {
+            return Err(ApiError::bad(
+                "authType",
+                format!("must be one of {}", AUTH_TYPES.join(", ")),
+            ));
+        }
+        f.push(Cond::AnyOf(Field::AuthType, vec![t.to_string()]));
+    }
+    Ok(f)
+}
+
+/// One entry.
+pub fn entry(r: &EventRow, cursor: String) -> Value {
+    let mut auth = Map::new();
+    for (k, v) in [
+        ("type", &r.auth_type),
+        ("clientId", &r.auth_client_id),
+        ("sub", &r.auth_sub),
+        ("appClientId", &r.auth_app_client_id),
+        ("accountId", &r.auth_account_id),
+    ] {
+        if !v.is_empty() {
+            auth.insert(k.into(), json!(v));
+        }
+    }
+    let url = if r.request_url.is_empty() {
+        &r.request_path
+    } else {
+        &r.request_url
+    };
+    json!({
+        "id": r.id,
+        "url": opt(url),
+        "status": r.request_status,
+        "auth": auth,
+        "ip": opt(&r.request_ip),
+        "userAgent": opt(&r.request_user_agent),
+        "method": opt(&r.request_method),
+        "query": query_object(r),
+        "payload": opt(&r.request_body),
+        "source": opt(&r.source),
+        "organisationId": r.org_id,
+        "environmentId": opt(&r.environment_id),
+        "time": r.request_duration_ms,
+        "resource": {"type": opt(&r.resource_type)},
+        "action": {"type": r.action_type, "description": opt(&r.action_description)},
+        "created": millis(&r.created_at),
+        "cursor": cursor,
+    })
+}
+
+pub async fn list<S: EventStore>(
+    State(state): State<Arc<AppState<S>>>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> Result<Json<Value>, Failure> {
+    let claims = state.claims(&headers)?;
+    state.access.require_role(&claims, ROLE)?;
+    let p = Params::parse(raw.as_deref())?;
+    let f = filter(&claims.org_id, claims.environment_id.as_deref(), &p)?;
+    let limit = p.size("limit", DEFAULT_LIMIT, MAX_LIMIT)?;
+    let key = f.key();
+    let b = binding(DIALECT, &f, Order::Desc, &key);
+    let start = match p.one("cursor")? {
+        Some(c) => Start::After(state.next_cursor(&b, "cursor", c)?.pos),
+        None => Start::First,
+    };
+    let page = Page {
+        order: Order::Desc,
+        start,
+        limit,
+    };
+    let fetched = fetch_page(&state.store, &f, &page)
+        .await
+        .map_err(ApiError::from)?;
+    let after = |r: &EventRow| {
+        state.cursors.encode(
+            &b,
+            Cursor::next(Position {
+                created_at: r.created_at,
+                id: r.id,
+            }),
+        )
+    };
+    let data: Vec<Value> = fetched.rows.iter().map(|r| entry(r, after(r))).collect();
+    let mut body = json!({ "data": data });
+    if let Some(pos) = fetched.next {
+        body["cursor"] = json!(state.cursors.encode(&b, Cursor::next(pos)));
+    }
+    Ok(Json(body))
+}

@@ -1,0 +1,144 @@
+//! Organisation audit log: `GET /api/v1/organizations/{org_id}/audit-logs`
+//! (search by path, account or workspace) and `…/audit-logs/{id}` (the
+//! request details). Permission `viewAuditLog`; `{org_id}` must be the
+//! token's org.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, RawQuery, State};
+use axum::http::HeaderMap;
+use axum::Json;
+use serde_json::{json, Map, Value};
+use trailhouse_schemas::EventRow;
+use uuid::Uuid;
+
+use super::{millis, opt, query_object};
+use crate::access::{Access, VIEW_AUDIT_LOG};
+use crate::api::{binding, AppState};
+use crate::auth::Claims;
+use crate::cursor::Cursor;
+use crate::error::{ApiError, Failure};
+use crate::params::Params;
+use crate::query::{build_get, Cond, Filter, Order, Page, Start};
+use crate::store::{fetch_page, EventStore};
+
+pub const DIALECT: &str = "orglog";
+pub const PARAMS: &[&str] = &["search", "limit", "cursor"];
+pub const DEFAULT_LIMIT: u32 = 50;
+pub const MAX_LIMIT: u32 = 500;
+
+/// Auth types that mean "an API key made this request".
+const API_KEY_AUTH: [&str; 4] = ["apiKey", "api_key", "apikey", "api-key"];
+
+fn authorize(access: &Access, claims: &Claims, org_id: &str) -> Result<(), ApiError> {
+    access.require(claims, VIEW_AUDIT_LOG)?;
+    if org_id != claims.org_id {
+        return Err(ApiError::Forbidden(
+            "the token belongs to another organisation".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// The filter of a request.
+pub fn filter(org: &str, p: &Params) -> Result<Filter, ApiError> {
+    let mut f = Filter::new(org);
+    if let Some(q) = p.one("search")? {
+        f.push(Cond::Search(q.to_string()));
+    }
+    Ok(f)
+}
+
+fn has_details(r: &EventRow) -> bool {
+    !r.request_body.is_empty()
+        || !matches!(r.request_query.as_str(), "" | "{}")
+        || !r.request_path_params.is_empty()
+        || !r.request_headers.is_empty()
+}
+
+/// One list entry.
+pub fn entry(r: &EventRow) -> Value {
+    let api_key = API_KEY_AUTH.contains(&r.auth_type.as_str());
+    let mut e = json!({
+        "id": r.id,
+        "account": if api_key { Value::Null } else { opt(&r.actor_email) },
+        "authType": if api_key { "apiKey" } else { "jwt" },
+        "resource": opt(&r.resource_type),
+        "method": opt(&r.request_method),
+        "path": opt(&r.request_path),
+        "statusCode": r.request_status,
+        "created": millis(&r.created_at),
+        "hasDetails": has_details(r),
+    });
+    if !r.workspace_id.is_empty() {
+        e["workspace"] = json!({"id": r.workspace_id, "name": opt(&r.workspace_name)});
+    }
+    e
+}
+
+/// The details view: the entry plus the full request data, headers limited
+/// to the allow-list.
+pub fn details(r: &EventRow, access: &Access) -> Value {
+    let mut e = entry(r);
+    let headers: Map<String, Value> = r
+        .request_headers
+        .iter()
+        .filter(|(k, _)| access.shows_header(k))
+        .map(|(k, v)| (k.to_ascii_lowercase(), json!(v)))
+        .collect();
+    e["body"] = opt(&r.request_body);
+    e["query"] = query_object(r);
+    e["pathParams"] = json!(r.request_path_params);
+    e["headers"] = Value::Object(headers);
+    e
+}
+
+pub async fn list<S: EventStore>(
+    State(state): State<Arc<AppState<S>>>,
+    headers: HeaderMap,
+    Path(org_id): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> Result<Json<Value>, Failure> {
+    let claims = state.claims(&headers)?;
+    authorize(&state.access, &claims, &org_id)?;
+    let p = Params::parse(raw.as_deref())?;
+    let f = filter(&claims.org_id, &p)?;
+    let limit = p.size("limit", DEFAULT_LIMIT, MAX_LIMIT)?;
+    let key = f.key();
+    let b = binding(DIALECT, &f, Order::Desc, &key);
+    let start = match p.one("cursor")? {
+        Some(c) => Start::After(state.next_cursor(&b, "cursor", c)?.pos),
+        None => Start::First,
+    };
+    let page = Page {
+        order: Order::Desc,
+        start,
+        limit,
+    };
+    let fetched = fetch_page(&state.store, &f, &page)
+        .await
+        .map_err(ApiError::from)?;
+    let data: Vec<Value> = fetched.rows.iter().map(entry).collect();
+    let mut body = json!({ "data": data });
+    if let Some(pos) = fetched.next {
+        body["cursor"] = json!(state.cursors.encode(&b, Cursor::next(pos)));
+    }
+    Ok(Json(body))
+}
+
+pub async fn show<S: EventStore>(
+    State(state): State<Arc<AppState<S>>>,
+    headers: HeaderMap,
+    Path((org_id, id)): Path<(String, String)>,
+) -> Result<Json<Value>, Failure> {
+    let claims = state.claims(&headers)?;
+    authorize(&state.access, &claims, &org_id)?;
+    let id = Uuid::parse_str(&id).map_err(|_| ApiError::bad("id", "must be a UUID"))?;
+    let rows = state
+        .store
+        .fetch(&build_get(&Filter::new(&claims.org_id), id))
+        .await
+        .map_err(ApiError::from)?;
+    let row = rows.first().ok_or(ApiError::NotFound)?;
+    Ok(Json(details(row, &state.access)))
+}

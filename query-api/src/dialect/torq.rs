@@ -1,0 +1,171 @@
+//! Torq-style `GET /v1alpha/audit_logs`: scoped to the token's workspace,
+//! a time window (the last 24 hours by default), `page_size`, `page_token`
+//! and `order`. Errors take Torq's gRPC-gateway shape.
+
+use std::sync::Arc;
+
+use axum::extract::{RawQuery, State};
+use axum::http::HeaderMap;
+use axum::Json;
+use chrono::{DateTime, Duration, SecondsFormat, Utc};
+use serde_json::{json, Value};
+use trailhouse_schemas::EventRow;
+
+use super::opt;
+use crate::access::VIEW_AUDIT_LOG;
+use crate::api::{binding, AppState};
+use crate::auth::Claims;
+use crate::cursor::Cursor;
+use crate::error::{ApiError, Failure, Shape};
+use crate::params::{after_micros, ceil_micros, Params};
+use crate::query::{Cond, Field, Filter, Order, Page, Start};
+use crate::store::{fetch_page, EventStore};
+
+pub const DIALECT: &str = "torq";
+pub const PARAMS: &[&str] = &["start_time", "end_time", "page_size", "page_token", "order"];
+pub const DEFAULT_PAGE_SIZE: u32 = 100;
+pub const MAX_PAGE_SIZE: u32 = 500;
+
+/// The window `[from, until)` of a request at time `now`, both request
+/// bounds inclusive.
+pub fn window(
+    p: &Params,
+    now: DateTime<Utc>,
+) -> Result<(DateTime<Utc>, DateTime<Utc>), ApiError> {
+    let day = Duration::hours(24);
+    let (start, end) = match (p.time("start_time")?, p.time("end_time")?) {
+        (None, None) => (now - day, now),
+        (None, Some(e)) => (e - day, e),
+        (Some(s), None) => (s, now),
+        (Some(s), Some(e)) => {
+            if s > e {
+                return Err(ApiError::bad(
+                    "start_time",
+                    "must not be after end_time",
+                ));
+            }
+            (s, e)
+        }
+    };
+    Ok((ceil_micros(start), after_micros(end)))
+}
+
+/// The scope of a token: its org and workspace.
+pub fn scope(claims: &Claims) -> Result<Filter, ApiError> {
+    let ws = claims
+        .workspace_id
+        .as_deref()
+        .filter(|w| !w.is_empty())
+        .ok_or_else(|| ApiError::Forbidden("the token is not scoped to a workspace".into()))?;
+    Ok(Filter::new(&claims.org_id).and(Cond::AnyOf(Field::Workspace, vec![ws.to_string()])))
+}
+
+/// One entry.
+pub fn entry(r: &EventRow) -> Value {
+    let action = if r.action_description.is_empty() {
+        &r.action_type
+    } else {
+        &r.action_description
+    };
+    json!({
+        "id": r.id,
+        "timestamp": r.created_at.to_rfc3339_opts(SecondsFormat::AutoSi, true),
+        "email": opt(&r.actor_email),
+        "actor_name": opt(&r.actor_name),
+        "actor_type": opt(&r.actor_type),
+        "action": action,
+        "resource_id": opt(&r.resource_id),
+        "resource_name": opt(&r.resource_name),
+        "ip": opt(&r.request_ip),
+        "user_agent": opt(&r.request_user_agent),
+        "extra_data": r.metadata,
+        "account_id": opt(&r.workspace_id),
+        "account_name": opt(&r.workspace_name),
+    })
+}
+
+async fn run<S: EventStore>(
+    state: &AppState<S>,
+    headers: &HeaderMap,
+    raw: Option<&str>,
+) -> Result<Value, ApiError> {
+    let claims = state.claims(headers)?;
+    state.access.require(&claims, VIEW_AUDIT_LOG)?;
+    let p = Params::parse(raw)?;
+    let f = scope(&claims)?;
+    let order = p.order("order", Order::Desc)?;
+    let limit = p.size("page_size", DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)?;
+    let mut win = window(&p, Utc::now())?;
+    // The cursor is bound to the parameters as given; the window they
+    // resolved to on the first page travels inside it, so "the last 24
+    // hours" does not move while a client pages through it.
+    let key = format!(
+        "{}|start={}|end={}",
+        f.key(),
+        p.one("start_time")?.unwrap_or(""),
+        p.one("end_time")?.unwrap_or("")
+    );
+    let b = binding(DIALECT, &f, order, &key);
+    let start = match p.one("page_token")? {
+        Some(t) => {
+            let c = state.next_cursor(&b, "page_token", t)?;
+            win = c
+                .window
+                .ok_or_else(|| ApiError::bad("page_token", "carries no time window"))?;
+            Start::After(c.pos)
+        }
+        None => Start::First,
+    };
+    let windowed = f.clone().and(Cond::From(win.0)).and(Cond::Until(win.1));
+    let fetched = fetch_page(&state.store, &windowed, &Page { order, start, limit }).await?;
+    let token = fetched
+        .next
+        .map(|pos| {
+            let mut c = Cursor::next(pos);
+            c.window = Some(win);
+            state.cursors.encode(&b, c)
+        })
+        .unwrap_or_default();
+    let logs: Vec<Value> = fetched.rows.iter().map(entry).collect();
+    Ok(json!({"audit_logs": logs, "next_page_token": token}))
+}
+
+pub async fn list<S: EventStore>(
+    State(state): State<Arc<AppState<S>>>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> Result<Json<Value>, Failure> {
+    run(&state, &headers, raw.as_deref())
+        .await
+        .map(Json)
+        .map_err(|e| e.shaped(Shape::Torq))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(q: &str) -> Params {
+        Params::parse(Some(q)).unwrap_or_default()
+    }
+
+    #[test]
+    fn windows_default_to_a_day() {
+        let now = DateTime::from_timestamp(1_700_000_000, 0).unwrap_or_default();
+        let day = Duration::hours(24);
+        let us = Duration::microseconds(1);
+        assert_eq!(window(&p(""), now).ok(), Some((now - day, now + us)));
+        let e = "2023-11-01T00:00:00Z";
+        let et = DateTime::from_timestamp(1_698_796_800, 0).unwrap_or_default();
+        assert_eq!(
+            window(&p(&format!("end_time={e}")), now).ok(),
+            Some((et - day, et + us))
+        );
+        assert_eq!(
+            window(&p(&format!("start_time={e}")), now).ok(),
+            Some((et, now + us))
+        );
+        assert!(window(&p(&format!("start_time=2023-11-02T00:00:00Z&end_time={e}")), now).is_err());
+        assert!(window(&p("start_time=yesterday"), now).is_err());
+    }
+}

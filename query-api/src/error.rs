@@ -1,0 +1,213 @@
+//! The one error → HTTP status table of the query API, and the JSON body
+//! shape each dialect's clients expect for it.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::{json, Value};
+
+use crate::auth::AuthError;
+use crate::store::StoreError;
+
+/// Every way a request can fail.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    Unauthenticated(#[from] AuthError),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("parameter {param}: {reason}")]
+    BadParam { param: String, reason: String },
+    #[error("not found")]
+    NotFound,
+    #[error("storage temporarily unavailable")]
+    Unavailable(#[source] StoreError),
+    #[error("internal error")]
+    Internal(#[source] StoreError),
+}
+
+impl ApiError {
+    pub fn bad(param: impl Into<String>, reason: impl Into<String>) -> Self {
+        ApiError::BadParam {
+            param: param.into(),
+            reason: reason.into(),
+        }
+    }
+
+    /// The status table.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::BadParam { .. } => StatusCode::BAD_REQUEST,
+            ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// Our machine-readable code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::Unauthenticated(_) => "unauthenticated",
+            ApiError::Forbidden(_) => "forbidden",
+            ApiError::BadParam { .. } => "invalid_parameter",
+            ApiError::NotFound => "not_found",
+            ApiError::Unavailable(_) => "unavailable",
+            ApiError::Internal(_) => "internal",
+        }
+    }
+
+    fn param(&self) -> Option<&str> {
+        match self {
+            ApiError::BadParam { param, .. } => Some(param),
+            _ => None,
+        }
+    }
+
+    /// Attaches the body shape of a dialect.
+    pub fn shaped(self, shape: Shape) -> Failure {
+        Failure { shape, error: self }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Unavailable(_) => ApiError::Unavailable(e),
+            StoreError::Query(_) => ApiError::Internal(e),
+        }
+    }
+}
+
+/// The error body shapes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shape {
+    /// `{"error": {"code", "message", "parameter"?}}`: native, Atomic-style
+    /// and organisation audit log.
+    Native,
+    /// Torq's gRPC-gateway shape: `{"code": <grpc code>, "message", "details": [...]}`.
+    Torq,
+    /// Zendesk's shape: `{"error": "<Title>", "description", "parameter"?}`.
+    Zendesk,
+}
+
+/// An error together with the shape its body takes.
+#[derive(Debug)]
+pub struct Failure {
+    pub shape: Shape,
+    pub error: ApiError,
+}
+
+impl From<ApiError> for Failure {
+    fn from(error: ApiError) -> Self {
+        Failure {
+            shape: Shape::Native,
+            error,
+        }
+    }
+}
+
+impl Failure {
+    pub fn body(&self) -> Value {
+        let e = &self.error;
+        let message = e.to_string();
+        match self.shape {
+            Shape::Native => {
+                let mut err = json!({"code": e.code(), "message": message});
+                if let Some(p) = e.param() {
+                    err["parameter"] = json!(p);
+                }
+                json!({ "error": err })
+            }
+            Shape::Torq => {
+                // google.rpc.Code numbers, as grpc-gateway writes them.
+                let code = match e {
+                    ApiError::BadParam { .. } => 3,
+                    ApiError::NotFound => 5,
+                    ApiError::Forbidden(_) => 7,
+                    ApiError::Unauthenticated(_) => 16,
+                    ApiError::Unavailable(_) => 14,
+                    ApiError::Internal(_) => 13,
+                };
+                let details = match e {
+                    ApiError::BadParam { param, reason } => json!([{
+                        "@type": "type.googleapis.com/google.rpc.BadRequest",
+                        "field_violations": [{"field": param, "description": reason}],
+                    }]),
+                    _ => json!([]),
+                };
+                json!({"code": code, "message": message, "details": details})
+            }
+            Shape::Zendesk => {
+                let title = match e {
+                    ApiError::BadParam { param, .. } if param.starts_with("page") => {
+                        "InvalidPaginationParameter"
+                    }
+                    ApiError::BadParam { .. } => "InvalidParameter",
+                    ApiError::Unauthenticated(_) => "Couldn't authenticate you",
+                    ApiError::Forbidden(_) => "Forbidden",
+                    ApiError::NotFound => "RecordNotFound",
+                    ApiError::Unavailable(_) => "ServiceUnavailable",
+                    ApiError::Internal(_) => "InternalError",
+                };
+                let mut body = json!({"error": title, "description": message});
+                if let Some(p) = e.param() {
+                    body["parameter"] = json!(p);
+                }
+                body
+            }
+        }
+    }
+}
+
+impl IntoResponse for Failure {
+    fn into_response(self) -> Response {
+        let status = self.error.status();
+        if let ApiError::Unavailable(e) | ApiError::Internal(e) = &self.error {
+            tracing::error!(error = %e, "query failed");
+        }
+        let mut resp = (status, Json(self.body())).into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            resp.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        resp
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        Failure::from(self).into_response()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_shape_names_the_parameter() {
+        let e = || ApiError::bad("page_size", "must be 1 to 500");
+        let torq = e().shaped(Shape::Torq).body();
+        assert_eq!(torq["code"], 3);
+        assert_eq!(torq["details"][0]["field_violations"][0]["field"], "page_size");
+        assert_eq!(
+            e().shaped(Shape::Native).body()["error"]["parameter"],
+            "page_size"
+        );
+        let z = e().shaped(Shape::Zendesk).body();
+        assert_eq!(z["parameter"], "page_size");
+        assert_eq!(z["error"], "InvalidPaginationParameter");
+        let z = ApiError::bad("sort", "no").shaped(Shape::Zendesk).body();
+        assert_eq!(z["error"], "InvalidParameter");
+        assert_eq!(
+            ApiError::Forbidden("no".into()).shaped(Shape::Torq).body()["code"],
+            7
+        );
+    }
+}
