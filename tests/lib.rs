@@ -73,6 +73,51 @@ impl TestEnv {
         }
     }
 
+    /// A migrated database only (no topic): for tests of the query API that
+    /// write their rows straight into ClickHouse.
+    pub async fn clickhouse_only(test: &str) -> TestEnv {
+        init_logs();
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() % 1_000_000_000)
+            .unwrap_or_default();
+        let name = format!("t_{test}_{}_{nanos}", std::process::id());
+        let ch = std::env::var("TRAILHOUSE_TEST_CLICKHOUSE")
+            .unwrap_or_else(|_| "http://127.0.0.1:8123".into());
+        let clickhouse = ClickHouseArgs::local(ch, name.clone());
+        migrate(&clickhouse).await.expect("migrate");
+        TestEnv {
+            kafka: KafkaArgs::local("127.0.0.1:1", format!("{name}.unused")),
+            name,
+            clickhouse,
+            shutdown: Shutdown::new(),
+            http: reqwest::Client::new(),
+            ingest_url: None,
+            query_url: None,
+            tasks: Vec::new(),
+        }
+    }
+
+    /// Writes rows straight into the events table.
+    pub async fn insert_rows(&self, rows: &[trailhouse_schemas::EventRow]) {
+        let client = self.clickhouse.client();
+        for chunk in rows.chunks(20_000) {
+            let mut insert = client
+                .insert::<trailhouse_schemas::EventRow>("events")
+                .await
+                .expect("insert");
+            for r in chunk {
+                insert.write(r).await.expect("write row");
+            }
+            insert.end().await.expect("insert end");
+        }
+    }
+
+    /// A token with every claim chosen by the caller.
+    pub fn token_for(&self, claims: Claims) -> String {
+        mint_hs256(JWT_SECRET.as_bytes(), &claims).expect("mint")
+    }
+
     /// Ingest keys: `key-<org>` for each org, plus [`SERVICE_KEY`].
     pub async fn start_ingest(&mut self, orgs: &[&str]) -> String {
         let keys = orgs
@@ -143,6 +188,9 @@ impl TestEnv {
                 audience: None,
             },
             cursor_secret: Secret::new("integration-test-cursor-secret"),
+            role_permissions: trailhouse_query_api::access::DEFAULT_ROLE_PERMISSIONS.into(),
+            detail_headers: trailhouse_query_api::access::DEFAULT_DETAIL_HEADERS.into(),
+            public_url: None,
             shutdown_timeout_secs: 5,
         };
         let shutdown = self.shutdown.clone();

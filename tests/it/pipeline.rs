@@ -53,7 +53,7 @@ fn expected(v: &Value) -> Value {
 
 async fn read_all(env: &TestEnv, org: &str) -> Vec<Value> {
     let url = env.query_url.as_deref().expect("query api");
-    let token = env.token(org, &[], &[]);
+    let token = env.token(org, &["admin"], &[]);
     let mut out = Vec::new();
     let mut cursor: Option<String> = None;
     loop {
@@ -167,7 +167,7 @@ async fn ten_thousand_events_for_five_orgs_come_back_exactly() {
     let own = env
         .http
         .get(format!("{url}/v1/events/{some_a}"))
-        .bearer_auth(env.token("org_a", &[], &[]))
+        .bearer_auth(env.token("org_a", &["admin"], &[]))
         .send()
         .await
         .expect("get");
@@ -175,7 +175,7 @@ async fn ten_thousand_events_for_five_orgs_come_back_exactly() {
     let foreign = env
         .http
         .get(format!("{url}/v1/events/{some_a}"))
-        .bearer_auth(env.token("org_b", &[], &[]))
+        .bearer_auth(env.token("org_b", &["admin"], &[]))
         .send()
         .await
         .expect("get");
@@ -263,7 +263,7 @@ async fn events_written_with_the_old_schema_still_arrive() {
         .await
         .map_err(|(e, _)| e)
         .expect("produce");
-    let token = env.token(&e.org_id, &[], &[]);
+    let token = env.token(&e.org_id, &["admin"], &[]);
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let resp = env
