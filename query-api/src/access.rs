@@ -10,7 +10,12 @@ use crate::error::ApiError;
 pub const VIEW_AUDIT_LOG: &str = "viewAuditLog";
 
 /// Headers never shown, whatever the allow-list says.
-pub const NEVER_SHOWN: [&str; 4] = ["authorization", "cookie", "set-cookie", "proxy-authorization"];
+pub const NEVER_SHOWN: [&str; 4] = [
+    "authorization",
+    "cookie",
+    "set-cookie",
+    "proxy-authorization",
+];
 
 /// Access configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,7 +50,11 @@ impl Access {
     /// Parses the two configuration strings.
     pub fn parse(role_permissions: &str, detail_headers: &str) -> Result<Self, AccessConfigError> {
         let mut map: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        for pair in role_permissions.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        for pair in role_permissions
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+        {
             let (role, perm) = pair
                 .split_once(':')
                 .filter(|(r, p)| !r.trim().is_empty() && !p.trim().is_empty())
@@ -95,7 +104,9 @@ impl Access {
         if c.roles.iter().any(|r| r == role) {
             Ok(())
         } else {
-            Err(ApiError::Forbidden(format!("the token lacks the {role} role")))
+            Err(ApiError::Forbidden(format!(
+                "the token lacks the {role} role"
+            )))
         }
     }
 

@@ -195,7 +195,10 @@ mod tests {
         let e = || ApiError::bad("page_size", "must be 1 to 500");
         let torq = e().shaped(Shape::Torq).body();
         assert_eq!(torq["code"], 3);
-        assert_eq!(torq["details"][0]["field_violations"][0]["field"], "page_size");
+        assert_eq!(
+            torq["details"][0]["field_violations"][0]["field"],
+            "page_size"
+        );
         assert_eq!(
             e().shaped(Shape::Native).body()["error"]["parameter"],
             "page_size"

@@ -201,9 +201,9 @@ impl Filter {
             && self.conds.iter().all(|c| match c {
                 Cond::AnyOf(f, v) => v.iter().any(|x| x == f.of(r)),
                 Cond::StatusIn(v) => r.request_status.is_some_and(|s| v.contains(&s)),
-                Cond::StatusBetween(lo, hi) => r.request_status.is_some_and(|s| {
-                    lo.is_none_or(|lo| s >= lo) && hi.is_none_or(|hi| s <= hi)
-                }),
+                Cond::StatusBetween(lo, hi) => r
+                    .request_status
+                    .is_some_and(|s| lo.is_none_or(|lo| s >= lo) && hi.is_none_or(|hi| s <= hi)),
                 Cond::PathPrefix(p) => r.request_path.starts_with(p.as_str()),
                 Cond::PathContains(p) => contains_ci(&r.request_path, p),
                 Cond::Search(q) => {
@@ -354,10 +354,7 @@ pub fn build_page(f: &Filter, page: &Page) -> Sql {
     }
     let dir = scan.sql();
     let limit = b.param("limit", "UInt64", (u64::from(page.limit) + 1).to_string());
-    let _ = write!(
-        b.text,
-        " ORDER BY created_at {dir}, id {dir} LIMIT {limit}"
-    );
+    let _ = write!(b.text, " ORDER BY created_at {dir}, id {dir} LIMIT {limit}");
     if let Start::Offset(n) = page.start {
         let off = b.param("offset", "UInt64", n.to_string());
         let _ = write!(b.text, " OFFSET {off}");
@@ -434,10 +431,7 @@ mod tests {
         let t = DateTime::from_timestamp_micros(1_700_000_000_123_456).unwrap_or_default();
         let f = Filter::new("acme")
             .and(Cond::AnyOf(Field::Environment, vec!["prod".into()]))
-            .and(Cond::AnyOf(
-                Field::ActionType,
-                vec!["a".into(), "b".into()],
-            ))
+            .and(Cond::AnyOf(Field::ActionType, vec!["a".into(), "b".into()]))
             .and(Cond::StatusBetween(Some(400), None))
             .and(Cond::From(t));
         let s = build_page(
@@ -486,7 +480,9 @@ ORDER BY created_at ASC, id ASC LIMIT {limit_8:UInt64}"
             tail(&s),
             "WHERE org_id = {org_0:String} AND workspace_id IN ({workspace_id_1:String}) AND id = {id_2:UUID} LIMIT 1"
         );
-        assert!(build_count(&f).text.starts_with("SELECT count() FROM events WHERE org_id"));
+        assert!(build_count(&f)
+            .text
+            .starts_with("SELECT count() FROM events WHERE org_id"));
     }
 
     #[test]
@@ -496,7 +492,10 @@ ORDER BY created_at ASC, id ASC LIMIT {limit_8:UInt64}"
             .and(Cond::PathPrefix("/x".into()));
         let b = Filter::new("o")
             .and(Cond::PathPrefix("/x".into()))
-            .and(Cond::AnyOf(Field::Ip, vec!["a".into(), "b".into(), "a".into()]));
+            .and(Cond::AnyOf(
+                Field::Ip,
+                vec!["a".into(), "b".into(), "a".into()],
+            ));
         assert_eq!(a.key(), b.key());
         assert_ne!(a.key(), Filter::new("o").key());
     }

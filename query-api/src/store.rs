@@ -22,7 +22,8 @@ pub trait EventStore: Send + Sync + 'static {
     ) -> impl std::future::Future<Output = Result<Vec<EventRow>, StoreError>> + Send;
 
     /// Runs a `SELECT count()` query.
-    fn count(&self, sql: &Sql) -> impl std::future::Future<Output = Result<u64, StoreError>> + Send;
+    fn count(&self, sql: &Sql)
+        -> impl std::future::Future<Output = Result<u64, StoreError>> + Send;
 }
 
 /// One page of rows in the requested order, and where the walk can go next.

@@ -62,8 +62,8 @@ impl Rng {
         (self.next() % n as u64) as usize
     }
 
-    pub fn pick<'a, T>(&mut self, xs: &'a [T]) -> &'a T {
-        &xs[self.below(xs.len())]
+    pub fn pick<T: Copy>(&mut self, xs: &[T]) -> T {
+        xs[self.below(xs.len())]
     }
 }
 
@@ -88,11 +88,11 @@ pub fn events(org: &str, n: usize, old: usize, seed: u64, now: DateTime<Utc>) ->
             let created_at = if i < old {
                 now - Duration::hours(30) - Duration::seconds(rng.below(36_000) as i64)
             } else {
-                *rng.pick(&slots)
+                rng.pick(&slots)
             };
-            let actor = *rng.pick(&ACTORS);
-            let ws = *rng.pick(&WORKSPACES);
-            let path = (*rng.pick(&PATHS)).to_string();
+            let actor = rng.pick(&ACTORS);
+            let ws = rng.pick(&WORKSPACES);
+            let path = (rng.pick(&PATHS)).to_string();
             let path = if path.ends_with('/') {
                 format!("{path}{}", rng.below(30))
             } else {
@@ -109,45 +109,45 @@ pub fn events(org: &str, n: usize, old: usize, seed: u64, now: DateTime<Utc>) ->
             if rng.below(3) == 0 {
                 metadata.insert("ticket_priority".to_string(), "high".to_string());
             }
-            let action = *rng.pick(&ACTIONS);
+            let action = rng.pick(&ACTIONS);
             AuditEvent {
                 id: Uuid::from_u64_pair(seed, i as u64),
                 org_id: org.to_string(),
-                environment_id: some(*rng.pick(&ENVS)),
+                environment_id: some(rng.pick(&ENVS)),
                 workspace_id: some(ws),
                 workspace_name: some(ws).map(|w| format!("Workspace {w}")),
                 created_at,
                 received_at: created_at,
                 actor: Actor {
-                    kind: some(*rng.pick(&["user", "api_key", "service"])),
+                    kind: some(rng.pick(&["user", "api_key", "service"])),
                     id: some(actor),
                     email: Some(format!("{actor}@example.test")),
                     name: Some(format!("User {actor}")),
                 },
                 auth: Auth {
-                    kind: some(*rng.pick(&AUTH_TYPES)),
+                    kind: some(rng.pick(&AUTH_TYPES)),
                     client_id: (rng.below(2) == 0).then(|| "client-1".to_string()),
                     sub: Some(actor.to_string()),
                     app_client_id: None,
                     account_id: (rng.below(2) == 0).then(|| "acct-9".to_string()),
                 },
-                source: some(*rng.pick(&SOURCES)),
+                source: some(rng.pick(&SOURCES)),
                 action: Action {
                     kind: action.to_string(),
                     description: (rng.below(2) == 0).then(|| format!("{action} things")),
                 },
                 resource: Resource {
-                    kind: some(*rng.pick(&RESOURCE_TYPES)),
+                    kind: some(rng.pick(&RESOURCE_TYPES)),
                     id: Some(format!("r{}", rng.below(10))),
                     name: Some(format!("Resource {}", rng.below(10))),
                 },
                 request: Request {
-                    method: some(*rng.pick(&METHODS)),
+                    method: some(rng.pick(&METHODS)),
                     url: some(&path).map(|p| format!("https://app.example.test{p}?q=1")),
                     path: some(&path),
-                    status: *rng.pick(&STATUSES),
+                    status: rng.pick(&STATUSES),
                     duration_ms: Some(rng.below(5000) as f64 / 10.0),
-                    ip: some(*rng.pick(&IPS)),
+                    ip: some(rng.pick(&IPS)),
                     user_agent: Some("curl/8.5".into()),
                     query: (rng.below(2) == 0).then(|| {
                         let mut m = serde_json::Map::new();
@@ -155,12 +155,16 @@ pub fn events(org: &str, n: usize, old: usize, seed: u64, now: DateTime<Utc>) ->
                         m
                     }),
                     path_params: if path.contains("/Tickets/") {
-                        BTreeMap::from([("id".to_string(), path.rsplit('/').next().unwrap_or("").to_string())])
+                        BTreeMap::from([(
+                            "id".to_string(),
+                            path.rsplit('/').next().unwrap_or("").to_string(),
+                        )])
                     } else {
                         BTreeMap::new()
                     },
                     headers,
-                    body: (rng.below(3) == 0).then(|| "{\"password\":\"[REDACTED]\",\"name\":\"x\"}".to_string()),
+                    body: (rng.below(3) == 0)
+                        .then(|| "{\"password\":\"[REDACTED]\",\"name\":\"x\"}".to_string()),
                 },
                 metadata,
             }
@@ -177,5 +181,5 @@ pub fn rows(events: &[AuditEvent]) -> Vec<EventRow> {
 
 /// Sorts rows newest first, as every API reads them by default.
 pub fn newest_first(rows: &mut [EventRow]) {
-    rows.sort_by(|a, b| (b.created_at, b.id).cmp(&(a.created_at, a.id)));
+    rows.sort_by_key(|r| std::cmp::Reverse((r.created_at, r.id)));
 }

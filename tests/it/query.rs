@@ -46,7 +46,13 @@ impl Api {
         newest_first(&mut b);
         let url = env.start_query_api().await;
         env.wait_ready().await;
-        Api { env, url, a, b, now }
+        Api {
+            env,
+            url,
+            a,
+            b,
+            now,
+        }
     }
 
     fn token(&self, t: Tok<'_>) -> String {
@@ -124,10 +130,91 @@ fn enc(s: &str) -> String {
         .to_string()
 }
 
+/// Checks `v` against a schema of the served OpenAPI document: types,
+/// required keys, no undeclared keys, enums, items, `$ref` and `oneOf`.
+fn conforms(doc: &Value, schema: &Value, v: &Value, at: &str) -> Result<(), String> {
+    if let Some(r) = schema["$ref"].as_str() {
+        let name = r.trim_start_matches("#/components/schemas/");
+        return conforms(doc, &doc["components"]["schemas"][name], v, at);
+    }
+    if let Some(alts) = schema["oneOf"].as_array() {
+        let ok = alts
+            .iter()
+            .filter(|s| conforms(doc, s, v, at).is_ok())
+            .count();
+        return if ok == 1 {
+            Ok(())
+        } else {
+            Err(format!("{at}: matches {ok} of oneOf"))
+        };
+    }
+    let types: Vec<&str> = match &schema["type"] {
+        Value::String(t) => vec![t.as_str()],
+        Value::Array(ts) => ts.iter().filter_map(Value::as_str).collect(),
+        _ => Vec::new(),
+    };
+    let actual = match v {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(n) if n.is_i64() || n.is_u64() => "integer",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    };
+    let type_ok = types.is_empty()
+        || types.contains(&actual)
+        || (actual == "integer" && types.contains(&"number"));
+    if !type_ok {
+        return Err(format!("{at}: {actual} is not {types:?}"));
+    }
+    if let (Some(e), false) = (schema["enum"].as_array(), v.is_null()) {
+        if !e.contains(v) {
+            return Err(format!("{at}: {v} not in enum"));
+        }
+    }
+    if let Value::Object(m) = v {
+        for req in schema["required"].as_array().into_iter().flatten() {
+            let k = req.as_str().unwrap_or("");
+            if !m.contains_key(k) {
+                return Err(format!("{at}: missing {k}"));
+            }
+        }
+        if let Some(props) = schema["properties"].as_object() {
+            for (k, val) in m {
+                match props.get(k) {
+                    Some(ps) => conforms(doc, ps, val, &format!("{at}.{k}"))?,
+                    None if schema["additionalProperties"].is_object() => {}
+                    None => return Err(format!("{at}: undocumented key {k}")),
+                }
+            }
+        } else if let Some(ap) = schema["additionalProperties"].as_object() {
+            let ap = Value::Object(ap.clone());
+            for (k, val) in m {
+                conforms(doc, &ap, val, &format!("{at}.{k}"))?;
+            }
+        }
+    }
+    if let (Value::Array(items), Some(item)) = (v, schema.get("items")) {
+        for (i, x) in items.iter().enumerate() {
+            conforms(doc, item, x, &format!("{at}[{i}]"))?;
+        }
+    }
+    Ok(())
+}
+
+/// Asserts that a response body matches the named schema of the served document.
+async fn assert_documented(api: &Api, body: &Value, schema: &str) {
+    let doc = api.ok("/openapi.json", "").await;
+    let s = serde_json::json!({ "$ref": format!("#/components/schemas/{schema}") });
+    if let Err(e) = conforms(&doc, &s, body, schema) {
+        panic!("response does not match the OpenAPI schema {schema}: {e}\n{body}");
+    }
+}
+
 fn assert_bad(st: StatusCode, body: &Value, param: &str, ctx: &str) {
     assert_eq!(st, StatusCode::BAD_REQUEST, "{ctx}: {body}");
-    let named = body["error"]["parameter"].as_str()
-        == Some(param)
+    let named = body["error"]["parameter"].as_str() == Some(param)
         || body["parameter"].as_str() == Some(param)
         || body["details"][0]["field_violations"][0]["field"].as_str() == Some(param);
     assert!(named, "{ctx}: the error should name {param}: {body}");
@@ -144,7 +231,10 @@ async fn atomic_audit_log() {
         ..Tok::default()
     });
     // Auth: 401 without or with an invalid token, 403 without the role.
-    assert_eq!(api.get("/audit-log", None).await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        api.get("/audit-log", None).await.0,
+        StatusCode::UNAUTHORIZED
+    );
     assert_eq!(
         api.get("/audit-log", Some("nope")).await.0,
         StatusCode::UNAUTHORIZED
@@ -155,15 +245,30 @@ async fn atomic_audit_log() {
 
     // Default limit 100, newest first, cursor present; per-entry cursors.
     let body = api.ok("/audit-log", &wb).await;
+    assert_documented(&api, &body, "AtomicPage").await;
+    let doc = api.ok("/openapi.json", "").await;
+    let torq = serde_json::json!({"$ref": "#/components/schemas/TorqPage"});
+    assert!(
+        conforms(&doc, &torq, &body, "x").is_err(),
+        "the checker can fail"
+    );
+    let (_, err) = api.get("/audit-log?limit=0", Some(&wb)).await;
+    assert_documented(&api, &err, "NativeError").await;
     assert_eq!(ids(&body, "data"), row_ids(api.a.iter().take(100)));
     let c = body["cursor"].as_str().expect("cursor");
     let page2 = api.ok(&format!("/audit-log?cursor={c}"), &wb).await;
-    assert_eq!(ids(&page2, "data"), row_ids(api.a.iter().skip(100).take(100)));
+    assert_eq!(
+        ids(&page2, "data"),
+        row_ids(api.a.iter().skip(100).take(100))
+    );
     let entry_cursor = body["data"][9]["cursor"].as_str().expect("entry cursor");
     let after10 = api
         .ok(&format!("/audit-log?limit=5&cursor={entry_cursor}"), &wb)
         .await;
-    assert_eq!(ids(&after10, "data"), row_ids(api.a.iter().skip(10).take(5)));
+    assert_eq!(
+        ids(&after10, "data"),
+        row_ids(api.a.iter().skip(10).take(5))
+    );
 
     // Limits.
     let all = api.ok("/audit-log?limit=1000", &wb).await;
@@ -201,7 +306,10 @@ async fn atomic_audit_log() {
         .map(String::from)
         .expect("cursor");
     let (st, body) = api
-        .get(&format!("/audit-log?authType=workbench&cursor={c}"), Some(&wb))
+        .get(
+            &format!("/audit-log?authType=workbench&cursor={c}"),
+            Some(&wb),
+        )
         .await;
     assert_bad(st, &body, "cursor", "foreign filter");
     let (st, body) = api.get("/audit-log?cursor=forged.cursor", Some(&wb)).await;
@@ -226,19 +334,29 @@ async fn atomic_audit_log() {
     assert_eq!(e["status"], serde_json::json!(r.request_status));
     assert_eq!(e["auth"]["type"], r.auth_type.as_str());
     assert_eq!(e["auth"]["sub"], r.auth_sub.as_str());
-    assert!(e["auth"].get("appClientId").is_none(), "absent keys are left out");
-    assert_eq!(e["auth"].get("clientId").is_some(), !r.auth_client_id.is_empty());
+    assert!(
+        e["auth"].get("appClientId").is_none(),
+        "absent keys are left out"
+    );
+    assert_eq!(
+        e["auth"].get("clientId").is_some(),
+        !r.auth_client_id.is_empty()
+    );
     assert_eq!(e["ip"], o(&r.request_ip));
     assert_eq!(e["userAgent"], "curl/8.5");
     assert_eq!(e["method"], o(&r.request_method));
     assert_eq!(e["organisationId"], "org_a");
     assert_eq!(e["environmentId"], o(&r.environment_id));
     assert_eq!(e["time"], serde_json::json!(r.request_duration_ms));
-    assert_eq!(e["resource"]["type"], serde_json::json!(Some(&r.resource_type).filter(|s| !s.is_empty())));
+    assert_eq!(
+        e["resource"]["type"],
+        serde_json::json!(Some(&r.resource_type).filter(|s| !s.is_empty()))
+    );
     assert_eq!(e["action"]["type"], r.action_type.as_str());
     assert_eq!(
         e["created"],
-        r.created_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+        r.created_at
+            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
     );
     assert!(e["created"].as_str().unwrap_or("").ends_with('Z'));
     assert_eq!(
@@ -255,7 +373,11 @@ async fn organisation_audit_log() {
     let api = Api::new("q_orglog").await;
     let base = "/api/v1/organizations/org_a/audit-logs";
     // Permission: owner and admin roles, or the permission itself.
-    for (roles, perms) in [(&["owner"][..], &[][..]), (&["admin"], &[]), (&[], &["viewAuditLog"])] {
+    for (roles, perms) in [
+        (&["owner"][..], &[][..]),
+        (&["admin"], &[]),
+        (&[], &["viewAuditLog"]),
+    ] {
         let t = api.token(Tok {
             org: "org_a",
             roles,
@@ -280,11 +402,15 @@ async fn organisation_audit_log() {
 
     // Defaults and limits.
     let body = api.ok(base, &t).await;
+    assert_documented(&api, &body, "OrgLogPage").await;
     assert_eq!(ids(&body, "data"), row_ids(api.a.iter().take(50)));
     let c = body["cursor"].as_str().expect("cursor");
     let p2 = api.ok(&format!("{base}?cursor={c}"), &t).await;
     assert_eq!(ids(&p2, "data"), row_ids(api.a.iter().skip(50).take(50)));
-    assert_eq!(ids(&api.ok(&format!("{base}?limit=500"), &t).await, "data").len(), 500);
+    assert_eq!(
+        ids(&api.ok(&format!("{base}?limit=500"), &t).await, "data").len(),
+        500
+    );
     for bad in ["0", "501"] {
         let (st, body) = api.get(&format!("{base}?limit={bad}"), Some(&t)).await;
         assert_bad(st, &body, "limit", bad);
@@ -292,7 +418,9 @@ async fn organisation_audit_log() {
 
     // Search: path substring ignoring case, actor id exact, workspace id exact.
     for q in ["tickets", "TICKETS/1", "u3", "ws2", "search", "u"] {
-        let body = api.ok(&format!("{base}?limit=500&search={}", enc(q)), &t).await;
+        let body = api
+            .ok(&format!("{base}?limit=500&search={}", enc(q)), &t)
+            .await;
         let lower = q.to_lowercase();
         let want: Vec<String> = row_ids(api.a.iter().filter(|r| {
             r.request_path.to_lowercase().contains(&lower) || r.actor_id == q || r.workspace_id == q
@@ -305,7 +433,11 @@ async fn organisation_audit_log() {
     let body = api.ok(&format!("{base}?limit=500&search=u"), &t).await;
     assert!(body["data"]
         .as_array()
-        .map(|a| a.iter().all(|e| e["path"].as_str().unwrap_or("").to_lowercase().contains('u')))
+        .map(|a| a.iter().all(|e| e["path"]
+            .as_str()
+            .unwrap_or("")
+            .to_lowercase()
+            .contains('u')))
         .unwrap_or(false));
 
     // Entry mapping.
@@ -318,7 +450,10 @@ async fn organisation_audit_log() {
     } else {
         assert_eq!(e["account"], o(&r.actor_email));
     }
-    assert_eq!(e["resource"], serde_json::json!(Some(&r.resource_type).filter(|s| !s.is_empty())));
+    assert_eq!(
+        e["resource"],
+        serde_json::json!(Some(&r.resource_type).filter(|s| !s.is_empty()))
+    );
     assert_eq!(e["method"], o(&r.request_method));
     assert_eq!(e["path"], o(&r.request_path));
     assert_eq!(e["statusCode"], serde_json::json!(r.request_status));
@@ -329,7 +464,11 @@ async fn organisation_audit_log() {
         assert_eq!(e["workspace"]["name"], r.workspace_name.as_str());
     }
     // API-key entries have no account.
-    let k = api.a.iter().position(|r| r.auth_type == "apiKey").expect("an apiKey event");
+    let k = api
+        .a
+        .iter()
+        .position(|r| r.auth_type == "apiKey")
+        .expect("an apiKey event");
     let body = api.ok(&format!("{base}?limit={}", k + 1), &t).await;
     assert!(body["data"][k]["account"].is_null());
     assert_eq!(body["data"][k]["authType"], "apiKey");
@@ -341,10 +480,14 @@ async fn organisation_audit_log() {
         .find(|r| r.request_headers.contains_key("authorization") && !r.request_body.is_empty())
         .expect("an event with headers and a body");
     let d = api.ok(&format!("{base}/{}", with_headers.id), &t).await;
+    assert_documented(&api, &d, "OrgLogDetails").await;
     assert_eq!(d["id"], with_headers.id.to_string());
     assert_eq!(d["hasDetails"], true);
     assert_eq!(d["body"], with_headers.request_body.as_str());
-    assert_eq!(d["pathParams"], serde_json::json!(with_headers.request_path_params));
+    assert_eq!(
+        d["pathParams"],
+        serde_json::json!(with_headers.request_path_params)
+    );
     let headers = d["headers"].as_object().expect("headers");
     assert!(headers.contains_key("x-request-id"), "{d}");
     for never in ["authorization", "cookie", "x-internal"] {
@@ -377,16 +520,28 @@ async fn torq_audit_logs() {
     });
     let in_ws: Vec<&EventRow> = api.a.iter().filter(|r| r.workspace_id == "ws1").collect();
     let day_ago = api.now - Duration::hours(24);
-    let recent: Vec<&EventRow> = in_ws.iter().copied().filter(|r| r.created_at >= day_ago).collect();
+    let recent: Vec<&EventRow> = in_ws
+        .iter()
+        .copied()
+        .filter(|r| r.created_at >= day_ago)
+        .collect();
     assert!(recent.len() > 100 && recent.len() < in_ws.len());
 
     // Errors in Torq's shape.
     let (st, body) = api.get(path, Some("bad")).await;
-    assert_eq!((st, body["code"].as_i64()), (StatusCode::UNAUTHORIZED, Some(16)), "{body}");
+    assert_eq!(
+        (st, body["code"].as_i64()),
+        (StatusCode::UNAUTHORIZED, Some(16)),
+        "{body}"
+    );
     assert!(body["message"].is_string());
     let no_ws = api.admin("org_a");
     let (st, body) = api.get(path, Some(&no_ws)).await;
-    assert_eq!((st, body["code"].as_i64()), (StatusCode::FORBIDDEN, Some(7)), "{body}");
+    assert_eq!(
+        (st, body["code"].as_i64()),
+        (StatusCode::FORBIDDEN, Some(7)),
+        "{body}"
+    );
     let no_perm = api.token(Tok {
         org: "org_a",
         roles: &["member"],
@@ -394,11 +549,19 @@ async fn torq_audit_logs() {
         ..Tok::default()
     });
     let (st, body) = api.get(path, Some(&no_perm)).await;
-    assert_eq!((st, body["code"].as_i64()), (StatusCode::FORBIDDEN, Some(7)), "{body}");
+    assert_eq!(
+        (st, body["code"].as_i64()),
+        (StatusCode::FORBIDDEN, Some(7)),
+        "{body}"
+    );
 
     // Defaults: the last 24 hours, 100 per page, newest first.
     let body = api.ok(path, &t).await;
-    assert_eq!(ids(&body, "audit_logs"), row_ids(recent.iter().copied().take(100)));
+    assert_documented(&api, &body, "TorqPage").await;
+    assert_eq!(
+        ids(&body, "audit_logs"),
+        row_ids(recent.iter().copied().take(100))
+    );
     let tok = body["next_page_token"].as_str().expect("token").to_string();
     assert!(!tok.is_empty());
     let mut walked = ids(&body, "audit_logs");
@@ -414,13 +577,27 @@ async fn torq_audit_logs() {
     let pivot = recent[recent.len() / 2].created_at;
     let nanos = |t: DateTime<Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true);
     let body = api
-        .ok(&format!("{path}?page_size=500&start_time={}", enc(&nanos(pivot))), &t)
+        .ok(
+            &format!("{path}?page_size=500&start_time={}", enc(&nanos(pivot))),
+            &t,
+        )
         .await;
-    assert_eq!(ids(&body, "audit_logs"), row_ids(recent.iter().copied().filter(|r| r.created_at >= pivot)));
+    assert_eq!(
+        ids(&body, "audit_logs"),
+        row_ids(recent.iter().copied().filter(|r| r.created_at >= pivot))
+    );
     let body = api
-        .ok(&format!("{path}?page_size=500&end_time={}", enc(&nanos(pivot))), &t)
+        .ok(
+            &format!("{path}?page_size=500&end_time={}", enc(&nanos(pivot))),
+            &t,
+        )
         .await;
-    let want = row_ids(in_ws.iter().copied().filter(|r| r.created_at <= pivot && r.created_at >= pivot - Duration::hours(24)));
+    let want = row_ids(
+        in_ws
+            .iter()
+            .copied()
+            .filter(|r| r.created_at <= pivot && r.created_at >= pivot - Duration::hours(24)),
+    );
     assert_eq!(ids(&body, "audit_logs"), want);
     let old_start = api.now - Duration::hours(48);
     let q = format!(
@@ -428,12 +605,17 @@ async fn torq_audit_logs() {
         enc(&nanos(old_start)),
         enc(&nanos(api.now))
     );
-    assert_eq!(ids(&api.ok(&q, &t).await, "audit_logs"), row_ids(in_ws.iter().copied()));
-    let q = format!("{path}?start_time=2022-03-09T08:40:18.490771179Z&end_time=2022-03-10T08:40:18.1Z");
+    assert_eq!(
+        ids(&api.ok(&q, &t).await, "audit_logs"),
+        row_ids(in_ws.iter().copied())
+    );
+    let q =
+        format!("{path}?start_time=2022-03-09T08:40:18.490771179Z&end_time=2022-03-10T08:40:18.1Z");
     assert_eq!(ids(&api.ok(&q, &t).await, "audit_logs").len(), 0);
     let q = format!("{path}?start_time=2022-03-10T00:00:00Z&end_time=2022-03-09T00:00:00Z");
     let (st, body) = api.get(&q, Some(&t)).await;
     assert_bad(st, &body, "start_time", "start after end");
+    assert_documented(&api, &body, "TorqError").await;
     assert_eq!(body["code"], 3);
     let (st, body) = api.get(&format!("{path}?end_time=noon"), Some(&t)).await;
     assert_bad(st, &body, "end_time", "bad time");
@@ -442,14 +624,26 @@ async fn torq_audit_logs() {
     let body = api.ok(&format!("{path}?page_size=3&order=asc"), &t).await;
     let mut asc: Vec<&EventRow> = recent.clone();
     asc.reverse();
-    assert_eq!(ids(&body, "audit_logs"), row_ids(asc.iter().copied().take(3)));
+    assert_eq!(
+        ids(&body, "audit_logs"),
+        row_ids(asc.iter().copied().take(3))
+    );
     let next = body["next_page_token"].as_str().expect("token");
     let body2 = api
-        .ok(&format!("{path}?page_size=3&order=asc&page_token={next}"), &t)
+        .ok(
+            &format!("{path}?page_size=3&order=asc&page_token={next}"),
+            &t,
+        )
         .await;
-    assert_eq!(ids(&body2, "audit_logs"), row_ids(asc.iter().copied().skip(3).take(3)));
+    assert_eq!(
+        ids(&body2, "audit_logs"),
+        row_ids(asc.iter().copied().skip(3).take(3))
+    );
     let (st, body) = api
-        .get(&format!("{path}?page_size=3&order=desc&page_token={next}"), Some(&t))
+        .get(
+            &format!("{path}?page_size=3&order=desc&page_token={next}"),
+            Some(&t),
+        )
         .await;
     assert_bad(st, &body, "page_token", "order changed");
     for bad in ["0", "501", "x"] {
@@ -458,20 +652,33 @@ async fn torq_audit_logs() {
     }
     let (st, body) = api.get(&format!("{path}?order=newest"), Some(&t)).await;
     assert_bad(st, &body, "order", "order");
-    assert_eq!(ids(&api.ok(&format!("{path}?page_size=500"), &t).await, "audit_logs").len(), recent.len().min(500));
+    assert_eq!(
+        ids(
+            &api.ok(&format!("{path}?page_size=500"), &t).await,
+            "audit_logs"
+        )
+        .len(),
+        recent.len().min(500)
+    );
 
     // Mapping.
     let r = recent[0];
     let e = &api.ok(&format!("{path}?page_size=1"), &t).await["audit_logs"][0];
     assert_eq!(e["id"], r.id.to_string());
     assert_eq!(
-        DateTime::parse_from_rfc3339(e["timestamp"].as_str().unwrap_or("")).map(|t| t.with_timezone(&Utc)).ok(),
+        DateTime::parse_from_rfc3339(e["timestamp"].as_str().unwrap_or(""))
+            .map(|t| t.with_timezone(&Utc))
+            .ok(),
         Some(r.created_at)
     );
     assert_eq!(e["email"], r.actor_email.as_str());
     assert_eq!(e["actor_name"], r.actor_name.as_str());
     assert_eq!(e["actor_type"], r.actor_type.as_str());
-    let action = if r.action_description.is_empty() { &r.action_type } else { &r.action_description };
+    let action = if r.action_description.is_empty() {
+        &r.action_type
+    } else {
+        &r.action_description
+    };
     assert_eq!(e["action"], action.as_str());
     assert_eq!(e["resource_id"], r.resource_id.as_str());
     assert_eq!(e["resource_name"], r.resource_name.as_str());
@@ -492,7 +699,11 @@ async fn zendesk_audit_logs() {
     let (st, body) = api.get(path, None).await;
     assert_eq!(st, StatusCode::UNAUTHORIZED);
     assert!(body["error"].is_string(), "{body}");
-    let member = api.token(Tok { org: "org_a", roles: &["member"], ..Tok::default() });
+    let member = api.token(Tok {
+        org: "org_a",
+        roles: &["member"],
+        ..Tok::default()
+    });
     assert_eq!(api.get(path, Some(&member)).await.0, StatusCode::FORBIDDEN);
 
     // Filters, single and repeated (OR), combined (AND).
@@ -501,14 +712,31 @@ async fn zendesk_audit_logs() {
         (q.to_string(), want)
     };
     let cases = vec![
-        check("filter[source_type]=ticket", &|r| r.resource_type == "ticket"),
-        check("filter[source_type][]=ticket&filter[source_type][]=user", &|r| r.resource_type == "ticket" || r.resource_type == "user"),
-        check("filter[source_type]=ticket&filter[source_id]=r3", &|r| r.resource_type == "ticket" && r.resource_id == "r3"),
-        check("filter[source_type]=user&filter[source_id][]=r1&filter[source_id][]=r2", &|r| r.resource_type == "user" && (r.resource_id == "r1" || r.resource_id == "r2")),
+        check("filter[source_type]=ticket", &|r| {
+            r.resource_type == "ticket"
+        }),
+        check(
+            "filter[source_type][]=ticket&filter[source_type][]=user",
+            &|r| r.resource_type == "ticket" || r.resource_type == "user",
+        ),
+        check("filter[source_type]=ticket&filter[source_id]=r3", &|r| {
+            r.resource_type == "ticket" && r.resource_id == "r3"
+        }),
+        check(
+            "filter[source_type]=user&filter[source_id][]=r1&filter[source_id][]=r2",
+            &|r| r.resource_type == "user" && (r.resource_id == "r1" || r.resource_id == "r2"),
+        ),
         check("filter[actor_id]=u2", &|r| r.actor_id == "u2"),
-        check("filter[actor_id][]=u2&filter[actor_id][]=u4&filter[action]=delete", &|r| (r.actor_id == "u2" || r.actor_id == "u4") && r.action_type == "delete"),
-        check("filter[ip_address]=2001:db8::1", &|r| r.request_ip == "2001:db8::1"),
-        check("filter[action][]=login&filter[action][]=create", &|r| r.action_type == "login" || r.action_type == "create"),
+        check(
+            "filter[actor_id][]=u2&filter[actor_id][]=u4&filter[action]=delete",
+            &|r| (r.actor_id == "u2" || r.actor_id == "u4") && r.action_type == "delete",
+        ),
+        check("filter[ip_address]=2001:db8::1", &|r| {
+            r.request_ip == "2001:db8::1"
+        }),
+        check("filter[action][]=login&filter[action][]=create", &|r| {
+            r.action_type == "login" || r.action_type == "create"
+        }),
     ];
     for (q, want) in cases {
         let mut got = Vec::new();
@@ -517,7 +745,11 @@ async fn zendesk_audit_logs() {
             let body = api.ok(&url, &t).await;
             got.extend(ids(&body, "audit_logs"));
             next = body["links"]["next"].as_str().map(String::from);
-            assert_eq!(body["meta"]["has_more"].as_bool(), Some(next.is_some()), "{q}");
+            assert_eq!(
+                body["meta"]["has_more"].as_bool(),
+                Some(next.is_some()),
+                "{q}"
+            );
         }
         assert!(!want.is_empty(), "{q}");
         assert_eq!(got, want, "{q}");
@@ -527,16 +759,46 @@ async fn zendesk_audit_logs() {
     let hi = api.a[100].created_at;
     let ts = |t: DateTime<Utc>| enc(&t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true));
     for style in ["filter[created_at]", "filter[created_at][]"] {
-        let q = format!("{path}?page[size]=100&{style}={}&{style}={}", ts(lo), ts(hi));
+        let q = format!(
+            "{path}?page[size]=100&{style}={}&{style}={}",
+            ts(lo),
+            ts(hi)
+        );
         let body = api.ok(&q, &t).await;
-        let want = row_ids(api.a.iter().filter(|r| r.created_at >= lo && r.created_at <= hi).take(100));
+        let want = row_ids(
+            api.a
+                .iter()
+                .filter(|r| r.created_at >= lo && r.created_at <= hi)
+                .take(100),
+        );
         assert_eq!(ids(&body, "audit_logs"), want, "{style}");
     }
     for (q, param) in [
-        (format!("filter[created_at]={}", ts(lo)), "filter[created_at]"),
-        (format!("filter[created_at]={}&filter[created_at]={}&filter[created_at]={}", ts(lo), ts(hi), ts(hi)), "filter[created_at]"),
-        (format!("filter[created_at]={}&filter[created_at]={}", ts(hi), ts(lo)), "filter[created_at]"),
-        ("filter[created_at]=x&filter[created_at]=y".to_string(), "filter[created_at]"),
+        (
+            format!("filter[created_at]={}", ts(lo)),
+            "filter[created_at]",
+        ),
+        (
+            format!(
+                "filter[created_at]={}&filter[created_at]={}&filter[created_at]={}",
+                ts(lo),
+                ts(hi),
+                ts(hi)
+            ),
+            "filter[created_at]",
+        ),
+        (
+            format!(
+                "filter[created_at]={}&filter[created_at]={}",
+                ts(hi),
+                ts(lo)
+            ),
+            "filter[created_at]",
+        ),
+        (
+            "filter[created_at]=x&filter[created_at]=y".to_string(),
+            "filter[created_at]",
+        ),
         ("filter[source_id]=r1".to_string(), "filter[source_id]"),
         ("page[size]=101".to_string(), "page[size]"),
         ("page[size]=0".to_string(), "page[size]"),
@@ -550,20 +812,32 @@ async fn zendesk_audit_logs() {
     ] {
         let (st, body) = api.get(&format!("{path}?{q}"), Some(&t)).await;
         assert_bad(st, &body, param, &q);
-        assert!(body["error"].is_string() && body["description"].is_string(), "{body}");
+        assert!(
+            body["error"].is_string() && body["description"].is_string(),
+            "{body}"
+        );
     }
     let (_, body) = api.get(&format!("{path}?page=101"), Some(&t)).await;
-    assert!(body["description"].as_str().unwrap_or("").contains("cursor pagination"));
+    assert!(body["description"]
+        .as_str()
+        .unwrap_or("")
+        .contains("cursor pagination"));
 
     // Cursor mode: defaults, sort, and walking back exactly the pages walked forward.
     let first = api.ok(path, &t).await;
+    assert_documented(&api, &first, "ZendeskCursorPage").await;
     assert_eq!(ids(&first, "audit_logs"), row_ids(api.a.iter().take(100)));
     assert!(first["meta"]["before_cursor"].is_null());
     assert!(first["links"]["prev"].is_null());
-    let asc = api.ok(&format!("{path}?sort=created_at&page[size]=7"), &t).await;
+    let asc = api
+        .ok(&format!("{path}?sort=created_at&page[size]=7"), &t)
+        .await;
     let mut rev: Vec<&EventRow> = api.a.iter().collect();
     rev.reverse();
-    assert_eq!(ids(&asc, "audit_logs"), row_ids(rev.iter().copied().take(7)));
+    assert_eq!(
+        ids(&asc, "audit_logs"),
+        row_ids(rev.iter().copied().take(7))
+    );
     let mut pages = vec![ids(&first, "audit_logs")];
     let mut body = first;
     while let Some(next) = body["links"]["next"].as_str().map(String::from) {
@@ -579,34 +853,77 @@ async fn zendesk_audit_logs() {
         back.push(ids(&body, "audit_logs"));
     }
     back.reverse();
-    assert_eq!(back, pages, "page[before] walks back the pages page[after] walked");
+    assert_eq!(
+        back, pages,
+        "page[before] walks back the pages page[after] walked"
+    );
     // An after cursor is not a before cursor.
     let after = api.ok(&format!("{path}?page[size]=5"), &t).await["meta"]["after_cursor"]
         .as_str()
         .map(String::from)
         .expect("after");
-    let (st, body) = api.get(&format!("{path}?page[size]=5&page[before]={after}"), Some(&t)).await;
+    let (st, body) = api
+        .get(
+            &format!("{path}?page[size]=5&page[before]={after}"),
+            Some(&t),
+        )
+        .await;
     assert_bad(st, &body, "page[before]", "walk");
-    let (st, body) = api.get(&format!("{path}?page[size]=6&page[after]={after}"), Some(&t)).await;
-    assert_eq!(st, StatusCode::OK, "page size is not part of the binding: {body}");
+    let (st, body) = api
+        .get(
+            &format!("{path}?page[size]=6&page[after]={after}"),
+            Some(&t),
+        )
+        .await;
+    assert_eq!(
+        st,
+        StatusCode::OK,
+        "page size is not part of the binding: {body}"
+    );
 
     // Offset mode.
     let body = api.ok(&format!("{path}?per_page=50&page=2"), &t).await;
-    assert_eq!(ids(&body, "audit_logs"), row_ids(api.a.iter().skip(50).take(50)));
+    assert_documented(&api, &body, "ZendeskOffsetPage").await;
+    assert_eq!(
+        ids(&body, "audit_logs"),
+        row_ids(api.a.iter().skip(50).take(50))
+    );
     assert_eq!(body["count"], 1200);
     let next = body["next_page"].as_str().expect("next_page");
-    assert!(next.starts_with("http://") && next.contains("page=3"), "{next}");
+    assert!(
+        next.starts_with("http://") && next.contains("page=3"),
+        "{next}"
+    );
     let prev = body["previous_page"].as_str().expect("previous_page");
     assert!(prev.contains("page=1"), "{prev}");
-    assert_eq!(ids(&api.ok(next, &t).await, "audit_logs"), row_ids(api.a.iter().skip(100).take(50)));
+    assert_eq!(
+        ids(&api.ok(next, &t).await, "audit_logs"),
+        row_ids(api.a.iter().skip(100).take(50))
+    );
     let body = api.ok(&format!("{path}?page=1"), &t).await;
     assert_eq!(ids(&body, "audit_logs").len(), 100);
     assert!(body["previous_page"].is_null());
-    let body = api.ok(&format!("{path}?per_page=100&page=12&sort_order=asc&sort_by=created_at"), &t).await;
-    assert_eq!(ids(&body, "audit_logs"), row_ids(rev.iter().copied().skip(1100)));
+    let body = api
+        .ok(
+            &format!("{path}?per_page=100&page=12&sort_order=asc&sort_by=created_at"),
+            &t,
+        )
+        .await;
+    assert_eq!(
+        ids(&body, "audit_logs"),
+        row_ids(rev.iter().copied().skip(1100))
+    );
     assert!(body["next_page"].is_null());
-    let body = api.ok(&format!("{path}?per_page=10&page=1&filter[action]=login"), &t).await;
-    assert_eq!(body["count"], api.a.iter().filter(|r| r.action_type == "login").count());
+    let body = api
+        .ok(
+            &format!("{path}?per_page=10&page=1&filter[action]=login"),
+            &t,
+        )
+        .await;
+    assert_eq!(
+        body["count"],
+        api.a.iter().filter(|r| r.action_type == "login").count()
+    );
 
     // Mapping, and the entry's own URL.
     let r = &api.a[0];
@@ -615,18 +932,33 @@ async fn zendesk_audit_logs() {
     assert_eq!(e["action"], r.action_type.as_str());
     assert_eq!(e["actor_id"], r.actor_id.as_str());
     assert_eq!(e["actor_name"], r.actor_name.as_str());
-    assert_eq!(e["change_description"], serde_json::json!(Some(&r.action_description).filter(|s| !s.is_empty())));
-    assert_eq!(e["created_at"], r.created_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+    assert_eq!(
+        e["change_description"],
+        serde_json::json!(Some(&r.action_description).filter(|s| !s.is_empty()))
+    );
+    assert_eq!(
+        e["created_at"],
+        r.created_at
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    );
     assert_eq!(e["source_id"], r.resource_id.as_str());
     assert_eq!(e["source_label"], r.resource_name.as_str());
-    assert_eq!(e["source_type"], serde_json::json!(Some(&r.resource_type).filter(|s| !s.is_empty())));
+    assert_eq!(
+        e["source_type"],
+        serde_json::json!(Some(&r.resource_type).filter(|s| !s.is_empty()))
+    );
     let own = e["url"].as_str().expect("url");
     let shown = api.ok(own, &t).await;
+    assert_documented(&api, &shown, "ZendeskShow").await;
     assert_eq!(shown["audit_log"], e);
     let shown = api.ok(&format!("{path}/{}", r.id), &t).await;
     assert_eq!(shown["audit_log"]["id"], r.id.to_string());
     let (st, body) = api.get(&format!("{path}/{}", api.b[0].id), Some(&t)).await;
-    assert_eq!((st, body["error"].as_str()), (StatusCode::NOT_FOUND, Some("RecordNotFound")));
+    assert_eq!(
+        (st, body["error"].as_str()),
+        (StatusCode::NOT_FOUND, Some("RecordNotFound"))
+    );
+    assert_documented(&api, &body, "ZendeskError").await;
     api.env.stop().await;
 }
 
@@ -653,17 +985,34 @@ async fn native_api_and_export() {
     // Walk forward then back with next_cursor / prev_cursor.
     let mut pages = Vec::new();
     let mut body = api.ok("/v1/events?limit=250&status_min=400", &t).await;
+    assert_documented(&api, &body, "NativePage").await;
+    let one = api.ok(&format!("/v1/events/{}", api.a[0].id), &t).await;
+    assert_documented(&api, &one, "Event").await;
     assert!(body["prev_cursor"].is_null());
     pages.push(ids(&body, "data"));
     while let Some(c) = body["next_cursor"].as_str().map(String::from) {
-        body = api.ok(&format!("/v1/events?limit=250&status_min=400&cursor={c}"), &t).await;
+        body = api
+            .ok(
+                &format!("/v1/events?limit=250&status_min=400&cursor={c}"),
+                &t,
+            )
+            .await;
         pages.push(ids(&body, "data"));
     }
-    let want = row_ids(api.a.iter().filter(|r| r.request_status.is_some_and(|s| s >= 400)));
+    let want = row_ids(
+        api.a
+            .iter()
+            .filter(|r| r.request_status.is_some_and(|s| s >= 400)),
+    );
     assert_eq!(pages.concat(), want);
     let mut back = vec![ids(&body, "data")];
     while let Some(c) = body["prev_cursor"].as_str().map(String::from) {
-        body = api.ok(&format!("/v1/events?limit=250&status_min=400&cursor={c}"), &t).await;
+        body = api
+            .ok(
+                &format!("/v1/events?limit=250&status_min=400&cursor={c}"),
+                &t,
+            )
+            .await;
         back.push(ids(&body, "data"));
     }
     back.reverse();
@@ -673,20 +1022,30 @@ async fn native_api_and_export() {
     let resp = api
         .env
         .http
-        .get(format!("{}/v1/events/export?format=ndjson&order=asc", api.url))
+        .get(format!(
+            "{}/v1/events/export?format=ndjson&order=asc",
+            api.url
+        ))
         .bearer_auth(&t)
         .send()
         .await
         .expect("export");
     assert_eq!(resp.status(), StatusCode::OK);
     assert_eq!(
-        resp.headers().get("content-type").and_then(|v| v.to_str().ok()),
+        resp.headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok()),
         Some("application/x-ndjson")
     );
     let text = resp.text().await.expect("body");
     let got: Vec<String> = text
         .lines()
-        .map(|l| serde_json::from_str::<Value>(l).expect("json line")["id"].as_str().unwrap_or("").to_string())
+        .map(|l| {
+            serde_json::from_str::<Value>(l).expect("json line")["id"]
+                .as_str()
+                .unwrap_or("")
+                .to_string()
+        })
         .collect();
     let mut asc = row_ids(api.a.iter());
     asc.reverse();
@@ -694,19 +1053,28 @@ async fn native_api_and_export() {
     let resp = api
         .env
         .http
-        .get(format!("{}/v1/events/export?format=csv&action=login", api.url))
+        .get(format!(
+            "{}/v1/events/export?format=csv&action=login",
+            api.url
+        ))
         .bearer_auth(&t)
         .send()
         .await
         .expect("export");
     let text = resp.text().await.expect("body");
     let mut lines = text.split("\r\n");
-    assert!(lines.next().unwrap_or("").starts_with("id,created_at,org_id,"));
+    assert!(lines
+        .next()
+        .unwrap_or("")
+        .starts_with("id,created_at,org_id,"));
     let got: Vec<String> = lines
         .filter(|l| !l.is_empty())
         .map(|l| l.split(',').next().unwrap_or("").to_string())
         .collect();
-    assert_eq!(got, row_ids(api.a.iter().filter(|r| r.action_type == "login")));
+    assert_eq!(
+        got,
+        row_ids(api.a.iter().filter(|r| r.action_type == "login"))
+    );
     let (st, body) = api.get("/v1/events/export?format=xml", Some(&t)).await;
     assert_bad(st, &body, "format", "format");
     let (st, body) = api.get("/v1/events/export?limit=5", Some(&t)).await;
@@ -763,7 +1131,11 @@ async fn no_dialect_returns_another_orgs_or_workspaces_events() {
     let mut seen_b = BTreeSet::new();
     for path in paths {
         for q in hostile {
-            let tok = if path.starts_with("/v1alpha") { &b_ws } else { &b_all };
+            let tok = if path.starts_with("/v1alpha") {
+                &b_ws
+            } else {
+                &b_all
+            };
             let (st, body) = api.get(&format!("{path}?{q}&limit=500"), Some(tok)).await;
             if st != StatusCode::OK {
                 assert!(st.is_client_error(), "{path}?{q}: {st} {body}");
@@ -784,7 +1156,12 @@ async fn no_dialect_returns_another_orgs_or_workspaces_events() {
     }
     assert!(!seen_b.is_empty());
     // The native API, with every hostile parameter through its strict parser.
-    for q in ["actor_id=u1", "workspace_id=ws1", "path_contains=%27", "ip=10.0.0.1"] {
+    for q in [
+        "actor_id=u1",
+        "workspace_id=ws1",
+        "path_contains=%27",
+        "ip=10.0.0.1",
+    ] {
         let body = api.ok(&format!("/v1/events?{q}&limit=1000"), &b_all).await;
         for id in ids(&body, "data") {
             assert!(b_ids.contains(&id), "native {q} leaked {id}");
@@ -800,7 +1177,10 @@ async fn no_dialect_returns_another_orgs_or_workspaces_events() {
         assert_eq!(st, StatusCode::NOT_FOUND, "{path}");
     }
     let (st, _) = api
-        .get(&format!("/api/v1/organizations/org_a/audit-logs/{a_id}"), Some(&b_all))
+        .get(
+            &format!("/api/v1/organizations/org_a/audit-logs/{a_id}"),
+            Some(&b_all),
+        )
         .await;
     assert_eq!(st, StatusCode::FORBIDDEN);
     // Cursors of one org do not open another's pages.
@@ -809,7 +1189,9 @@ async fn no_dialect_returns_another_orgs_or_workspaces_events() {
         .as_str()
         .map(String::from)
         .expect("cursor");
-    let (st, body) = api.get(&format!("/v1/events?limit=5&cursor={c}"), Some(&b_all)).await;
+    let (st, body) = api
+        .get(&format!("/v1/events?limit=5&cursor={c}"), Some(&b_all))
+        .await;
     assert_bad(st, &body, "cursor", "foreign org cursor");
     api.env.stop().await;
 }
@@ -831,17 +1213,35 @@ async fn cursor_walks_return_every_event_once_over_equal_timestamps() {
     newest_first(&mut rows);
     let url = env.start_query_api().await;
     env.wait_ready().await;
-    let api = Api { env, url, a: rows, b: Vec::new(), now };
+    let api = Api {
+        env,
+        url,
+        a: rows,
+        b: Vec::new(),
+        now,
+    };
     let all = row_ids(api.a.iter());
-    let t = api.token(Tok { org: "org_w", roles: &["admin", "workbench"], ws: Some("ws"), ..Tok::default() });
+    let t = api.token(Tok {
+        org: "org_w",
+        roles: &["admin", "workbench"],
+        ws: Some("ws"),
+        ..Tok::default()
+    });
 
     // Native, both orders, forward then back.
     for order in ["desc", "asc"] {
         let mut pages = Vec::new();
-        let mut body = api.ok(&format!("/v1/events?limit=1000&order={order}"), &t).await;
+        let mut body = api
+            .ok(&format!("/v1/events?limit=1000&order={order}"), &t)
+            .await;
         pages.push(ids(&body, "data"));
         while let Some(c) = body["next_cursor"].as_str().map(String::from) {
-            body = api.ok(&format!("/v1/events?limit=1000&order={order}&cursor={c}"), &t).await;
+            body = api
+                .ok(
+                    &format!("/v1/events?limit=1000&order={order}&cursor={c}"),
+                    &t,
+                )
+                .await;
             pages.push(ids(&body, "data"));
         }
         let mut want = all.clone();
@@ -851,7 +1251,12 @@ async fn cursor_walks_return_every_event_once_over_equal_timestamps() {
         assert_eq!(pages.concat(), want, "native {order} forward");
         let mut back = vec![ids(&body, "data")];
         while let Some(c) = body["prev_cursor"].as_str().map(String::from) {
-            body = api.ok(&format!("/v1/events?limit=1000&order={order}&cursor={c}"), &t).await;
+            body = api
+                .ok(
+                    &format!("/v1/events?limit=1000&order={order}&cursor={c}"),
+                    &t,
+                )
+                .await;
             back.push(ids(&body, "data"));
         }
         back.reverse();
@@ -862,7 +1267,9 @@ async fn cursor_walks_return_every_event_once_over_equal_timestamps() {
     let mut body = api.ok("/audit-log?limit=1000", &t).await;
     got.extend(ids(&body, "data"));
     while let Some(c) = body["cursor"].as_str().map(String::from) {
-        body = api.ok(&format!("/audit-log?limit=1000&cursor={c}"), &t).await;
+        body = api
+            .ok(&format!("/audit-log?limit=1000&cursor={c}"), &t)
+            .await;
         got.extend(ids(&body, "data"));
     }
     assert_eq!(got, all, "atomic");
@@ -880,8 +1287,17 @@ async fn cursor_walks_return_every_event_once_over_equal_timestamps() {
     let mut got = Vec::new();
     let mut body = api.ok("/v1alpha/audit_logs?page_size=500", &t).await;
     got.extend(ids(&body, "audit_logs"));
-    while let Some(c) = body["next_page_token"].as_str().filter(|s| !s.is_empty()).map(String::from) {
-        body = api.ok(&format!("/v1alpha/audit_logs?page_size=500&page_token={c}"), &t).await;
+    while let Some(c) = body["next_page_token"]
+        .as_str()
+        .filter(|s| !s.is_empty())
+        .map(String::from)
+    {
+        body = api
+            .ok(
+                &format!("/v1alpha/audit_logs?page_size=500&page_token={c}"),
+                &t,
+            )
+            .await;
         got.extend(ids(&body, "audit_logs"));
     }
     assert_eq!(got, all, "torq");
@@ -960,25 +1376,46 @@ fn arb_case() -> impl proptest::strategy::Strategy<Value = Case> {
         subsequence(vec![200u16, 204, 404, 500], 0..=2),
         proptest::option::of(prop_oneof![Just(200u16), Just(400), Just(404)]),
         proptest::option::of(prop_oneof![Just(204u16), Just(499), Just(500)]),
-        proptest::option::of(prop_oneof![Just("/api".to_string()), Just("/api/v1/users".to_string()), Just("/login".to_string())]),
-        proptest::option::of(prop_oneof![Just("tickets".to_string()), Just("SEARCH".to_string()), Just("users/1".to_string())]),
+        proptest::option::of(prop_oneof![
+            Just("/api".to_string()),
+            Just("/api/v1/users".to_string()),
+            Just("/login".to_string())
+        ]),
+        proptest::option::of(prop_oneof![
+            Just("tickets".to_string()),
+            Just("SEARCH".to_string()),
+            Just("users/1".to_string())
+        ]),
         proptest::option::of(0usize..1200),
         proptest::option::of(0usize..1200),
         any::<bool>(),
         1u32..400,
     )
-        .prop_map(|(fields, statuses, status_min, status_max, path_prefix, path_contains, from, to, asc, limit)| Case {
-            fields,
-            statuses,
-            status_min,
-            status_max,
-            path_prefix,
-            path_contains,
-            from,
-            to,
-            asc,
-            limit,
-        })
+        .prop_map(
+            |(
+                fields,
+                statuses,
+                status_min,
+                status_max,
+                path_prefix,
+                path_contains,
+                from,
+                to,
+                asc,
+                limit,
+            )| Case {
+                fields,
+                statuses,
+                status_min,
+                status_max,
+                path_prefix,
+                path_contains,
+                from,
+                to,
+                asc,
+                limit,
+            },
+        )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -987,7 +1424,11 @@ async fn random_filters_return_what_a_brute_force_filter_returns() {
     let api = Api::new("q_random").await;
     let handle = tokio::runtime::Handle::current();
     let token = api.admin("org_a");
-    let mut runner = TestRunner::new(Config { cases: 64, failure_persistence: None, ..Config::default() });
+    let mut runner = TestRunner::new(Config {
+        cases: 64,
+        failure_persistence: None,
+        ..Config::default()
+    });
     let non_empty = std::sync::atomic::AtomicUsize::new(0);
     let result = runner.run(&arb_case(), |case| {
         let mut q: Vec<(String, String)> = Vec::new();
@@ -1021,18 +1462,27 @@ async fn random_filters_return_what_a_brute_force_filter_returns() {
             q.push(("path_contains".into(), p.clone()));
             f.push(Cond::PathContains(p.clone()));
         }
-        let mut times = [case.from.map(|i| api.a[i].created_at), case.to.map(|i| api.a[i].created_at)];
+        let mut times = [
+            case.from.map(|i| api.a[i].created_at),
+            case.to.map(|i| api.a[i].created_at),
+        ];
         if let [Some(a), Some(b)] = times {
             if a > b {
                 times = [Some(b), Some(a)];
             }
         }
         if let Some(t) = times[0] {
-            q.push(("from".into(), t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)));
+            q.push((
+                "from".into(),
+                t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+            ));
             f.push(Cond::From(t));
         }
         if let Some(t) = times[1] {
-            q.push(("to".into(), t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)));
+            q.push((
+                "to".into(),
+                t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+            ));
             f.push(Cond::Until(t));
         }
         q.push(("order".into(), if case.asc { "asc" } else { "desc" }.into()));

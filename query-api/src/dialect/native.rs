@@ -170,9 +170,17 @@ pub async fn list<S: EventStore>(
             Cursor { pos, .. } => Start::Before(pos),
         },
     };
-    let fetched = fetch_page(&state.store, &f, &Page { order, start, limit })
-        .await
-        .map_err(ApiError::from)?;
+    let fetched = fetch_page(
+        &state.store,
+        &f,
+        &Page {
+            order,
+            start,
+            limit,
+        },
+    )
+    .await
+    .map_err(ApiError::from)?;
     let next = fetched
         .next
         .map(|pos| state.cursors.encode(&b, Cursor::next(pos)));
@@ -348,7 +356,10 @@ pub async fn export<S: EventStore>(
     };
     let (content_type, head) = match format {
         Format::Ndjson => ("application/x-ndjson", String::new()),
-        Format::Csv => ("text/csv; charset=utf-8", format!("{}\r\n", CSV_COLUMNS.join(","))),
+        Format::Csv => (
+            "text/csv; charset=utf-8",
+            format!("{}\r\n", CSV_COLUMNS.join(",")),
+        ),
     };
     let ex = Export {
         state: state.clone(),

@@ -28,10 +28,7 @@ pub const MAX_PAGE_SIZE: u32 = 500;
 
 /// The window `[from, until)` of a request at time `now`, both request
 /// bounds inclusive.
-pub fn window(
-    p: &Params,
-    now: DateTime<Utc>,
-) -> Result<(DateTime<Utc>, DateTime<Utc>), ApiError> {
+pub fn window(p: &Params, now: DateTime<Utc>) -> Result<(DateTime<Utc>, DateTime<Utc>), ApiError> {
     let day = Duration::hours(24);
     let (start, end) = match (p.time("start_time")?, p.time("end_time")?) {
         (None, None) => (now - day, now),
@@ -39,10 +36,7 @@ pub fn window(
         (Some(s), None) => (s, now),
         (Some(s), Some(e)) => {
             if s > e {
-                return Err(ApiError::bad(
-                    "start_time",
-                    "must not be after end_time",
-                ));
+                return Err(ApiError::bad("start_time", "must not be after end_time"));
             }
             (s, e)
         }
@@ -117,7 +111,16 @@ async fn run<S: EventStore>(
         None => Start::First,
     };
     let windowed = f.clone().and(Cond::From(win.0)).and(Cond::Until(win.1));
-    let fetched = fetch_page(&state.store, &windowed, &Page { order, start, limit }).await?;
+    let fetched = fetch_page(
+        &state.store,
+        &windowed,
+        &Page {
+            order,
+            start,
+            limit,
+        },
+    )
+    .await?;
     let token = fetched
         .next
         .map(|pos| {
@@ -165,7 +168,11 @@ mod tests {
             window(&p(&format!("start_time={e}")), now).ok(),
             Some((et, now + us))
         );
-        assert!(window(&p(&format!("start_time=2023-11-02T00:00:00Z&end_time={e}")), now).is_err());
+        assert!(window(
+            &p(&format!("start_time=2023-11-02T00:00:00Z&end_time={e}")),
+            now
+        )
+        .is_err());
         assert!(window(&p("start_time=yesterday"), now).is_err());
     }
 }

@@ -222,7 +222,16 @@ async fn cursor_page<S: EventStore>(
         },
         (None, None) => Start::First,
     };
-    let fetched = fetch_page(&state.store, f, &Page { order, start, limit }).await?;
+    let fetched = fetch_page(
+        &state.store,
+        f,
+        &Page {
+            order,
+            start,
+            limit,
+        },
+    )
+    .await?;
     let after = fetched
         .next
         .map(|pos| state.cursors.encode(&b, Cursor::next(pos)));
@@ -310,7 +319,8 @@ mod tests {
 
     #[test]
     fn filters_or_within_and_across() {
-        let x = f("filter[action][]=create&filter[action][]=delete&filter[actor_id]=7").unwrap_or_else(|_| Filter::new("x"));
+        let x = f("filter[action][]=create&filter[action][]=delete&filter[actor_id]=7")
+            .unwrap_or_else(|_| Filter::new("x"));
         assert_eq!(
             x.conds,
             vec![
@@ -340,6 +350,9 @@ mod tests {
             }
         }
         assert!(f("filter[source_type]=ticket&filter[source_id]=1").is_ok());
-        assert!(f("filter[created_at]=2024-01-01T00:00:00Z&filter[created_at]=2024-01-01T00:00:00Z").is_ok());
+        assert!(f(
+            "filter[created_at]=2024-01-01T00:00:00Z&filter[created_at]=2024-01-01T00:00:00Z"
+        )
+        .is_ok());
     }
 }
