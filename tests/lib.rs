@@ -161,6 +161,7 @@ impl TestEnv {
             insert_timeout_secs: 30,
             retry_horizon_secs: 60,
             table: "events".into(),
+            shutdown_timeout_secs: 20,
         }
     }
 

@@ -79,6 +79,15 @@ pub struct ConsumerConfig {
     pub retry_horizon_secs: u64,
     #[arg(long, env = "TRAILHOUSE_CONSUMER_TABLE", default_value = "events")]
     pub table: String,
+    /// How long the drain on shutdown (flush open batches, commit) may take.
+    /// Past it the consumer exits without committing what is still open;
+    /// those messages are read again by the next owner of the partitions.
+    #[arg(
+        long,
+        env = "TRAILHOUSE_CONSUMER_SHUTDOWN_TIMEOUT_SECS",
+        default_value_t = 30
+    )]
+    pub shutdown_timeout_secs: u64,
 }
 
 impl ConsumerConfig {
@@ -391,7 +400,17 @@ pub async fn run(
         }
         health.set_ready(false);
         tracing::info!("draining: flushing open batches");
-        lp.flush(true).await
+        let deadline = Duration::from_secs(config.shutdown_timeout_secs);
+        match tokio::time::timeout(deadline, lp.flush(true)).await {
+            Ok(r) => r,
+            Err(_) => {
+                tracing::warn!(
+                    deadline_secs = config.shutdown_timeout_secs,
+                    "drain deadline passed; exiting with open batches uncommitted (they will be read again)"
+                );
+                Ok(())
+            }
+        }
     }
     .await;
     lp.consumer.unsubscribe();
