@@ -25,6 +25,8 @@ cargo build --workspace --all-targets --locked
 say "cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 say "python checks of the dev server"
-python3 -m py_compile dev/clickhouse_http.py dev/demo_data.py
+python3 -m py_compile dev/clickhouse_http.py dev/demo_data.py deploy/check.py
+say "helm chart: lint, render, Kubernetes schemas, values schema, checkov"
+bash deploy/check.sh
 say "tests"
 cargo nextest run --workspace --locked --no-fail-fast
