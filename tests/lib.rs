@@ -8,6 +8,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod faults;
+
 use std::time::Duration;
 
 use tokio::net::TcpListener;
@@ -162,6 +164,13 @@ impl TestEnv {
             retry_horizon_secs: 60,
             table: "events".into(),
             shutdown_timeout_secs: 20,
+            max_in_flight: 2,
+            dlq_topic: None,
+            poison_window: 1000,
+            poison_max_ratio: 0.1,
+            poison_max_consecutive: 100,
+            paused_not_ready_secs: 60,
+            test_crash_after_insert: None,
         }
     }
 

@@ -74,3 +74,15 @@ pub fn init(service: &'static str) -> anyhow::Result<Telemetry> {
         metrics: metrics_handle(),
     })
 }
+
+/// Makes `span` continue the W3C trace context `traceparent` (e.g. from a
+/// Kafka message header), so the work it covers joins the producer's trace.
+/// Malformed values are ignored.
+pub fn continue_trace(span: &tracing::Span, traceparent: &str) {
+    use opentelemetry::propagation::TextMapPropagator;
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+    let mut carrier = std::collections::HashMap::new();
+    carrier.insert("traceparent".to_string(), traceparent.to_string());
+    let cx = opentelemetry_sdk::propagation::TraceContextPropagator::new().extract(&carrier);
+    let _ = span.set_parent(cx);
+}

@@ -1,23 +1,32 @@
-//! Trailhouse consumer: Kafka → ClickHouse.
+//! Trailhouse consumer: Kafka → ClickHouse, effectively once.
 //!
-//! A consumer group member reads Avro events, keeps one [`batch::Batch`] per
-//! assigned partition, and flushes a batch when it reaches its row, byte or
-//! age limit: insert into ClickHouse with a deduplication token derived from
-//! the partition's offset range, retry transient failures with the same
-//! token, and only then commit the offset after the batch. See
-//! `docs/ARCHITECTURE.md` for the delivery guarantees.
+//! A consumer group member reads Avro events and keeps one open
+//! [`batch::Batch`] per assigned partition. A batch is sealed at its row,
+//! byte or age limit; its offset range is recorded durably
+//! ([`state::StateStore`]) before it is inserted into ClickHouse with a
+//! deduplication token derived from that range; inserts run concurrently (up
+//! to a limit) and offsets are committed in order after each insert. After a
+//! crash or a rebalance, the recorded ranges make the next owner re-form
+//! exactly the same batches, so a repeated insert is deduplicated by
+//! ClickHouse. Poison messages go to a dead-letter topic. See
+//! `docs/ARCHITECTURE.md` for the protocol.
 
 pub mod batch;
+pub mod dlq;
 pub mod metrics;
+pub mod state;
 pub mod writer;
 
-use std::collections::BTreeMap;
-use std::sync::Mutex;
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use clap::Args;
 use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::message::Headers;
+use rdkafka::producer::FutureProducer;
 use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
+use tokio::task::JoinHandle;
 use tokio::net::TcpListener;
 use trailhouse_common::clickhouse::ClickHouseArgs;
 use trailhouse_common::health::{self, Health};
@@ -26,6 +35,8 @@ use trailhouse_common::shutdown::Shutdown;
 use trailhouse_schemas::{EventRow, Lineage};
 
 pub use batch::{Batch, BatchLimits};
+pub use dlq::{DeadLetters, KafkaDeadLetters, PoisonGuard};
+pub use state::{ClickHouseState, Range, StateStore};
 pub use writer::{ClickHouseWriter, RowWriter, WriteError};
 
 /// Configuration of the consumer.
@@ -88,6 +99,37 @@ pub struct ConsumerConfig {
         default_value_t = 30
     )]
     pub shutdown_timeout_secs: u64,
+    /// Inserts in flight at once (across partitions, in offset order per partition).
+    #[arg(long, env = "TRAILHOUSE_CONSUMER_MAX_IN_FLIGHT", default_value_t = 2)]
+    pub max_in_flight: usize,
+    /// Dead-letter topic (default: `<topic>.dlq`).
+    #[arg(long, env = "TRAILHOUSE_CONSUMER_DLQ_TOPIC")]
+    pub dlq_topic: Option<String>,
+    /// Messages over which the poison ratio is measured.
+    #[arg(long, env = "TRAILHOUSE_CONSUMER_POISON_WINDOW", default_value_t = 1000)]
+    pub poison_window: usize,
+    /// Stop (instead of dead-lettering) when more than this share of the
+    /// window is poison.
+    #[arg(long, env = "TRAILHOUSE_CONSUMER_POISON_MAX_RATIO", default_value_t = 0.1)]
+    pub poison_max_ratio: f64,
+    /// Stop when this many poison messages come in a row.
+    #[arg(
+        long,
+        env = "TRAILHOUSE_CONSUMER_POISON_MAX_CONSECUTIVE",
+        default_value_t = 100
+    )]
+    pub poison_max_consecutive: usize,
+    /// Report not-ready after being paused (backpressure) this long.
+    #[arg(
+        long,
+        env = "TRAILHOUSE_CONSUMER_PAUSED_NOT_READY_SECS",
+        default_value_t = 60
+    )]
+    pub paused_not_ready_secs: u64,
+    /// Test hook: abort the process right after the N-th successful insert,
+    /// before its offset commit.
+    #[arg(long, env = "TRAILHOUSE_CONSUMER_TEST_CRASH_AFTER_INSERT", hide = true)]
+    pub test_crash_after_insert: Option<u64>,
 }
 
 impl ConsumerConfig {
@@ -108,6 +150,12 @@ impl ConsumerConfig {
             .map_err(|e| Error::Config(e.to_string()))?;
         if self.batch_rows == 0 || self.batch_bytes == 0 {
             return Err(Error::Config("batch limits must be positive".into()));
+        }
+        if self.max_in_flight == 0 {
+            return Err(Error::Config("max in-flight inserts must be positive".into()));
+        }
+        if !(0.0..=1.0).contains(&self.poison_max_ratio) {
+            return Err(Error::Config("the poison ratio must be within 0..1".into()));
         }
         if !trailhouse_common::clickhouse::is_safe_identifier(&self.table) {
             return Err(Error::Config(format!(
@@ -132,9 +180,22 @@ pub enum Error {
         #[source]
         source: WriteError,
     },
+    #[error("consumer state: {0}")]
+    State(#[from] state::StateError),
+    #[error("{0}")]
+    DeadLetter(#[from] dlq::DeadLetterError),
+    #[error("stopping on poison messages at partition {partition} offset {offset}: {reason}")]
+    Poison {
+        partition: i32,
+        offset: i64,
+        reason: dlq::GuardTripped,
+    },
+    #[error("insert task failed: {0}")]
+    Task(String),
     #[error("io: {0}")]
     Io(#[from] std::io::Error),
 }
+
 
 /// Records partitions revoked by a rebalance so the loop can drop their batches.
 #[derive(Default)]
@@ -164,22 +225,26 @@ impl RebalanceContext {
     }
 }
 
-/// Inserts a batch, retrying transient failures with exponential backoff and
-/// jitter and the same deduplication token, until `horizon` has passed.
-pub async fn insert_with_retry<W: RowWriter>(
-    writer: &W,
-    batch: &Batch,
-    token: &str,
+/// Retries `op` on transient failures with exponential backoff and jitter
+/// until `horizon` has passed.
+async fn retry<T, E: std::fmt::Display, F, Fut>(
+    what: &str,
     horizon: Duration,
-) -> Result<(), WriteError> {
+    retryable: impl Fn(&E) -> bool,
+    mut op: F,
+) -> Result<T, E>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>>,
+{
     let started = Instant::now();
     let mut delay = Duration::from_millis(100);
     loop {
-        match writer.insert(&batch.rows, token).await {
-            Ok(()) => return Ok(()),
-            Err(e) if e.is_retryable() && started.elapsed() + delay < horizon => {
+        match op().await {
+            Ok(v) => return Ok(v),
+            Err(e) if retryable(&e) && started.elapsed() + delay < horizon => {
                 ::metrics::counter!(metrics::INSERT_RETRIES).increment(1);
-                tracing::warn!(error = %e, token, retry_in_ms = delay.as_millis() as u64, "insert failed, retrying");
+                tracing::warn!(error = %e, what, retry_in_ms = delay.as_millis() as u64, "failed, retrying");
                 let jitter = rand::random_range(0..=delay.as_millis() as u64 / 2);
                 tokio::time::sleep(delay + Duration::from_millis(jitter)).await;
                 delay = (delay * 2).min(Duration::from_secs(10));
@@ -189,140 +254,380 @@ pub async fn insert_with_retry<W: RowWriter>(
     }
 }
 
-struct Loop<W> {
-    consumer: StreamConsumer<RebalanceContext>,
-    writer: W,
+/// Inserts a batch, retrying transient failures with the same deduplication
+/// token until `horizon` has passed.
+pub async fn insert_with_retry<W: RowWriter>(
+    writer: &W,
+    batch: &Batch,
+    token: &str,
+    horizon: Duration,
+) -> Result<(), WriteError> {
+    retry(token, horizon, WriteError::is_retryable, || {
+        writer.insert(&batch.rows, token)
+    })
+    .await
+}
+
+/// How the open batch of a partition must end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum End {
+    /// By the limits.
+    Free,
+    /// Exactly at this offset: the batch repeats a recorded range.
+    Exactly(i64),
+    /// By the limits, but at this offset at the latest: a recorded range
+    /// starts right after it.
+    AtMost(i64),
+}
+
+/// A batch being filled, with the dead-letter writes of its poison messages.
+struct Open {
+    batch: Batch,
+    end: End,
+    dead_letters: Vec<JoinHandle<Result<(), dlq::DeadLetterError>>>,
+    traceparent: Option<String>,
+}
+
+impl Open {
+    fn reached_end(&self) -> bool {
+        match self.end {
+            End::Free => false,
+            End::Exactly(e) | End::AtMost(e) => self.batch.last_offset >= e,
+        }
+    }
+}
+
+/// A sealed batch whose insert is running.
+struct InFlight {
+    partition: i32,
+    range: Range,
+    task: JoinHandle<Result<usize, Error>>,
+}
+
+/// Per-partition recovery plan: recorded ranges at or after the resume point.
+#[derive(Debug, Default)]
+struct Plan {
+    loaded: bool,
+    ranges: VecDeque<Range>,
+}
+
+impl Plan {
+    /// How a batch opened at `offset` must end.
+    fn end_for(&mut self, offset: i64) -> End {
+        while self.ranges.front().is_some_and(|r| r.last < offset) {
+            self.ranges.pop_front();
+        }
+        match self.ranges.front().copied() {
+            Some(r) if r.first == offset => {
+                self.ranges.pop_front();
+                End::Exactly(r.last)
+            }
+            Some(r) if r.first > offset => End::AtMost(r.first - 1),
+            Some(r) => {
+                tracing::warn!(offset, first = r.first, last = r.last, "resuming inside a recorded range");
+                self.ranges.pop_front();
+                End::Free
+            }
+            None => End::Free,
+        }
+    }
+}
+
+struct Loop<W, S, D> {
+    consumer: Arc<StreamConsumer<RebalanceContext>>,
+    writer: Arc<W>,
+    state: Arc<S>,
+    dead_letters: D,
     topic: String,
     limits: BatchLimits,
     horizon: Duration,
-    batches: BTreeMap<i32, Batch>,
+    max_in_flight: usize,
+    open: BTreeMap<i32, Open>,
+    sealed: VecDeque<Open>,
+    plans: BTreeMap<i32, Plan>,
+    in_flight: VecDeque<InFlight>,
+    guard: PoisonGuard,
+    paused_since: Option<Instant>,
+    crash_after_insert: Option<u64>,
+    committed_batches: u64,
 }
 
-impl<W: RowWriter> Loop<W> {
-    fn accept(&mut self, partition: i32, offset: i64, payload: Option<&[u8]>) {
+impl<W: RowWriter, S: StateStore, D: DeadLetters> Loop<W, S, D> {
+    async fn accept(
+        &mut self,
+        partition: i32,
+        offset: i64,
+        key: Option<Vec<u8>>,
+        payload: Option<Vec<u8>>,
+        traceparent: Option<String>,
+    ) -> Result<(), Error> {
         let now = Instant::now();
-        // A batch must cover a contiguous, increasing offset range; a message
-        // at or before its end means the partition was re-seeked, so the old
-        // batch is stale (it was never committed and will be re-read).
-        if let Some(b) = self.batches.get(&partition) {
-            if b.len_offsets() > 0 && offset <= b.last_offset {
-                tracing::warn!(
+        // A batch covers a contiguous, increasing offset range; a message at
+        // or before its end means the partition was re-seeked: the open batch
+        // is stale (never sent) and the recovery plan is read again.
+        if let Some(o) = self.open.get(&partition) {
+            if o.batch.len_offsets() > 0 && offset <= o.batch.last_offset {
+                tracing::warn!(partition, offset, last = o.batch.last_offset, "partition rewound, dropping unsent batch");
+                self.forget(partition);
+            }
+        }
+        if !self.plans.get(&partition).is_some_and(|p| p.loaded) {
+            let ranges = self.state.load(partition, offset).await?;
+            if !ranges.is_empty() {
+                tracing::info!(partition, offset, ranges = ranges.len(), "replaying recorded batch ranges");
+            }
+            self.plans.insert(
+                partition,
+                Plan {
+                    loaded: true,
+                    ranges: ranges.into(),
+                },
+            );
+        }
+        if !self.open.contains_key(&partition) {
+            let end = self
+                .plans
+                .get_mut(&partition)
+                .map_or(End::Free, |p| p.end_for(offset));
+            self.open.insert(
+                partition,
+                Open {
+                    batch: Batch::new(partition, offset, now),
+                    end,
+                    dead_letters: Vec::new(),
+                    traceparent: None,
+                },
+            );
+        }
+        let decoded = match payload.as_deref() {
+            Some(bytes) => trailhouse_schemas::decode(bytes).map_err(|e| e.to_string()),
+            None => Err("message has no payload".to_string()),
+        };
+        let bytes = payload.as_ref().map_or(0, Vec::len);
+        let Some(open) = self.open.get_mut(&partition) else {
+            return Ok(());
+        };
+        if open.traceparent.is_none() {
+            open.traceparent = traceparent;
+        }
+        match decoded {
+            Ok(event) => {
+                let _ = self.guard.observe(false);
+                let row = EventRow::from_event(&event, Lineage { partition, offset });
+                open.batch.push(offset, Some(row), bytes);
+            }
+            Err(error) => {
+                self.guard
+                    .observe(true)
+                    .map_err(|reason| Error::Poison {
+                        partition,
+                        offset,
+                        reason,
+                    })?;
+                ::metrics::counter!(metrics::DEAD_LETTERED).increment(1);
+                tracing::warn!(partition, offset, %error, "poison message to the dead-letter topic");
+                let send = self.dead_letters.send(dlq::Poison {
+                    topic: self.topic.clone(),
                     partition,
                     offset,
-                    last = b.last_offset,
-                    "partition rewound, dropping unsent batch"
-                );
-                self.batches.remove(&partition);
+                    key,
+                    payload,
+                    error,
+                });
+                open.dead_letters.push(tokio::spawn(send));
+                open.batch.push(offset, None, bytes);
             }
         }
-        let batch = self
-            .batches
-            .entry(partition)
-            .or_insert_with(|| Batch::new(partition, offset, now));
-        let bytes = payload.map_or(0, <[u8]>::len);
-        let row = match payload.map(trailhouse_schemas::decode) {
-            Some(Ok(event)) => Some(EventRow::from_event(&event, Lineage { partition, offset })),
-            Some(Err(e)) => {
-                ::metrics::counter!(metrics::UNDECODABLE).increment(1);
-                tracing::error!(partition, offset, error = %e, "undecodable message skipped");
-                None
-            }
-            None => {
-                ::metrics::counter!(metrics::UNDECODABLE).increment(1);
-                tracing::error!(partition, offset, "message without payload skipped");
-                None
-            }
-        };
-        batch.push(offset, row, bytes);
+        if open.reached_end() || open.batch.is_full(&self.limits) {
+            self.seal(partition);
+        }
+        Ok(())
     }
 
-    fn drop_revoked(&mut self, revoked: Vec<i32>) {
-        for p in revoked {
-            if let Some(b) = self.batches.remove(&p) {
-                ::metrics::counter!(metrics::BATCHES_DROPPED).increment(1);
-                tracing::info!(
-                    partition = p,
-                    first = b.first_offset,
-                    last = b.last_offset,
-                    "dropped unsent batch of revoked partition"
-                );
+    fn seal(&mut self, partition: i32) {
+        if let Some(o) = self.open.remove(&partition) {
+            if o.batch.len_offsets() > 0 {
+                self.sealed.push_back(o);
             }
         }
     }
 
-    /// Flushes the batches that are full or due (all of them when `all`).
-    async fn flush(&mut self, all: bool) -> Result<(), Error> {
+    /// Drops what was not sent for a partition and forgets its plan.
+    fn forget(&mut self, partition: i32) {
+        let dropped = usize::from(self.open.remove(&partition).is_some())
+            + self.sealed.iter().filter(|o| o.batch.partition == partition).count();
+        self.sealed.retain(|o| o.batch.partition != partition);
+        self.plans.remove(&partition);
+        if dropped > 0 {
+            ::metrics::counter!(metrics::BATCHES_DROPPED).increment(dropped as u64);
+            tracing::info!(partition, dropped, "dropped unsent batches");
+        }
+    }
+
+    /// Seals batches whose age is up (replayed batches wait for their end).
+    fn seal_due(&mut self, all: bool) {
         let now = Instant::now();
-        let ready: Vec<i32> = self
-            .batches
+        let due: Vec<i32> = self
+            .open
             .iter()
-            .filter(|(_, b)| {
-                b.len_offsets() > 0
-                    && (all || b.is_full(&self.limits) || b.is_due(&self.limits, now))
+            .filter(|(_, o)| {
+                o.batch.len_offsets() > 0
+                    && (all || (!matches!(o.end, End::Exactly(_)) && o.batch.is_due(&self.limits, now)))
             })
             .map(|(p, _)| *p)
             .collect();
-        for p in ready {
-            let Some(batch) = self.batches.remove(&p) else {
-                continue;
+        for p in due {
+            self.seal(p);
+        }
+    }
+
+    /// Starts inserts of sealed batches while there is room.
+    fn dispatch(&mut self) {
+        while self.in_flight.len() < self.max_in_flight {
+            let Some(o) = self.sealed.pop_front() else {
+                break;
             };
-            self.flush_one(batch).await?;
+            let batch = o.batch;
+            let range = Range {
+                first: batch.first_offset,
+                last: batch.last_offset,
+            };
+            let token = batch.dedup_token(&self.topic);
+            let age = batch.started.elapsed();
+            ::metrics::histogram!(metrics::BATCH_ROWS).record(batch.rows.len() as f64);
+            ::metrics::histogram!(metrics::BATCH_BYTES).record(batch.bytes as f64);
+            ::metrics::histogram!(metrics::BATCH_AGE_SECONDS).record(age.as_secs_f64());
+            let span = tracing::info_span!("batch", topic = %self.topic, partition = batch.partition,
+                first_offset = range.first, last_offset = range.last, rows = batch.rows.len(),
+                traceparent = o.traceparent.as_deref().unwrap_or(""));
+            if let Some(tp) = &o.traceparent {
+                trailhouse_common::telemetry::continue_trace(&span, tp);
+            }
+            let (writer, state, horizon) = (self.writer.clone(), self.state.clone(), self.horizon);
+            let dead_letters = o.dead_letters;
+            let partition = batch.partition;
+            let task = tokio::spawn(tracing::Instrument::instrument(
+                async move {
+                    if !batch.rows.is_empty() {
+                        retry("record pending range", horizon, |_| true, || state.record(partition, range)).await?;
+                        let started = Instant::now();
+                        insert_with_retry(&*writer, &batch, &token, horizon)
+                            .await
+                            .map_err(|source| Error::Insert { token: token.clone(), source })?;
+                        ::metrics::histogram!(metrics::INSERT_SECONDS).record(started.elapsed().as_secs_f64());
+                    }
+                    for d in dead_letters {
+                        d.await.map_err(|e| Error::Task(e.to_string()))??;
+                    }
+                    Ok(batch.rows.len())
+                },
+                span,
+            ));
+            self.in_flight.push_back(InFlight {
+                partition,
+                range,
+                task,
+            });
+        }
+    }
+
+    /// Commits the finished head of the in-flight queue.
+    fn commit(&mut self, partition: i32, range: Range, rows: usize) -> Result<(), Error> {
+        ::metrics::counter!(metrics::ROWS_INSERTED).increment(rows as u64);
+        self.committed_batches += 1;
+        if self.crash_after_insert == Some(self.committed_batches) {
+            tracing::error!(partition, first = range.first, last = range.last, "test hook: aborting between insert and commit");
+            std::process::abort();
+        }
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(&self.topic, partition, Offset::Offset(range.last + 1))?;
+        // A failed commit (the partition moved in a rebalance) is harmless:
+        // the next owner replays the recorded range and ClickHouse drops the
+        // repeated insert by its token.
+        let consumer = self.consumer.clone();
+        match tokio::task::block_in_place(|| consumer.commit(&tpl, CommitMode::Sync)) {
+            Ok(()) => tracing::debug!(partition, next = range.last + 1, "committed"),
+            Err(e) => tracing::warn!(partition, error = %e, "offset commit failed"),
         }
         Ok(())
     }
 
-    async fn flush_one(&mut self, batch: Batch) -> Result<(), Error> {
-        let token = batch.dedup_token(&self.topic);
-        let span = tracing::info_span!("batch", topic = %self.topic, partition = batch.partition,
-            first_offset = batch.first_offset, last_offset = batch.last_offset, rows = batch.rows.len());
-        let _enter = span.enter();
-        if !batch.rows.is_empty() {
-            let started = Instant::now();
-            insert_with_retry(&self.writer, &batch, &token, self.horizon)
-                .await
-                .map_err(|source| Error::Insert {
-                    token: token.clone(),
-                    source,
-                })?;
-            ::metrics::histogram!(metrics::INSERT_SECONDS).record(started.elapsed().as_secs_f64());
-            ::metrics::histogram!(metrics::BATCH_ROWS).record(batch.rows.len() as f64);
-            ::metrics::counter!(metrics::ROWS_INSERTED).increment(batch.rows.len() as u64);
+    /// Pauses fetching while sealed batches wait for room; resumes after.
+    fn backpressure(&mut self, health: &Health, not_ready_after: Duration) {
+        let congested = !self.sealed.is_empty() && self.in_flight.len() >= self.max_in_flight;
+        match (congested, self.paused_since) {
+            (true, None) => {
+                if let Ok(tpl) = self.consumer.assignment() {
+                    if self.consumer.pause(&tpl).is_ok() {
+                        tracing::info!("inserts are behind: pausing partitions");
+                        self.paused_since = Some(Instant::now());
+                        ::metrics::gauge!(metrics::PAUSED).set(1.0);
+                    }
+                }
+            }
+            (false, Some(_)) => {
+                if let Ok(tpl) = self.consumer.assignment() {
+                    let _ = self.consumer.resume(&tpl);
+                }
+                tracing::info!("resuming partitions");
+                self.paused_since = None;
+                ::metrics::gauge!(metrics::PAUSED).set(0.0);
+                health.set_ready(true);
+            }
+            (true, Some(since)) if since.elapsed() > not_ready_after => health.set_ready(false),
+            _ => {}
         }
-        let mut tpl = TopicPartitionList::new();
-        tpl.add_partition_offset(
-            &self.topic,
-            batch.partition,
-            Offset::Offset(batch.last_offset + 1),
-        )?;
-        // A failed commit (e.g. the partition moved in a rebalance) leaves the
-        // rows in ClickHouse; the next owner re-reads them (see Known issues).
-        if let Err(e) = tokio::task::block_in_place(|| self.consumer.commit(&tpl, CommitMode::Sync))
-        {
-            tracing::warn!(error = %e, "offset commit failed");
-        } else {
-            tracing::debug!("batch committed");
-        }
-        Ok(())
     }
 
     fn next_due_in(&self) -> Duration {
         let now = Instant::now();
-        self.batches
+        self.open
             .values()
-            .filter(|b| b.len_offsets() > 0)
-            .map(|b| {
-                self.limits
-                    .max_age
-                    .saturating_sub(now.duration_since(b.started))
-            })
+            .filter(|o| o.batch.len_offsets() > 0 && !matches!(o.end, End::Exactly(_)))
+            .map(|o| self.limits.max_age.saturating_sub(now.duration_since(o.batch.started)))
             .min()
             .unwrap_or(self.limits.max_age)
             .max(Duration::from_millis(5))
     }
+
+    /// Publishes the lag of each assigned partition.
+    fn report_lag(&self) {
+        let Ok(assignment) = self.consumer.assignment() else {
+            return;
+        };
+        let Ok(positions) = self.consumer.position() else {
+            return;
+        };
+        for e in assignment.elements() {
+            let p = e.partition();
+            let Ok((_, high)) = self.consumer.fetch_watermarks(&self.topic, p, Duration::from_secs(1)) else {
+                continue;
+            };
+            let pos = positions
+                .find_partition(&self.topic, p)
+                .and_then(|x| x.offset().to_raw())
+                .filter(|o| *o >= 0);
+            if let Some(pos) = pos {
+                ::metrics::gauge!(metrics::LAG, "partition" => p.to_string()).set((high - pos).max(0) as f64);
+            }
+        }
+    }
 }
 
-/// Runs the consumer until `shutdown` fires; then flushes open batches,
-/// commits and leaves the group. `health_listener` serves health and metrics.
+/// Awaits the head of the in-flight queue (pending forever when empty).
+async fn head_done(in_flight: &mut VecDeque<InFlight>) -> Result<usize, Error> {
+    match in_flight.front_mut() {
+        Some(f) => match (&mut f.task).await {
+            Ok(r) => r,
+            Err(e) => Err(Error::Task(e.to_string())),
+        },
+        None => std::future::pending().await,
+    }
+}
+
+/// Runs the consumer until `shutdown` fires; then seals and inserts open
+/// batches, commits and leaves the group, within the drain deadline.
+/// `health_listener` serves health and metrics.
 pub async fn run(
     config: ConsumerConfig,
     health_listener: Option<TcpListener>,
@@ -348,6 +653,8 @@ pub async fn run(
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
         .set("session.timeout.ms", "10000")
+        // What is fetched ahead while inserts are behind stays bounded.
+        .set("queued.max.messages.kbytes", "16384")
         .set(
             "max.poll.interval.ms",
             (config.retry_horizon_secs * 1000 + 60_000).to_string(),
@@ -358,50 +665,111 @@ pub async fn run(
     let consumer: StreamConsumer<RebalanceContext> =
         kc.create_with_context(RebalanceContext::default())?;
     consumer.subscribe(&[&config.kafka.topic])?;
-    let writer = ClickHouseWriter::new(
-        config.clickhouse.client(),
-        config.table.clone(),
-        Duration::from_secs(config.insert_timeout_secs),
-    );
-    health.set_ready(true);
-    tracing::info!(topic = %config.kafka.topic, group = %config.group, "consumer started");
+    let producer: FutureProducer = config
+        .kafka
+        .client_config()
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .create()?;
+    let dlq_topic = config
+        .dlq_topic
+        .clone()
+        .unwrap_or_else(|| format!("{}.dlq", config.kafka.topic));
     let mut lp = Loop {
-        consumer,
-        writer,
+        consumer: Arc::new(consumer),
+        writer: Arc::new(ClickHouseWriter::new(
+            config.clickhouse.client(),
+            config.table.clone(),
+            Duration::from_secs(config.insert_timeout_secs),
+        )),
+        state: Arc::new(ClickHouseState::new(
+            config.clickhouse.client(),
+            config.group.clone(),
+            config.kafka.topic.clone(),
+        )),
+        dead_letters: KafkaDeadLetters::new(producer, dlq_topic),
         topic: config.kafka.topic.clone(),
         limits: config.limits(),
         horizon: Duration::from_secs(config.retry_horizon_secs),
-        batches: BTreeMap::new(),
+        max_in_flight: config.max_in_flight,
+        open: BTreeMap::new(),
+        sealed: VecDeque::new(),
+        plans: BTreeMap::new(),
+        in_flight: VecDeque::new(),
+        guard: PoisonGuard::new(
+            config.poison_window,
+            config.poison_max_ratio,
+            config.poison_max_consecutive,
+        ),
+        paused_since: None,
+        crash_after_insert: config.test_crash_after_insert,
+        committed_batches: 0,
     };
+    health.set_ready(true);
+    tracing::info!(topic = %config.kafka.topic, group = %config.group, "consumer started");
+    let not_ready_after = Duration::from_secs(config.paused_not_ready_secs);
+    let mut lag_tick = tokio::time::interval(Duration::from_secs(10));
     let result = async {
         loop {
             let wait = lp.next_due_in();
             tokio::select! {
                 _ = shutdown.wait() => break,
+                done = head_done(&mut lp.in_flight) => {
+                    let rows = done?;
+                    if let Some(f) = lp.in_flight.pop_front() {
+                        lp.commit(f.partition, f.range, rows)?;
+                    }
+                }
                 r = tokio::time::timeout(wait, lp.consumer.recv()) => match r {
                     Err(_) => {}
                     Ok(Ok(m)) => {
                         let (p, o) = (m.partition(), m.offset());
                         let payload = m.payload().map(<[u8]>::to_vec);
+                        let key = m.key().map(<[u8]>::to_vec);
+                        let traceparent = m.headers().and_then(|h| {
+                            h.iter()
+                                .find(|x| x.key == "traceparent")
+                                .and_then(|x| x.value)
+                                .and_then(|v| std::str::from_utf8(v).ok())
+                                .map(String::from)
+                        });
                         drop(m);
-                        // Rebalance callbacks ran inside this poll: drop the
-                        // batches of revoked partitions before accepting a
-                        // message that may belong to a re-assignment.
-                        let revoked = lp.consumer.context().take_revoked();
-                        lp.drop_revoked(revoked);
-                        lp.accept(p, o, payload.as_deref());
+                        // Rebalance callbacks ran inside this poll: forget the
+                        // revoked partitions before accepting a message that
+                        // may belong to a re-assignment.
+                        for rp in lp.consumer.context().take_revoked() {
+                            lp.forget(rp);
+                        }
+                        lp.accept(p, o, key, payload, traceparent).await?;
                     }
                     Ok(Err(e)) => tracing::warn!(error = %e, "kafka consume error"),
                 },
+                _ = lag_tick.tick() => tokio::task::block_in_place(|| lp.report_lag()),
             }
-            let revoked = lp.consumer.context().take_revoked();
-            lp.drop_revoked(revoked);
-            lp.flush(false).await?;
+            for rp in lp.consumer.context().take_revoked() {
+                lp.forget(rp);
+            }
+            lp.seal_due(false);
+            lp.dispatch();
+            lp.backpressure(&health, not_ready_after);
         }
         health.set_ready(false);
-        tracing::info!("draining: flushing open batches");
+        tracing::info!("draining: inserting open batches");
+        let drain = async {
+            lp.seal_due(true);
+            loop {
+                lp.dispatch();
+                if lp.in_flight.is_empty() {
+                    break Ok::<(), Error>(());
+                }
+                let rows = head_done(&mut lp.in_flight).await?;
+                if let Some(f) = lp.in_flight.pop_front() {
+                    lp.commit(f.partition, f.range, rows)?;
+                }
+            }
+        };
         let deadline = Duration::from_secs(config.shutdown_timeout_secs);
-        match tokio::time::timeout(deadline, lp.flush(true)).await {
+        match tokio::time::timeout(deadline, drain).await {
             Ok(r) => r,
             Err(_) => {
                 tracing::warn!(
@@ -413,6 +781,9 @@ pub async fn run(
         }
     }
     .await;
+    for f in lp.in_flight.drain(..) {
+        f.task.abort();
+    }
     lp.consumer.unsubscribe();
     drop(lp);
     shutdown.trigger();
@@ -421,4 +792,34 @@ pub async fn run(
     }
     tracing::info!("consumer stopped");
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(ranges: &[(i64, i64)]) -> Plan {
+        Plan {
+            loaded: true,
+            ranges: ranges
+                .iter()
+                .map(|&(first, last)| Range { first, last })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn recorded_ranges_are_replayed_exactly_and_free_batches_stop_before_them() {
+        let mut p = plan(&[(10, 19), (20, 29), (40, 49)]);
+        assert_eq!(p.end_for(10), End::Exactly(19));
+        assert_eq!(p.end_for(20), End::Exactly(29));
+        // A gap: [30, 39] was never recorded, so never inserted: batch
+        // freely, but end before the next recorded range.
+        assert_eq!(p.end_for(30), End::AtMost(39));
+        assert_eq!(p.end_for(40), End::Exactly(49));
+        assert_eq!(p.end_for(50), End::Free);
+        // Ranges behind the resume point are done (committed).
+        let mut p = plan(&[(10, 19)]);
+        assert_eq!(p.end_for(20), End::Free);
+    }
 }

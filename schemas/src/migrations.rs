@@ -10,11 +10,18 @@ pub struct Migration {
 }
 
 /// All migrations, in version order.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "events",
-    sql: include_str!("../migrations/0001_events.sql"),
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "events",
+        sql: include_str!("../migrations/0001_events.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "consumer_state",
+        sql: include_str!("../migrations/0002_consumer_state.sql"),
+    },
+];
 
 impl Migration {
     /// The statements of this migration, comments stripped.

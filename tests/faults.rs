@@ -1,0 +1,405 @@
+//! Fault-injection harness: real broker, ClickHouse server and consumer
+//! processes that tests start, kill (`SIGKILL`) and restart.
+
+use std::collections::HashSet;
+use std::net::TcpListener as StdListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use trailhouse_common::clickhouse::ClickHouseArgs;
+use trailhouse_common::kafka::KafkaArgs;
+use trailhouse_schemas::event::{Action, Actor};
+use trailhouse_schemas::AuditEvent;
+use uuid::Uuid;
+
+/// The workspace root.
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
+}
+
+/// How many events each fault test pushes (`TRAILHOUSE_FAULT_EVENTS`, default 200,000).
+pub fn fault_events() -> usize {
+    std::env::var("TRAILHOUSE_FAULT_EVENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200_000)
+}
+
+/// A free local port.
+pub fn free_port() -> u16 {
+    StdListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+fn wait_port(port: u16, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    false
+}
+
+/// A child process killed with `SIGKILL` when dropped.
+pub struct Proc {
+    pub name: String,
+    child: Option<Child>,
+}
+
+impl Proc {
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Sends SIGTERM and waits for the exit (graceful shutdown).
+    pub fn terminate(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let mut c = self.child.take()?;
+        let _ = Command::new("kill")
+            .args(["-TERM", &c.id().to_string()])
+            .status();
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(s)) = c.try_wait() {
+                return Some(s);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = c.kill();
+        c.wait().ok()
+    }
+
+    /// The exit status, if it has exited.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.as_mut().and_then(|c| c.try_wait().ok().flatten())
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// A Kafka broker of the test's own (Tansu with SQLite storage).
+pub struct Broker {
+    pub port: u16,
+    dir: tempfile::TempDir,
+    proc: Option<Proc>,
+}
+
+impl Broker {
+    pub fn start() -> Broker {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut b = Broker {
+            port: free_port(),
+            dir,
+            proc: None,
+        };
+        b.restart();
+        b
+    }
+
+    pub fn address(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    pub fn restart(&mut self) {
+        let url = format!("tcp://127.0.0.1:{}", self.port);
+        let log = std::fs::File::create(self.dir.path().join("broker.log")).expect("log");
+        let child = Command::new("tansu")
+            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
+            .args(["--storage-engine", "sqlite://tansu.db"])
+            .current_dir(self.dir.path())
+            .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start tansu (is it installed? bash dev/install.sh)");
+        self.proc = Some(Proc {
+            name: "broker".into(),
+            child: Some(child),
+        });
+        assert!(wait_port(self.port, Duration::from_secs(30)), "broker did not start");
+    }
+
+    pub fn kill9(&mut self) {
+        if let Some(p) = self.proc.as_mut() {
+            p.kill9();
+        }
+    }
+}
+
+/// A ClickHouse HTTP server of the test's own (the dev server over chdb).
+pub struct ClickHouse {
+    pub port: u16,
+    dir: tempfile::TempDir,
+    proc: Option<Proc>,
+}
+
+impl ClickHouse {
+    pub fn start() -> ClickHouse {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut c = ClickHouse {
+            port: free_port(),
+            dir,
+            proc: None,
+        };
+        c.restart();
+        c
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn restart(&mut self) {
+        let python = root().join(".dev-data/venv/bin/python");
+        let log = std::fs::File::create(self.dir.path().join("clickhouse.log")).expect("log");
+        let child = Command::new(python)
+            .arg(root().join("dev/clickhouse_http.py"))
+            .args(["--port", &self.port.to_string()])
+            .arg("--path")
+            .arg(self.dir.path().join("data"))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start the ClickHouse dev server (bash dev/install.sh)");
+        self.proc = Some(Proc {
+            name: "clickhouse".into(),
+            child: Some(child),
+        });
+        assert!(wait_port(self.port, Duration::from_secs(60)), "clickhouse did not start");
+    }
+
+    pub fn kill9(&mut self) {
+        if let Some(p) = self.proc.as_mut() {
+            p.kill9();
+        }
+    }
+}
+
+/// Starts a consumer process.
+pub fn consumer(
+    kafka: &KafkaArgs,
+    ch: &ClickHouseArgs,
+    group: &str,
+    extra: &[(&str, String)],
+    log: &Path,
+) -> Proc {
+    let bin = root().join("target/debug/trailhouse-consumer");
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .expect("log");
+    let mut cmd = Command::new(&bin);
+    cmd.env("TRAILHOUSE_KAFKA_BROKERS", &kafka.brokers)
+        .env("TRAILHOUSE_KAFKA_TOPIC", &kafka.topic)
+        .env("TRAILHOUSE_CLICKHOUSE_URL", &ch.url)
+        .env("TRAILHOUSE_CLICKHOUSE_DATABASE", &ch.database)
+        .env("TRAILHOUSE_CLICKHOUSE_COMPRESSION", "none")
+        .env("TRAILHOUSE_CONSUMER_GROUP", group)
+        .env("TRAILHOUSE_CONSUMER_LISTEN", "127.0.0.1:0")
+        .env("TRAILHOUSE_CONSUMER_BATCH_ROWS", "5000")
+        .env("TRAILHOUSE_CONSUMER_BATCH_AGE_MS", "500")
+        .env("RUST_LOG", "warn,trailhouse_consumer=info")
+        .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+        .stdout(log.try_clone().expect("log"))
+        .stderr(log);
+    for (k, v) in extra {
+        cmd.env(k, v);
+    }
+    let child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("start {}: {e} (build it first)", bin.display()));
+    Proc {
+        name: "consumer".into(),
+        child: Some(child),
+    }
+}
+
+/// A valid event with a unique id.
+pub fn event(i: usize, org_count: usize) -> AuditEvent {
+    let now = Utc::now();
+    AuditEvent {
+        id: Uuid::now_v7(),
+        org_id: format!("org_{}", i % org_count),
+        environment_id: Some("prod".into()),
+        workspace_id: None,
+        workspace_name: None,
+        created_at: now,
+        received_at: now,
+        actor: Actor {
+            kind: Some("user".into()),
+            id: Some(format!("u{}", i % 97)),
+            email: None,
+            name: None,
+        },
+        auth: Default::default(),
+        source: Some("fault-test".into()),
+        action: Action {
+            kind: "record.update".into(),
+            description: None,
+        },
+        resource: Default::default(),
+        request: Default::default(),
+        metadata: Default::default(),
+    }
+}
+
+/// What a producer run sent.
+#[derive(Default)]
+pub struct Sent {
+    pub ids: HashSet<Uuid>,
+    pub poison: usize,
+}
+
+/// Sends `n` valid events (and, every `poison_every` messages, a garbage
+/// payload) and waits for every acknowledgement.
+pub async fn produce(kafka: &KafkaArgs, n: usize, poison_every: Option<usize>) -> Sent {
+    let producer: FutureProducer = kafka
+        .client_config()
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", "20")
+        .set("batch.num.messages", "5000")
+        .set("compression.type", "lz4")
+        .set("message.timeout.ms", "300000")
+        .create()
+        .expect("producer");
+    let mut sent = Sent::default();
+    let mut pending = futures::stream::FuturesUnordered::new();
+    for i in 0..n {
+        if poison_every.is_some_and(|k| i % k == k - 1) {
+            let key = format!("poison-{i}");
+            let payload: &[u8] = b"\x00\x01 this is not an avro event";
+            send(&producer, &mut pending, &kafka.topic, &key, payload).await;
+            sent.poison += 1;
+        }
+        let e = event(i, 50);
+        let bytes = trailhouse_schemas::encode(&e).expect("encode");
+        sent.ids.insert(e.id);
+        send(&producer, &mut pending, &kafka.topic, &e.org_id, &bytes).await;
+        if pending.len() >= 20_000 {
+            drain(&mut pending, 10_000).await;
+        }
+    }
+    drain(&mut pending, 0).await;
+    let _ = producer.flush(Duration::from_secs(60));
+    sent
+}
+
+type Pending = futures::stream::FuturesUnordered<rdkafka::producer::DeliveryFuture>;
+
+async fn send(producer: &FutureProducer, pending: &mut Pending, topic: &str, key: &str, payload: &[u8]) {
+    loop {
+        match producer.send_result(FutureRecord::to(topic).key(key).payload(payload)) {
+            Ok(f) => {
+                pending.push(f);
+                return;
+            }
+            Err((rdkafka::error::KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull), _)) => {
+                let keep = pending.len() / 2;
+                drain(pending, keep).await;
+                if pending.is_empty() {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+            Err((e, _)) => panic!("produce failed: {e}"),
+        }
+    }
+}
+
+async fn drain(pending: &mut Pending, keep: usize) {
+    use futures::StreamExt;
+    while pending.len() > keep {
+        match pending.next().await {
+            Some(Ok(Ok(_))) => {}
+            Some(Ok(Err((e, _)))) => panic!("produce failed: {e}"),
+            Some(Err(_)) => panic!("delivery future cancelled"),
+            None => break,
+        }
+    }
+}
+
+/// `count()` and `uniqExact(id)` of the events table.
+pub async fn counts(ch: &ClickHouseArgs) -> Option<(u64, u64)> {
+    ch.client()
+        .query("SELECT count(), uniqExact(id) FROM events")
+        .fetch_one::<(u64, u64)>()
+        .await
+        .ok()
+}
+
+/// Waits until the table holds `expected` rows (or the deadline passes) and
+/// returns the final `(count, distinct ids)`.
+pub async fn wait_for_rows(ch: &ClickHouseArgs, expected: u64, timeout: Duration) -> (u64, u64) {
+    let deadline = Instant::now() + timeout;
+    let mut last = (0, 0);
+    while Instant::now() < deadline {
+        if let Some(c) = counts(ch).await {
+            last = c;
+            if c.0 >= expected {
+                // Let anything in flight land, so duplicates would show.
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                return counts(ch).await.unwrap_or(c);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    last
+}
+
+/// The stored ids, to compare with what was produced.
+pub async fn stored_ids(ch: &ClickHouseArgs) -> HashSet<Uuid> {
+    #[derive(clickhouse::Row, serde::Deserialize)]
+    struct IdRow {
+        #[serde(with = "clickhouse::serde::uuid")]
+        id: Uuid,
+    }
+    ch.client()
+        .query("SELECT id FROM events")
+        .fetch_all::<IdRow>()
+        .await
+        .expect("ids")
+        .into_iter()
+        .map(|r| r.id)
+        .collect()
+}
+
+/// The exactly-once verdict of a fault test.
+#[derive(Debug)]
+pub struct Verdict {
+    pub produced: usize,
+    pub stored: u64,
+    pub distinct: u64,
+    pub duplicates: u64,
+    pub lost: usize,
+    pub unexpected: usize,
+}
+
+pub async fn verdict(ch: &ClickHouseArgs, sent: &Sent, timeout: Duration) -> Verdict {
+    let (stored, distinct) = wait_for_rows(ch, sent.ids.len() as u64, timeout).await;
+    let ids = stored_ids(ch).await;
+    Verdict {
+        produced: sent.ids.len(),
+        stored,
+        distinct,
+        duplicates: stored - distinct,
+        lost: sent.ids.difference(&ids).count(),
+        unexpected: ids.difference(&sent.ids).count(),
+    }
+}

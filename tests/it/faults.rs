@@ -1,0 +1,278 @@
+//! Exactly-once through failures: each test pushes `fault_events()` events
+//! (200,000 by default) through a real consumer process while breaking
+//! something, then compares `count()`, `uniqExact(id)` and the set of ids
+//! with what was produced.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Headers;
+use rdkafka::{Message, Offset, TopicPartitionList};
+use trailhouse_common::clickhouse::{migrate, ClickHouseArgs};
+use trailhouse_common::kafka::{ensure_topic, KafkaArgs};
+use trailhouse_tests::faults::{
+    self, consumer, fault_events, produce, verdict, Broker, ClickHouse, Proc, Verdict,
+};
+
+struct Setup {
+    name: String,
+    kafka: KafkaArgs,
+    ch: ClickHouseArgs,
+    log: PathBuf,
+}
+
+impl Setup {
+    async fn new(test: &str, partitions: i32, broker: Option<&Broker>, server: Option<&ClickHouse>) -> Setup {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() % 1_000_000_000)
+            .unwrap_or_default();
+        let name = format!("f_{test}_{}_{nanos}", std::process::id());
+        let brokers = broker.map(Broker::address).unwrap_or_else(|| {
+            std::env::var("TRAILHOUSE_TEST_KAFKA").unwrap_or_else(|_| "127.0.0.1:9092".into())
+        });
+        let ch_url = server.map(ClickHouse::url).unwrap_or_else(|| {
+            std::env::var("TRAILHOUSE_TEST_CLICKHOUSE")
+                .unwrap_or_else(|_| "http://127.0.0.1:8123".into())
+        });
+        let kafka = KafkaArgs::local(brokers, format!("{name}.events"));
+        ensure_topic(&kafka, &kafka.topic, partitions, 1).await.expect("topic");
+        ensure_topic(&kafka, &format!("{}.dlq", kafka.topic), 1, 1)
+            .await
+            .expect("dlq topic");
+        let ch = ClickHouseArgs::local(ch_url, name.clone());
+        migrate(&ch).await.expect("migrate");
+        let log = std::env::temp_dir().join(format!("{name}.consumer.log"));
+        Setup { name, kafka, ch, log }
+    }
+
+    fn consumer(&self, extra: &[(&str, String)]) -> Proc {
+        consumer(&self.kafka, &self.ch, &format!("{}.group", self.name), extra, &self.log)
+    }
+
+    /// Asserts exactly-once and prints the counts.
+    fn check(&self, test: &str, v: &Verdict) {
+        println!(
+            "{test}: produced {}, stored {}, distinct {}, duplicates {}, lost {}, unexpected {}",
+            v.produced, v.stored, v.distinct, v.duplicates, v.lost, v.unexpected
+        );
+        let ok = v.duplicates == 0 && v.lost == 0 && v.unexpected == 0 && v.stored == v.produced as u64;
+        if !ok {
+            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(40).collect();
+            panic!("{test}: not exactly once: {v:?}\nconsumer log (last lines, newest first):\n{}", tail.join("\n"));
+        }
+    }
+}
+
+fn jitter(lo_ms: u64, hi_ms: u64) -> Duration {
+    Duration::from_millis(rand::random_range(lo_ms..hi_ms))
+}
+
+async fn rows(ch: &ClickHouseArgs) -> u64 {
+    faults::counts(ch).await.map(|c| c.0).unwrap_or(0)
+}
+
+/// Waits until at least `n` rows are stored (or `timeout`).
+async fn until_rows(ch: &ClickHouseArgs, n: u64, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline && rows(ch).await < n {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_at_random_moments() {
+    let s = Setup::new("kill9", 3, None, None).await;
+    let n = fault_events();
+    let kafka = s.kafka.clone();
+    let producer = tokio::spawn(async move { produce(&kafka, n, None).await });
+    let static_id = || vec![("TRAILHOUSE_CONSUMER_INSTANCE_ID", "fault-kill9".to_string())];
+    let mut c = s.consumer(&static_id());
+    for _ in 0..12 {
+        tokio::time::sleep(jitter(500, 3000)).await;
+        c.kill9();
+        c = s.consumer(&static_id());
+    }
+    let sent = producer.await.expect("producer");
+    let v = verdict(&s.ch, &sent, Duration::from_secs(600)).await;
+    drop(c);
+    s.check("kill -9 x12", &v);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_between_insert_and_commit() {
+    let s = Setup::new("crashhook", 2, None, None).await;
+    let n = fault_events();
+    let sent = produce(&s.kafka, n, None).await;
+    // Each run aborts right after its k-th successful insert, before the
+    // offset commit: the next run must not insert that batch again.
+    let mut aborted = 0;
+    for k in [1u64, 2, 3, 2, 4] {
+        let mut c = s.consumer(&[
+            ("TRAILHOUSE_CONSUMER_TEST_CRASH_AFTER_INSERT", k.to_string()),
+            ("TRAILHOUSE_CONSUMER_INSTANCE_ID", "fault-hook".to_string()),
+        ]);
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let status = loop {
+            if let Some(st) = c.exited() {
+                break Some(st);
+            }
+            if Instant::now() > deadline {
+                break None;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        let st = status.expect("the crash hook fired");
+        assert!(!st.success(), "aborted, not a clean exit: {st:?}");
+        aborted += 1;
+    }
+    assert_eq!(aborted, 5);
+    let c = s.consumer(&[("TRAILHOUSE_CONSUMER_INSTANCE_ID", "fault-hook".to_string())]);
+    let v = verdict(&s.ch, &sent, Duration::from_secs(600)).await;
+    drop(c);
+    s.check("killed between insert and commit x5", &v);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clickhouse_down_for_30_seconds() {
+    let mut server = ClickHouse::start();
+    let s = Setup::new("chdown", 3, None, Some(&server)).await;
+    let n = fault_events();
+    let kafka = s.kafka.clone();
+    let producer = tokio::spawn(async move { produce(&kafka, n, None).await });
+    let c = s.consumer(&[]);
+    until_rows(&s.ch, n as u64 / 4, Duration::from_secs(300)).await;
+    let down_at = rows(&s.ch).await;
+    server.kill9();
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    server.restart();
+    let sent = producer.await.expect("producer");
+    let v = verdict(&s.ch, &sent, Duration::from_secs(600)).await;
+    drop(c);
+    println!("clickhouse stopped for 30 s after about {down_at} rows");
+    s.check("clickhouse down 30 s", &v);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broker_restarted_mid_run() {
+    let mut broker = Broker::start();
+    let s = Setup::new("brokerrestart", 3, Some(&broker), None).await;
+    let n = fault_events();
+    let first = produce(&s.kafka, n / 2, None).await;
+    let c = s.consumer(&[]);
+    until_rows(&s.ch, n as u64 / 4, Duration::from_secs(300)).await;
+    broker.kill9();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    broker.restart();
+    let second = produce(&s.kafka, n - n / 2, None).await;
+    let mut sent = first;
+    sent.ids.extend(second.ids);
+    let v = verdict(&s.ch, &sent, Duration::from_secs(600)).await;
+    drop(c);
+    s.check("broker restarted", &v);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rebalances_while_one_of_two_consumers_keeps_dying() {
+    let s = Setup::new("rebalance", 4, None, None).await;
+    let n = fault_events();
+    let kafka = s.kafka.clone();
+    let producer = tokio::spawn(async move { produce(&kafka, n, None).await });
+    let stable = s.consumer(&[]);
+    let mut flaky = s.consumer(&[]);
+    for _ in 0..6 {
+        tokio::time::sleep(jitter(2000, 5000)).await;
+        flaky.kill9();
+        tokio::time::sleep(jitter(200, 1500)).await;
+        flaky = s.consumer(&[]);
+    }
+    let sent = producer.await.expect("producer");
+    let v = verdict(&s.ch, &sent, Duration::from_secs(600)).await;
+    drop((stable, flaky));
+    s.check("rebalances x6", &v);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_percent_poison_goes_to_the_dead_letter_topic() {
+    let s = Setup::new("poison", 3, None, None).await;
+    let n = fault_events();
+    let sent = produce(&s.kafka, n, Some(100)).await;
+    let c = s.consumer(&[]);
+    let v = verdict(&s.ch, &sent, Duration::from_secs(600)).await;
+    drop(c);
+    s.check("1% poison", &v);
+
+    // Every poison message is in the dead-letter topic, with headers that
+    // point back at the original message.
+    let dlq = format!("{}.dlq", s.kafka.topic);
+    let reader: BaseConsumer = s
+        .kafka
+        .client_config()
+        .set("group.id", format!("{}.dlq-reader", s.name))
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("reader");
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(&dlq, 0, Offset::Beginning).expect("tpl");
+    reader.assign(&tpl).expect("assign");
+    // Read the dead-letter topic, then the original topic once, and match.
+    let mut dead: Vec<(i32, i64, String)> = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut distinct = std::collections::HashSet::new();
+    while distinct.len() < sent.poison && Instant::now() < deadline {
+        let Some(Ok(m)) = reader.poll(Duration::from_millis(500)) else {
+            continue;
+        };
+        let h = m.headers().expect("headers");
+        let header = |name: &str| {
+            h.iter()
+                .find(|x| x.key == name)
+                .and_then(|x| x.value)
+                .map(|v| String::from_utf8_lossy(v).to_string())
+                .unwrap_or_default()
+        };
+        assert_eq!(header("trailhouse.original.topic"), s.kafka.topic);
+        assert!(!header("trailhouse.error").is_empty());
+        let p: i32 = header("trailhouse.original.partition").parse().expect("partition");
+        let o: i64 = header("trailhouse.original.offset").parse().expect("offset");
+        let key = String::from_utf8_lossy(m.key().unwrap_or_default()).to_string();
+        assert!(key.starts_with("poison-"), "{key}");
+        distinct.insert(key.clone());
+        dead.push((p, o, key));
+    }
+    let dlq_messages = dead.len();
+    let original: BaseConsumer = s
+        .kafka
+        .client_config()
+        .set("group.id", format!("{}.original-reader", s.name))
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("reader");
+    let mut all = TopicPartitionList::new();
+    for p in 0..3 {
+        all.add_partition_offset(&s.kafka.topic, p, Offset::Beginning).expect("tpl");
+    }
+    original.assign(&all).expect("assign");
+    let mut keys_at = std::collections::HashMap::new();
+    let total = sent.ids.len() + sent.poison;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while keys_at.len() < total && Instant::now() < deadline {
+        if let Some(Ok(m)) = original.poll(Duration::from_millis(500)) {
+            let key = m.key().map(|k| String::from_utf8_lossy(k).to_string()).unwrap_or_default();
+            keys_at.insert((m.partition(), m.offset()), key);
+        }
+    }
+    for (p, o, key) in &dead {
+        assert_eq!(keys_at.get(&(*p, *o)), Some(key), "headers point at the original message");
+    }
+    let keys = distinct;
+    println!(
+        "1% poison: {} poison produced, {} distinct in the dead-letter topic, {} dead-letter messages",
+        sent.poison,
+        keys.len(),
+        dlq_messages
+    );
+    assert_eq!(keys.len(), sent.poison, "every poison message is dead-lettered");
+}
