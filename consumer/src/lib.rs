@@ -350,6 +350,20 @@ struct Loop<W, S, D> {
     paused_since: Option<Instant>,
     crash_after_insert: Option<u64>,
     committed_batches: u64,
+    /// Messages received while the state store could not be read; accepted
+    /// in order once it can (partitions stay paused meanwhile).
+    deferred: VecDeque<Received>,
+    /// When to try the deferred messages again, and since when they wait.
+    deferred_retry: Option<(Instant, Duration, Instant)>,
+}
+
+/// A message taken off the consumer, owned.
+struct Received {
+    partition: i32,
+    offset: i64,
+    key: Option<Vec<u8>>,
+    payload: Option<Vec<u8>>,
+    traceparent: Option<String>,
 }
 
 impl<W: RowWriter, S: StateStore, D: DeadLetters> Loop<W, S, D> {
@@ -553,8 +567,54 @@ impl<W: RowWriter, S: StateStore, D: DeadLetters> Loop<W, S, D> {
     }
 
     /// Pauses fetching while sealed batches wait for room; resumes after.
+    /// Accepts a message, or defers it (and everything after it) while the
+    /// state store cannot be read. Never sleeps: a timer retries.
+    async fn receive(&mut self, m: Received) -> Result<(), Error> {
+        if !self.deferred.is_empty() {
+            self.deferred.push_back(m);
+            return Ok(());
+        }
+        self.deferred.push_back(m);
+        self.retry_deferred().await
+    }
+
+    /// Accepts deferred messages in order until one fails on the state store.
+    async fn retry_deferred(&mut self) -> Result<(), Error> {
+        while let Some(m) = self.deferred.pop_front() {
+            let (p, o) = (m.partition, m.offset);
+            let (key, payload, tp) = (m.key.clone(), m.payload.clone(), m.traceparent.clone());
+            match self.accept(p, o, key, payload, tp).await {
+                Ok(()) => {}
+                Err(Error::State(e)) => {
+                    self.deferred.push_front(m);
+                    let now = Instant::now();
+                    let (delay, since) = match self.deferred_retry {
+                        Some((_, d, since)) => ((d * 2).min(Duration::from_secs(10)), since),
+                        None => (Duration::from_millis(200), now),
+                    };
+                    if since.elapsed() > self.horizon {
+                        return Err(Error::State(e));
+                    }
+                    tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "consumer state unavailable; holding messages");
+                    self.deferred_retry = Some((now + delay, delay, since));
+                    return Ok(());
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        self.deferred_retry = None;
+        Ok(())
+    }
+
+    /// Time until the deferred messages are tried again.
+    fn deferred_due_in(&self) -> Option<Duration> {
+        self.deferred_retry
+            .map(|(at, _, _)| at.saturating_duration_since(Instant::now()))
+    }
+
     fn backpressure(&mut self, health: &Health, not_ready_after: Duration) {
-        let congested = !self.sealed.is_empty() && self.in_flight.len() >= self.max_in_flight;
+        let congested = (!self.sealed.is_empty() && self.in_flight.len() >= self.max_in_flight)
+            || !self.deferred.is_empty();
         match (congested, self.paused_since) {
             (true, None) => {
                 if let Ok(tpl) = self.consumer.assignment() {
@@ -704,6 +764,8 @@ pub async fn run(
         paused_since: None,
         crash_after_insert: config.test_crash_after_insert,
         committed_batches: 0,
+        deferred: VecDeque::new(),
+        deferred_retry: None,
     };
     health.set_ready(true);
     tracing::info!(topic = %config.kafka.topic, group = %config.group, "consumer started");
@@ -712,6 +774,7 @@ pub async fn run(
     let result = async {
         loop {
             let wait = lp.next_due_in();
+            let deferred_due = lp.deferred_due_in();
             tokio::select! {
                 _ = shutdown.wait() => break,
                 done = head_done(&mut lp.in_flight) => {
@@ -740,10 +803,13 @@ pub async fn run(
                         for rp in lp.consumer.context().take_revoked() {
                             lp.forget(rp);
                         }
-                        lp.accept(p, o, key, payload, traceparent).await?;
+                        lp.receive(Received { partition: p, offset: o, key, payload, traceparent }).await?;
                     }
                     Ok(Err(e)) => tracing::warn!(error = %e, "kafka consume error"),
                 },
+                _ = tokio::time::sleep(deferred_due.unwrap_or(Duration::from_secs(3600))), if deferred_due.is_some() => {
+                    lp.retry_deferred().await?;
+                }
                 _ = lag_tick.tick() => tokio::task::block_in_place(|| lp.report_lag()),
             }
             for rp in lp.consumer.context().take_revoked() {
