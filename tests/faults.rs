@@ -83,7 +83,9 @@ impl Proc {
 
     /// The exit status, if it has exited.
     pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
-        self.child.as_mut().and_then(|c| c.try_wait().ok().flatten())
+        self.child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
     }
 }
 
@@ -120,7 +122,13 @@ impl Broker {
         let url = format!("tcp://127.0.0.1:{}", self.port);
         let log = std::fs::File::create(self.dir.path().join("broker.log")).expect("log");
         let child = Command::new("tansu")
-            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+            ])
             .args(["--storage-engine", "sqlite://tansu.db"])
             .current_dir(self.dir.path())
             .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
@@ -132,7 +140,10 @@ impl Broker {
             name: "broker".into(),
             child: Some(child),
         });
-        assert!(wait_port(self.port, Duration::from_secs(30)), "broker did not start");
+        assert!(
+            wait_port(self.port, Duration::from_secs(30)),
+            "broker did not start"
+        );
     }
 
     pub fn kill9(&mut self) {
@@ -181,7 +192,10 @@ impl ClickHouse {
             name: "clickhouse".into(),
             child: Some(child),
         });
-        assert!(wait_port(self.port, Duration::from_secs(60)), "clickhouse did not start");
+        assert!(
+            wait_port(self.port, Duration::from_secs(60)),
+            "clickhouse did not start"
+        );
     }
 
     pub fn kill9(&mut self) {
@@ -304,14 +318,25 @@ pub async fn produce(kafka: &KafkaArgs, n: usize, poison_every: Option<usize>) -
 
 type Pending = futures::stream::FuturesUnordered<rdkafka::producer::DeliveryFuture>;
 
-async fn send(producer: &FutureProducer, pending: &mut Pending, topic: &str, key: &str, payload: &[u8]) {
+async fn send(
+    producer: &FutureProducer,
+    pending: &mut Pending,
+    topic: &str,
+    key: &str,
+    payload: &[u8],
+) {
     loop {
         match producer.send_result(FutureRecord::to(topic).key(key).payload(payload)) {
             Ok(f) => {
                 pending.push(f);
                 return;
             }
-            Err((rdkafka::error::KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull), _)) => {
+            Err((
+                rdkafka::error::KafkaError::MessageProduction(
+                    rdkafka::types::RDKafkaErrorCode::QueueFull,
+                ),
+                _,
+            )) => {
                 let keep = pending.len() / 2;
                 drain(pending, keep).await;
                 if pending.is_empty() {

@@ -175,7 +175,9 @@ mod tests {
             assert!(g.observe(i % 100 == 0).is_ok(), "1% poison is fine");
         }
         let mut g = PoisonGuard::new(100, 0.05, 10);
-        let tripped = (0..200).map(|i| g.observe(i % 10 == 0)).find(Result::is_err);
+        let tripped = (0..200)
+            .map(|i| g.observe(i % 10 == 0))
+            .find(Result::is_err);
         assert!(matches!(tripped, Some(Err(GuardTripped::Ratio { .. }))));
         let mut g = PoisonGuard::new(1000, 0.5, 5);
         let results: Vec<_> = (0..5).map(|_| g.observe(true)).collect();

@@ -26,8 +26,8 @@ use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, Rebalance, Stream
 use rdkafka::message::Headers;
 use rdkafka::producer::FutureProducer;
 use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
-use tokio::task::JoinHandle;
 use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
 use trailhouse_common::clickhouse::ClickHouseArgs;
 use trailhouse_common::health::{self, Health};
 use trailhouse_common::kafka::KafkaArgs;
@@ -106,11 +106,19 @@ pub struct ConsumerConfig {
     #[arg(long, env = "TRAILHOUSE_CONSUMER_DLQ_TOPIC")]
     pub dlq_topic: Option<String>,
     /// Messages over which the poison ratio is measured.
-    #[arg(long, env = "TRAILHOUSE_CONSUMER_POISON_WINDOW", default_value_t = 1000)]
+    #[arg(
+        long,
+        env = "TRAILHOUSE_CONSUMER_POISON_WINDOW",
+        default_value_t = 1000
+    )]
     pub poison_window: usize,
     /// Stop (instead of dead-lettering) when more than this share of the
     /// window is poison.
-    #[arg(long, env = "TRAILHOUSE_CONSUMER_POISON_MAX_RATIO", default_value_t = 0.1)]
+    #[arg(
+        long,
+        env = "TRAILHOUSE_CONSUMER_POISON_MAX_RATIO",
+        default_value_t = 0.1
+    )]
     pub poison_max_ratio: f64,
     /// Stop when this many poison messages come in a row.
     #[arg(
@@ -152,7 +160,9 @@ impl ConsumerConfig {
             return Err(Error::Config("batch limits must be positive".into()));
         }
         if self.max_in_flight == 0 {
-            return Err(Error::Config("max in-flight inserts must be positive".into()));
+            return Err(Error::Config(
+                "max in-flight inserts must be positive".into(),
+            ));
         }
         if !(0.0..=1.0).contains(&self.poison_max_ratio) {
             return Err(Error::Config("the poison ratio must be within 0..1".into()));
@@ -195,7 +205,6 @@ pub enum Error {
     #[error("io: {0}")]
     Io(#[from] std::io::Error),
 }
-
 
 /// Records partitions revoked by a rebalance so the loop can drop their batches.
 #[derive(Default)]
@@ -324,7 +333,12 @@ impl Plan {
             }
             Some(r) if r.first > offset => End::AtMost(r.first - 1),
             Some(r) => {
-                tracing::warn!(offset, first = r.first, last = r.last, "resuming inside a recorded range");
+                tracing::warn!(
+                    offset,
+                    first = r.first,
+                    last = r.last,
+                    "resuming inside a recorded range"
+                );
                 self.ranges.pop_front();
                 End::Free
             }
@@ -381,14 +395,24 @@ impl<W: RowWriter, S: StateStore, D: DeadLetters> Loop<W, S, D> {
         // is stale (never sent) and the recovery plan is read again.
         if let Some(o) = self.open.get(&partition) {
             if o.batch.len_offsets() > 0 && offset <= o.batch.last_offset {
-                tracing::warn!(partition, offset, last = o.batch.last_offset, "partition rewound, dropping unsent batch");
+                tracing::warn!(
+                    partition,
+                    offset,
+                    last = o.batch.last_offset,
+                    "partition rewound, dropping unsent batch"
+                );
                 self.forget(partition);
             }
         }
         if !self.plans.get(&partition).is_some_and(|p| p.loaded) {
             let ranges = self.state.load(partition, offset).await?;
             if !ranges.is_empty() {
-                tracing::info!(partition, offset, ranges = ranges.len(), "replaying recorded batch ranges");
+                tracing::info!(
+                    partition,
+                    offset,
+                    ranges = ranges.len(),
+                    "replaying recorded batch ranges"
+                );
             }
             self.plans.insert(
                 partition,
@@ -431,13 +455,11 @@ impl<W: RowWriter, S: StateStore, D: DeadLetters> Loop<W, S, D> {
                 open.batch.push(offset, Some(row), bytes);
             }
             Err(error) => {
-                self.guard
-                    .observe(true)
-                    .map_err(|reason| Error::Poison {
-                        partition,
-                        offset,
-                        reason,
-                    })?;
+                self.guard.observe(true).map_err(|reason| Error::Poison {
+                    partition,
+                    offset,
+                    reason,
+                })?;
                 ::metrics::counter!(metrics::DEAD_LETTERED).increment(1);
                 tracing::warn!(partition, offset, %error, "poison message to the dead-letter topic");
                 let send = self.dead_letters.send(dlq::Poison {
@@ -469,7 +491,11 @@ impl<W: RowWriter, S: StateStore, D: DeadLetters> Loop<W, S, D> {
     /// Drops what was not sent for a partition and forgets its plan.
     fn forget(&mut self, partition: i32) {
         let dropped = usize::from(self.open.remove(&partition).is_some())
-            + self.sealed.iter().filter(|o| o.batch.partition == partition).count();
+            + self
+                .sealed
+                .iter()
+                .filter(|o| o.batch.partition == partition)
+                .count();
         self.sealed.retain(|o| o.batch.partition != partition);
         self.plans.remove(&partition);
         if dropped > 0 {
@@ -486,7 +512,8 @@ impl<W: RowWriter, S: StateStore, D: DeadLetters> Loop<W, S, D> {
             .iter()
             .filter(|(_, o)| {
                 o.batch.len_offsets() > 0
-                    && (all || (!matches!(o.end, End::Exactly(_)) && o.batch.is_due(&self.limits, now)))
+                    && (all
+                        || (!matches!(o.end, End::Exactly(_)) && o.batch.is_due(&self.limits, now)))
             })
             .map(|(p, _)| *p)
             .collect();
@@ -523,12 +550,22 @@ impl<W: RowWriter, S: StateStore, D: DeadLetters> Loop<W, S, D> {
             let task = tokio::spawn(tracing::Instrument::instrument(
                 async move {
                     if !batch.rows.is_empty() {
-                        retry("record pending range", horizon, |_| true, || state.record(partition, range)).await?;
+                        retry(
+                            "record pending range",
+                            horizon,
+                            |_| true,
+                            || state.record(partition, range),
+                        )
+                        .await?;
                         let started = Instant::now();
                         insert_with_retry(&*writer, &batch, &token, horizon)
                             .await
-                            .map_err(|source| Error::Insert { token: token.clone(), source })?;
-                        ::metrics::histogram!(metrics::INSERT_SECONDS).record(started.elapsed().as_secs_f64());
+                            .map_err(|source| Error::Insert {
+                                token: token.clone(),
+                                source,
+                            })?;
+                        ::metrics::histogram!(metrics::INSERT_SECONDS)
+                            .record(started.elapsed().as_secs_f64());
                     }
                     for d in dead_letters {
                         d.await.map_err(|e| Error::Task(e.to_string()))??;
@@ -550,7 +587,12 @@ impl<W: RowWriter, S: StateStore, D: DeadLetters> Loop<W, S, D> {
         ::metrics::counter!(metrics::ROWS_INSERTED).increment(rows as u64);
         self.committed_batches += 1;
         if self.crash_after_insert == Some(self.committed_batches) {
-            tracing::error!(partition, first = range.first, last = range.last, "test hook: aborting between insert and commit");
+            tracing::error!(
+                partition,
+                first = range.first,
+                last = range.last,
+                "test hook: aborting between insert and commit"
+            );
             std::process::abort();
         }
         let mut tpl = TopicPartitionList::new();
@@ -644,7 +686,11 @@ impl<W: RowWriter, S: StateStore, D: DeadLetters> Loop<W, S, D> {
         self.open
             .values()
             .filter(|o| o.batch.len_offsets() > 0 && !matches!(o.end, End::Exactly(_)))
-            .map(|o| self.limits.max_age.saturating_sub(now.duration_since(o.batch.started)))
+            .map(|o| {
+                self.limits
+                    .max_age
+                    .saturating_sub(now.duration_since(o.batch.started))
+            })
             .min()
             .unwrap_or(self.limits.max_age)
             .max(Duration::from_millis(5))
@@ -660,7 +706,10 @@ impl<W: RowWriter, S: StateStore, D: DeadLetters> Loop<W, S, D> {
         };
         for e in assignment.elements() {
             let p = e.partition();
-            let Ok((_, high)) = self.consumer.fetch_watermarks(&self.topic, p, Duration::from_secs(1)) else {
+            let Ok((_, high)) =
+                self.consumer
+                    .fetch_watermarks(&self.topic, p, Duration::from_secs(1))
+            else {
                 continue;
             };
             let pos = positions
@@ -668,7 +717,8 @@ impl<W: RowWriter, S: StateStore, D: DeadLetters> Loop<W, S, D> {
                 .and_then(|x| x.offset().to_raw())
                 .filter(|o| *o >= 0);
             if let Some(pos) = pos {
-                ::metrics::gauge!(metrics::LAG, "partition" => p.to_string()).set((high - pos).max(0) as f64);
+                ::metrics::gauge!(metrics::LAG, "partition" => p.to_string())
+                    .set((high - pos).max(0) as f64);
             }
         }
     }

@@ -141,4 +141,3 @@ impl StateStore for MemoryState {
         Ok(())
     }
 }
-

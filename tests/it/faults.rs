@@ -23,7 +23,12 @@ struct Setup {
 }
 
 impl Setup {
-    async fn new(test: &str, partitions: i32, broker: Option<&Broker>, server: Option<&ClickHouse>) -> Setup {
+    async fn new(
+        test: &str,
+        partitions: i32,
+        broker: Option<&Broker>,
+        server: Option<&ClickHouse>,
+    ) -> Setup {
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos() % 1_000_000_000)
@@ -37,18 +42,31 @@ impl Setup {
                 .unwrap_or_else(|_| "http://127.0.0.1:8123".into())
         });
         let kafka = KafkaArgs::local(brokers, format!("{name}.events"));
-        ensure_topic(&kafka, &kafka.topic, partitions, 1).await.expect("topic");
+        ensure_topic(&kafka, &kafka.topic, partitions, 1)
+            .await
+            .expect("topic");
         ensure_topic(&kafka, &format!("{}.dlq", kafka.topic), 1, 1)
             .await
             .expect("dlq topic");
         let ch = ClickHouseArgs::local(ch_url, name.clone());
         migrate(&ch).await.expect("migrate");
         let log = std::env::temp_dir().join(format!("{name}.consumer.log"));
-        Setup { name, kafka, ch, log }
+        Setup {
+            name,
+            kafka,
+            ch,
+            log,
+        }
     }
 
     fn consumer(&self, extra: &[(&str, String)]) -> Proc {
-        consumer(&self.kafka, &self.ch, &format!("{}.group", self.name), extra, &self.log)
+        consumer(
+            &self.kafka,
+            &self.ch,
+            &format!("{}.group", self.name),
+            extra,
+            &self.log,
+        )
     }
 
     /// Asserts exactly-once and prints the counts.
@@ -57,11 +75,15 @@ impl Setup {
             "{test}: produced {}, stored {}, distinct {}, duplicates {}, lost {}, unexpected {}",
             v.produced, v.stored, v.distinct, v.duplicates, v.lost, v.unexpected
         );
-        let ok = v.duplicates == 0 && v.lost == 0 && v.unexpected == 0 && v.stored == v.produced as u64;
+        let ok =
+            v.duplicates == 0 && v.lost == 0 && v.unexpected == 0 && v.stored == v.produced as u64;
         if !ok {
             let log = std::fs::read_to_string(&self.log).unwrap_or_default();
             let tail: Vec<&str> = log.lines().rev().take(40).collect();
-            panic!("{test}: not exactly once: {v:?}\nconsumer log (last lines, newest first):\n{}", tail.join("\n"));
+            panic!(
+                "{test}: not exactly once: {v:?}\nconsumer log (last lines, newest first):\n{}",
+                tail.join("\n")
+            );
         }
     }
 }
@@ -215,7 +237,8 @@ async fn one_percent_poison_goes_to_the_dead_letter_topic() {
         .create()
         .expect("reader");
     let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(&dlq, 0, Offset::Beginning).expect("tpl");
+    tpl.add_partition_offset(&dlq, 0, Offset::Beginning)
+        .expect("tpl");
     reader.assign(&tpl).expect("assign");
     // Read the dead-letter topic, then the original topic once, and match.
     let mut dead: Vec<(i32, i64, String)> = Vec::new();
@@ -235,8 +258,12 @@ async fn one_percent_poison_goes_to_the_dead_letter_topic() {
         };
         assert_eq!(header("trailhouse.original.topic"), s.kafka.topic);
         assert!(!header("trailhouse.error").is_empty());
-        let p: i32 = header("trailhouse.original.partition").parse().expect("partition");
-        let o: i64 = header("trailhouse.original.offset").parse().expect("offset");
+        let p: i32 = header("trailhouse.original.partition")
+            .parse()
+            .expect("partition");
+        let o: i64 = header("trailhouse.original.offset")
+            .parse()
+            .expect("offset");
         let key = String::from_utf8_lossy(m.key().unwrap_or_default()).to_string();
         assert!(key.starts_with("poison-"), "{key}");
         distinct.insert(key.clone());
@@ -252,7 +279,8 @@ async fn one_percent_poison_goes_to_the_dead_letter_topic() {
         .expect("reader");
     let mut all = TopicPartitionList::new();
     for p in 0..3 {
-        all.add_partition_offset(&s.kafka.topic, p, Offset::Beginning).expect("tpl");
+        all.add_partition_offset(&s.kafka.topic, p, Offset::Beginning)
+            .expect("tpl");
     }
     original.assign(&all).expect("assign");
     let mut keys_at = std::collections::HashMap::new();
@@ -260,12 +288,19 @@ async fn one_percent_poison_goes_to_the_dead_letter_topic() {
     let deadline = Instant::now() + Duration::from_secs(120);
     while keys_at.len() < total && Instant::now() < deadline {
         if let Some(Ok(m)) = original.poll(Duration::from_millis(500)) {
-            let key = m.key().map(|k| String::from_utf8_lossy(k).to_string()).unwrap_or_default();
+            let key = m
+                .key()
+                .map(|k| String::from_utf8_lossy(k).to_string())
+                .unwrap_or_default();
             keys_at.insert((m.partition(), m.offset()), key);
         }
     }
     for (p, o, key) in &dead {
-        assert_eq!(keys_at.get(&(*p, *o)), Some(key), "headers point at the original message");
+        assert_eq!(
+            keys_at.get(&(*p, *o)),
+            Some(key),
+            "headers point at the original message"
+        );
     }
     let keys = distinct;
     println!(
@@ -274,5 +309,9 @@ async fn one_percent_poison_goes_to_the_dead_letter_topic() {
         keys.len(),
         dlq_messages
     );
-    assert_eq!(keys.len(), sent.poison, "every poison message is dead-lettered");
+    assert_eq!(
+        keys.len(),
+        sent.poison,
+        "every poison message is dead-lettered"
+    );
 }
