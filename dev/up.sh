@@ -31,6 +31,7 @@ export TRAILHOUSE_QUERY_LISTEN="127.0.0.1:$QUERY_PORT"
 export TRAILHOUSE_CONSUMER_LISTEN="127.0.0.1:$CONSUMER_PORT"
 
 "$BIN/trailhouse-ingest" create-topic --partitions 4
+TRAILHOUSE_KAFKA_TOPIC="${TRAILHOUSE_KAFKA_TOPIC:-trailhouse.events}.dlq" "$BIN/trailhouse-ingest" create-topic --partitions 1
 "$BIN/trailhouse-migrate"
 start_bg ingest "$INGEST_PORT" "$BIN/trailhouse-ingest"
 start_bg consumer "$CONSUMER_PORT" "$BIN/trailhouse-consumer"
