@@ -229,6 +229,7 @@ pub fn consumer(
         .env("TRAILHOUSE_CONSUMER_LISTEN", "127.0.0.1:0")
         .env("TRAILHOUSE_CONSUMER_BATCH_ROWS", "5000")
         .env("TRAILHOUSE_CONSUMER_BATCH_AGE_MS", "500")
+        .env("TRAILHOUSE_CONSUMER_SESSION_TIMEOUT_MS", "10000")
         .env("RUST_LOG", "warn,trailhouse_consumer=info")
         .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
         .stdout(log.try_clone().expect("log"))

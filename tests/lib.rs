@@ -171,6 +171,7 @@ impl TestEnv {
             poison_max_consecutive: 100,
             paused_not_ready_secs: 60,
             test_crash_after_insert: None,
+            session_timeout_ms: 10_000,
         }
     }
 

@@ -134,6 +134,13 @@ pub struct ConsumerConfig {
         default_value_t = 60
     )]
     pub paused_not_ready_secs: u64,
+    /// Group session timeout: how long a silent member keeps its partitions.
+    #[arg(
+        long,
+        env = "TRAILHOUSE_CONSUMER_SESSION_TIMEOUT_MS",
+        default_value_t = 45_000
+    )]
+    pub session_timeout_ms: u64,
     /// Test hook: abort the process right after the N-th successful insert,
     /// before its offset commit.
     #[arg(long, env = "TRAILHOUSE_CONSUMER_TEST_CRASH_AFTER_INSERT", hide = true)]
@@ -210,6 +217,7 @@ pub enum Error {
 #[derive(Default)]
 pub struct RebalanceContext {
     revoked: Mutex<Vec<i32>>,
+    assigned: std::sync::atomic::AtomicBool,
 }
 
 impl ClientContext for RebalanceContext {}
@@ -223,9 +231,33 @@ impl ConsumerContext for RebalanceContext {
             tracing::info!(partitions = tpl.count(), "partitions revoked");
         }
     }
+
+    fn post_rebalance(
+        &self,
+        consumer: &rdkafka::consumer::BaseConsumer<Self>,
+        rebalance: &Rebalance<'_>,
+    ) {
+        if let Rebalance::Assign(tpl) = rebalance {
+            // A partition paused before a rebalance may come back paused;
+            // start every assignment fetching and let the loop pause again
+            // if inserts are still behind.
+            if let Err(e) = consumer.resume(tpl) {
+                tracing::warn!(error = %e, "resuming assigned partitions failed");
+            }
+            self.assigned
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+            tracing::info!(partitions = tpl.count(), "partitions assigned");
+        }
+    }
 }
 
 impl RebalanceContext {
+    /// Whether partitions were assigned since the last call.
+    fn take_assigned(&self) -> bool {
+        self.assigned
+            .swap(false, std::sync::atomic::Ordering::SeqCst)
+    }
+
     fn take_revoked(&self) -> Vec<i32> {
         self.revoked
             .lock()
@@ -762,7 +794,7 @@ pub async fn run(
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
-        .set("session.timeout.ms", "10000")
+        .set("session.timeout.ms", config.session_timeout_ms.to_string())
         // What is fetched ahead while inserts are behind stays bounded.
         .set("queued.max.messages.kbytes", "16384")
         .set(
@@ -864,6 +896,11 @@ pub async fn run(
             }
             for rp in lp.consumer.context().take_revoked() {
                 lp.forget(rp);
+            }
+            if lp.consumer.context().take_assigned() {
+                // The new assignment fetches; re-evaluate backpressure.
+                lp.paused_since = None;
+                ::metrics::gauge!(metrics::PAUSED).set(0.0);
             }
             lp.seal_due(false);
             lp.dispatch();

@@ -20,6 +20,9 @@ struct Setup {
     kafka: KafkaArgs,
     ch: ClickHouseArgs,
     log: PathBuf,
+    /// A broker of this test's own, unless the test brought one: the fault
+    /// tests do not share the local broker (and its load) with other tests.
+    _broker: Option<Broker>,
 }
 
 impl Setup {
@@ -34,9 +37,11 @@ impl Setup {
             .map(|d| d.as_nanos() % 1_000_000_000)
             .unwrap_or_default();
         let name = format!("f_{test}_{}_{nanos}", std::process::id());
-        let brokers = broker.map(Broker::address).unwrap_or_else(|| {
-            std::env::var("TRAILHOUSE_TEST_KAFKA").unwrap_or_else(|_| "127.0.0.1:9092".into())
-        });
+        let own = broker.is_none().then(Broker::start);
+        let brokers = broker
+            .or(own.as_ref())
+            .map(Broker::address)
+            .unwrap_or_default();
         let ch_url = server.map(ClickHouse::url).unwrap_or_else(|| {
             std::env::var("TRAILHOUSE_TEST_CLICKHOUSE")
                 .unwrap_or_else(|_| "http://127.0.0.1:8123".into())
@@ -56,6 +61,7 @@ impl Setup {
             kafka,
             ch,
             log,
+            _broker: own,
         }
     }
 

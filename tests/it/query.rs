@@ -220,6 +220,48 @@ fn assert_bad(st: StatusCode, body: &Value, param: &str, ctx: &str) {
     assert!(named, "{ctx}: the error should name {param}: {body}");
 }
 
+/// `base` with a cursor parameter, when there is a (non-empty) cursor.
+fn cursor_link(base: &str, param: &str, cursor: Option<&str>) -> Option<String> {
+    cursor
+        .filter(|c| !c.is_empty())
+        .map(|c| format!("{base}&{param}={c}"))
+}
+
+/// Walks forward from `first`, following `next`; every page's ids and the
+/// last body.
+async fn walk(
+    api: &Api,
+    token: &str,
+    first: &str,
+    list: &str,
+    next: impl Fn(&Value) -> Option<String>,
+) -> (Vec<Vec<String>>, Value) {
+    let mut body = api.ok(first, token).await;
+    let mut pages = vec![ids(&body, list)];
+    while let Some(url) = next(&body) {
+        body = api.ok(&url, token).await;
+        pages.push(ids(&body, list));
+    }
+    (pages, body)
+}
+
+/// Walks back from the page `last`, following `prev`; the pages in forward order.
+async fn walk_back(
+    api: &Api,
+    token: &str,
+    mut body: Value,
+    list: &str,
+    prev: impl Fn(&Value) -> Option<String>,
+) -> Vec<Vec<String>> {
+    let mut pages = vec![ids(&body, list)];
+    while let Some(url) = prev(&body) {
+        body = api.ok(&url, token).await;
+        pages.push(ids(&body, list));
+    }
+    pages.reverse();
+    pages
+}
+
 // ---------------------------------------------------------------- Atomic
 
 #[tokio::test]
@@ -838,21 +880,22 @@ async fn zendesk_audit_logs() {
         ids(&asc, "audit_logs"),
         row_ids(rev.iter().copied().take(7))
     );
-    let mut pages = vec![ids(&first, "audit_logs")];
-    let mut body = first;
-    while let Some(next) = body["links"]["next"].as_str().map(String::from) {
-        assert!(next.starts_with("http://"), "absolute: {next}");
-        body = api.ok(&next, &t).await;
-        pages.push(ids(&body, "audit_logs"));
-    }
+    let (pages, last) = walk(&api, &t, path, "audit_logs", |b| {
+        let next = b["links"]["next"].as_str().map(String::from);
+        assert!(
+            next.as_deref().is_none_or(|n| n.starts_with("http://")),
+            "absolute: {next:?}"
+        );
+        next
+    })
+    .await;
+    assert_eq!(pages[0], ids(&first, "audit_logs"));
     assert_eq!(pages.concat(), row_ids(api.a.iter()));
-    assert!(body["meta"]["after_cursor"].is_null());
-    let mut back = vec![ids(&body, "audit_logs")];
-    while let Some(prev) = body["links"]["prev"].as_str().map(String::from) {
-        body = api.ok(&prev, &t).await;
-        back.push(ids(&body, "audit_logs"));
-    }
-    back.reverse();
+    assert!(last["meta"]["after_cursor"].is_null());
+    let back = walk_back(&api, &t, last, "audit_logs", |b| {
+        b["links"]["prev"].as_str().map(String::from)
+    })
+    .await;
     assert_eq!(
         back, pages,
         "page[before] walks back the pages page[after] walked"
@@ -983,39 +1026,26 @@ async fn native_api_and_export() {
         assert_bad(st, &body, param, q);
     }
     // Walk forward then back with next_cursor / prev_cursor.
-    let mut pages = Vec::new();
-    let mut body = api.ok("/v1/events?limit=250&status_min=400", &t).await;
-    assert_documented(&api, &body, "NativePage").await;
+    let base = "/v1/events?limit=250&status_min=400";
+    let (pages, last) = walk(&api, &t, base, "data", |b| {
+        cursor_link(base, "cursor", b["next_cursor"].as_str())
+    })
+    .await;
     let one = api.ok(&format!("/v1/events/{}", api.a[0].id), &t).await;
     assert_documented(&api, &one, "Event").await;
-    assert!(body["prev_cursor"].is_null());
-    pages.push(ids(&body, "data"));
-    while let Some(c) = body["next_cursor"].as_str().map(String::from) {
-        body = api
-            .ok(
-                &format!("/v1/events?limit=250&status_min=400&cursor={c}"),
-                &t,
-            )
-            .await;
-        pages.push(ids(&body, "data"));
-    }
+    let first = api.ok(base, &t).await;
+    assert_documented(&api, &first, "NativePage").await;
+    assert!(first["prev_cursor"].is_null());
     let want = row_ids(
         api.a
             .iter()
             .filter(|r| r.request_status.is_some_and(|s| s >= 400)),
     );
     assert_eq!(pages.concat(), want);
-    let mut back = vec![ids(&body, "data")];
-    while let Some(c) = body["prev_cursor"].as_str().map(String::from) {
-        body = api
-            .ok(
-                &format!("/v1/events?limit=250&status_min=400&cursor={c}"),
-                &t,
-            )
-            .await;
-        back.push(ids(&body, "data"));
-    }
-    back.reverse();
+    let back = walk_back(&api, &t, last, "data", |b| {
+        cursor_link(base, "cursor", b["prev_cursor"].as_str())
+    })
+    .await;
     assert_eq!(back, pages);
 
     // Export: every matching event, both formats, no page limit.
@@ -1230,92 +1260,58 @@ async fn cursor_walks_return_every_event_once_over_equal_timestamps() {
 
     // Native, both orders, forward then back.
     for order in ["desc", "asc"] {
-        let mut pages = Vec::new();
-        let mut body = api
-            .ok(&format!("/v1/events?limit=1000&order={order}"), &t)
-            .await;
-        pages.push(ids(&body, "data"));
-        while let Some(c) = body["next_cursor"].as_str().map(String::from) {
-            body = api
-                .ok(
-                    &format!("/v1/events?limit=1000&order={order}&cursor={c}"),
-                    &t,
-                )
-                .await;
-            pages.push(ids(&body, "data"));
-        }
+        let base = format!("/v1/events?limit=1000&order={order}");
+        let (pages, last) = walk(&api, &t, &base, "data", |b| {
+            cursor_link(&base, "cursor", b["next_cursor"].as_str())
+        })
+        .await;
         let mut want = all.clone();
         if order == "asc" {
             want.reverse();
         }
         assert_eq!(pages.concat(), want, "native {order} forward");
-        let mut back = vec![ids(&body, "data")];
-        while let Some(c) = body["prev_cursor"].as_str().map(String::from) {
-            body = api
-                .ok(
-                    &format!("/v1/events?limit=1000&order={order}&cursor={c}"),
-                    &t,
-                )
-                .await;
-            back.push(ids(&body, "data"));
-        }
-        back.reverse();
+        let back = walk_back(&api, &t, last, "data", |b| {
+            cursor_link(&base, "cursor", b["prev_cursor"].as_str())
+        })
+        .await;
         assert_eq!(back, pages, "native {order} back");
     }
-    // Atomic.
-    let mut got = Vec::new();
-    let mut body = api.ok("/audit-log?limit=1000", &t).await;
-    got.extend(ids(&body, "data"));
-    while let Some(c) = body["cursor"].as_str().map(String::from) {
-        body = api
-            .ok(&format!("/audit-log?limit=1000&cursor={c}"), &t)
-            .await;
-        got.extend(ids(&body, "data"));
+    // Atomic, organisation log, Torq.
+    for (base, list, next, param) in [
+        ("/audit-log?limit=1000", "data", "cursor", "cursor"),
+        (
+            "/api/v1/organizations/org_w/audit-logs?limit=500",
+            "data",
+            "cursor",
+            "cursor",
+        ),
+        (
+            "/v1alpha/audit_logs?page_size=500",
+            "audit_logs",
+            "next_page_token",
+            "page_token",
+        ),
+    ] {
+        let (pages, _) = walk(&api, &t, base, list, |b| {
+            cursor_link(base, param, b[next].as_str())
+        })
+        .await;
+        assert_eq!(pages.concat(), all, "{base}");
     }
-    assert_eq!(got, all, "atomic");
-    // Organisation log.
-    let mut got = Vec::new();
-    let base = "/api/v1/organizations/org_w/audit-logs";
-    let mut body = api.ok(&format!("{base}?limit=500"), &t).await;
-    got.extend(ids(&body, "data"));
-    while let Some(c) = body["cursor"].as_str().map(String::from) {
-        body = api.ok(&format!("{base}?limit=500&cursor={c}"), &t).await;
-        got.extend(ids(&body, "data"));
-    }
-    assert_eq!(got, all, "organisation log");
-    // Torq.
-    let mut got = Vec::new();
-    let mut body = api.ok("/v1alpha/audit_logs?page_size=500", &t).await;
-    got.extend(ids(&body, "audit_logs"));
-    while let Some(c) = body["next_page_token"]
-        .as_str()
-        .filter(|s| !s.is_empty())
-        .map(String::from)
-    {
-        body = api
-            .ok(
-                &format!("/v1alpha/audit_logs?page_size=500&page_token={c}"),
-                &t,
-            )
-            .await;
-        got.extend(ids(&body, "audit_logs"));
-    }
-    assert_eq!(got, all, "torq");
     // Zendesk, forward with page[after] and back with page[before].
-    let mut pages = Vec::new();
-    let mut body = api.ok("/api/v2/audit_logs?page[size]=100", &t).await;
-    pages.push(ids(&body, "audit_logs"));
-    while let Some(next) = body["links"]["next"].as_str().map(String::from) {
-        body = api.ok(&next, &t).await;
-        pages.push(ids(&body, "audit_logs"));
-    }
+    let (pages, last) = walk(
+        &api,
+        &t,
+        "/api/v2/audit_logs?page[size]=100",
+        "audit_logs",
+        |b| b["links"]["next"].as_str().map(String::from),
+    )
+    .await;
     assert_eq!(pages.concat(), all, "zendesk forward");
-    let mut back = vec![ids(&body, "audit_logs")];
-    while let Some(prev) = body["links"]["prev"].as_str().map(String::from) {
-        body = api.ok(&prev, &t).await;
-        back.push(ids(&body, "audit_logs"));
-    }
-    back.reverse();
+    let back = walk_back(&api, &t, last, "audit_logs", |b| {
+        b["links"]["prev"].as_str().map(String::from)
+    })
+    .await;
     assert_eq!(back, pages, "zendesk back");
     api.env.stop().await;
 }

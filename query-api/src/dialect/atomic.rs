@@ -11,12 +11,11 @@ use serde_json::{json, Map, Value};
 use trailhouse_schemas::EventRow;
 
 use super::{millis, opt, query_object};
-use crate::api::{binding, AppState};
-use crate::cursor::{Cursor, Position};
+use crate::api::AppState;
 use crate::error::{ApiError, Failure};
 use crate::params::Params;
-use crate::query::{Cond, Field, Filter, Order, Page, Start};
-use crate::store::{fetch_page, EventStore};
+use crate::query::{Cond, Field, Filter};
+use crate::store::EventStore;
 
 pub const DIALECT: &str = "atomic";
 pub const PARAMS: &[&str] = &["authType", "limit", "cursor"];
@@ -93,33 +92,9 @@ pub async fn list<S: EventStore>(
     let p = Params::parse(raw.as_deref())?;
     let f = filter(&claims.org_id, claims.environment_id.as_deref(), &p)?;
     let limit = p.size("limit", DEFAULT_LIMIT, MAX_LIMIT)?;
-    let key = f.key();
-    let b = binding(DIALECT, &f, Order::Desc, &key);
-    let start = match p.one("cursor")? {
-        Some(c) => Start::After(state.next_cursor(&b, "cursor", c)?.pos),
-        None => Start::First,
-    };
-    let page = Page {
-        order: Order::Desc,
-        start,
-        limit,
-    };
-    let fetched = fetch_page(&state.store, &f, &page)
-        .await
-        .map_err(ApiError::from)?;
-    let after = |r: &EventRow| {
-        state.cursors.encode(
-            &b,
-            Cursor::next(Position {
-                created_at: r.created_at,
-                id: r.id,
-            }),
-        )
-    };
-    let data: Vec<Value> = fetched.rows.iter().map(|r| entry(r, after(r))).collect();
-    let mut body = json!({ "data": data });
-    if let Some(pos) = fetched.next {
-        body["cursor"] = json!(state.cursors.encode(&b, Cursor::next(pos)));
-    }
+    let body = super::data_page(&state, DIALECT, &f, &p, limit, |r, after| {
+        entry(r, after(r))
+    })
+    .await?;
     Ok(Json(body))
 }

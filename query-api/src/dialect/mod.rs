@@ -10,8 +10,56 @@ pub mod torq;
 pub mod zendesk;
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use serde_json::{Map, Value};
+use serde_json::{json, Map, Value};
 use trailhouse_schemas::EventRow;
+
+use crate::api::{binding, AppState};
+use crate::cursor::{Cursor, Position};
+use crate::error::ApiError;
+use crate::params::Params;
+use crate::query::{Filter, Order, Page, Start};
+use crate::store::{fetch_page, EventStore};
+
+/// A newest-first page of the `{"data": [...], "cursor": "..."}` APIs (the
+/// Atomic-style API and the organisation log): the `cursor` parameter walks
+/// forward and the response carries the next cursor only when more exist.
+/// `entry` renders a row; it may ask for the cursor positioned after it.
+pub async fn data_page<S: EventStore>(
+    state: &AppState<S>,
+    dialect: &str,
+    f: &Filter,
+    p: &Params,
+    limit: u32,
+    entry: impl Fn(&EventRow, &dyn Fn(&EventRow) -> String) -> Value,
+) -> Result<Value, ApiError> {
+    let key = f.key();
+    let b = binding(dialect, f, Order::Desc, &key);
+    let start = match p.one("cursor")? {
+        Some(c) => Start::After(state.next_cursor(&b, "cursor", c)?.pos),
+        None => Start::First,
+    };
+    let page = Page {
+        order: Order::Desc,
+        start,
+        limit,
+    };
+    let fetched = fetch_page(&state.store, f, &page).await?;
+    let after = |r: &EventRow| {
+        state.cursors.encode(
+            &b,
+            Cursor::next(Position {
+                created_at: r.created_at,
+                id: r.id,
+            }),
+        )
+    };
+    let data: Vec<Value> = fetched.rows.iter().map(|r| entry(r, &after)).collect();
+    let mut body = json!({ "data": data });
+    if let Some(pos) = fetched.next {
+        body["cursor"] = json!(state.cursors.encode(&b, Cursor::next(pos)));
+    }
+    Ok(body)
+}
 
 /// UTC with milliseconds and `Z`.
 pub fn millis(t: &DateTime<Utc>) -> String {

@@ -14,13 +14,12 @@ use uuid::Uuid;
 
 use super::{millis, opt, query_object};
 use crate::access::{Access, VIEW_AUDIT_LOG};
-use crate::api::{binding, AppState};
+use crate::api::AppState;
 use crate::auth::Claims;
-use crate::cursor::Cursor;
 use crate::error::{ApiError, Failure};
 use crate::params::Params;
-use crate::query::{build_get, Cond, Filter, Order, Page, Start};
-use crate::store::{fetch_page, EventStore};
+use crate::query::{build_get, Cond, Filter};
+use crate::store::EventStore;
 
 pub const DIALECT: &str = "orglog";
 pub const PARAMS: &[&str] = &["search", "limit", "cursor"];
@@ -104,25 +103,7 @@ pub async fn list<S: EventStore>(
     let p = Params::parse(raw.as_deref())?;
     let f = filter(&claims.org_id, &p)?;
     let limit = p.size("limit", DEFAULT_LIMIT, MAX_LIMIT)?;
-    let key = f.key();
-    let b = binding(DIALECT, &f, Order::Desc, &key);
-    let start = match p.one("cursor")? {
-        Some(c) => Start::After(state.next_cursor(&b, "cursor", c)?.pos),
-        None => Start::First,
-    };
-    let page = Page {
-        order: Order::Desc,
-        start,
-        limit,
-    };
-    let fetched = fetch_page(&state.store, &f, &page)
-        .await
-        .map_err(ApiError::from)?;
-    let data: Vec<Value> = fetched.rows.iter().map(entry).collect();
-    let mut body = json!({ "data": data });
-    if let Some(pos) = fetched.next {
-        body["cursor"] = json!(state.cursors.encode(&b, Cursor::next(pos)));
-    }
+    let body = super::data_page(&state, DIALECT, &f, &p, limit, |r, _| entry(r)).await?;
     Ok(Json(body))
 }
 
