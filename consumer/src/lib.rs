@@ -399,6 +399,8 @@ struct Loop<W, S, D> {
     /// Messages received while the state store could not be read; accepted
     /// in order once it can (partitions stay paused meanwhile).
     deferred: VecDeque<Received>,
+    /// The offset after the last message received, per partition.
+    next_offsets: BTreeMap<i32, i64>,
     /// When to try the deferred messages again, and since when they wait.
     deferred_retry: Option<(Instant, Duration, Instant)>,
 }
@@ -522,6 +524,7 @@ impl<W: RowWriter, S: StateStore, D: DeadLetters> Loop<W, S, D> {
 
     /// Drops what was not sent for a partition and forgets its plan.
     fn forget(&mut self, partition: i32) {
+        self.next_offsets.remove(&partition);
         let dropped = usize::from(self.open.remove(&partition).is_some())
             + self
                 .sealed
@@ -644,6 +647,7 @@ impl<W: RowWriter, S: StateStore, D: DeadLetters> Loop<W, S, D> {
     /// Accepts a message, or defers it (and everything after it) while the
     /// state store cannot be read. Never sleeps: a timer retries.
     async fn receive(&mut self, m: Received) -> Result<(), Error> {
+        self.next_offsets.insert(m.partition, m.offset + 1);
         if !self.deferred.is_empty() {
             self.deferred.push_back(m);
             return Ok(());
@@ -702,6 +706,26 @@ impl<W: RowWriter, S: StateStore, D: DeadLetters> Loop<W, S, D> {
             (false, Some(_)) => {
                 if let Ok(tpl) = self.consumer.assignment() {
                     let _ = self.consumer.resume(&tpl);
+                    // Restart each fetch explicitly at the next offset the
+                    // loop expects, so no broker-side fetch state from before
+                    // the pause can leave a partition idle.
+                    for e in tpl.elements() {
+                        if let Some(next) = self.next_offsets.get(&e.partition()) {
+                            let consumer = self.consumer.clone();
+                            let (topic, p, next) = (self.topic.clone(), e.partition(), *next);
+                            let r = tokio::task::block_in_place(|| {
+                                consumer.seek(
+                                    &topic,
+                                    p,
+                                    Offset::Offset(next),
+                                    Duration::from_secs(1),
+                                )
+                            });
+                            if let Err(err) = r {
+                                tracing::warn!(partition = p, error = %err, "seek after resume failed");
+                            }
+                        }
+                    }
                 }
                 tracing::info!("resuming partitions");
                 self.paused_since = None;
@@ -847,6 +871,7 @@ pub async fn run(
         crash_after_insert: config.test_crash_after_insert,
         committed_batches: 0,
         deferred: VecDeque::new(),
+        next_offsets: BTreeMap::new(),
         deferred_retry: None,
     };
     health.set_ready(true);
