@@ -35,6 +35,15 @@ pub struct TestEnv {
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
+/// A name no other test run uses: `<prefix>_<test>_<pid>_<nanos>`.
+pub fn unique_name(prefix: &str, test: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() % 1_000_000_000)
+        .unwrap_or_default();
+    format!("{prefix}_{test}_{}_{nanos}", std::process::id())
+}
+
 fn init_logs() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(
@@ -48,11 +57,7 @@ impl TestEnv {
     /// Creates the topic (`partitions`) and the migrated database for `test`.
     pub async fn new(test: &str, partitions: i32) -> TestEnv {
         init_logs();
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos() % 1_000_000_000)
-            .unwrap_or_default();
-        let name = format!("t_{test}_{}_{nanos}", std::process::id());
+        let name = unique_name("t", test);
         let brokers =
             std::env::var("TRAILHOUSE_TEST_KAFKA").unwrap_or_else(|_| "127.0.0.1:9092".into());
         let ch = std::env::var("TRAILHOUSE_TEST_CLICKHOUSE")
@@ -79,11 +84,7 @@ impl TestEnv {
     /// write their rows straight into ClickHouse.
     pub async fn clickhouse_only(test: &str) -> TestEnv {
         init_logs();
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos() % 1_000_000_000)
-            .unwrap_or_default();
-        let name = format!("t_{test}_{}_{nanos}", std::process::id());
+        let name = unique_name("t", test);
         let ch = std::env::var("TRAILHOUSE_TEST_CLICKHOUSE")
             .unwrap_or_else(|_| "http://127.0.0.1:8123".into());
         let clickhouse = ClickHouseArgs::local(ch, name.clone());

@@ -415,15 +415,10 @@ struct Received {
 }
 
 impl<W: RowWriter, S: StateStore, D: DeadLetters> Loop<W, S, D> {
-    async fn accept(
-        &mut self,
-        partition: i32,
-        offset: i64,
-        key: Option<Vec<u8>>,
-        payload: Option<Vec<u8>>,
-        traceparent: Option<String>,
-    ) -> Result<(), Error> {
-        let now = Instant::now();
+    /// Readies a partition for the message at `offset`: drops a stale open
+    /// batch after a rewind and reads the recovery plan when it is not
+    /// loaded. The only step that touches the state store; idempotent.
+    async fn prepare(&mut self, partition: i32, offset: i64) -> Result<(), state::StateError> {
         // A batch covers a contiguous, increasing offset range; a message at
         // or before its end means the partition was re-seeked: the open batch
         // is stale (never sent) and the recovery plan is read again.
@@ -456,6 +451,19 @@ impl<W: RowWriter, S: StateStore, D: DeadLetters> Loop<W, S, D> {
                 },
             );
         }
+        Ok(())
+    }
+
+    /// Adds a prepared message to its partition's open batch.
+    fn accept(&mut self, m: Received) -> Result<(), Error> {
+        let Received {
+            partition,
+            offset,
+            key,
+            payload,
+            traceparent,
+        } = m;
+        let now = Instant::now();
         if !self.open.contains_key(&partition) {
             let end = self
                 .plans
@@ -652,35 +660,41 @@ impl<W: RowWriter, S: StateStore, D: DeadLetters> Loop<W, S, D> {
             self.deferred.push_back(m);
             return Ok(());
         }
-        self.deferred.push_back(m);
-        self.retry_deferred().await
+        match self.prepare(m.partition, m.offset).await {
+            Ok(()) => self.accept(m),
+            Err(e) => {
+                self.deferred.push_back(m);
+                self.hold(e)
+            }
+        }
     }
 
     /// Accepts deferred messages in order until one fails on the state store.
     async fn retry_deferred(&mut self) -> Result<(), Error> {
-        while let Some(m) = self.deferred.pop_front() {
-            let (p, o) = (m.partition, m.offset);
-            let (key, payload, tp) = (m.key.clone(), m.payload.clone(), m.traceparent.clone());
-            match self.accept(p, o, key, payload, tp).await {
-                Ok(()) => {}
-                Err(Error::State(e)) => {
-                    self.deferred.push_front(m);
-                    let now = Instant::now();
-                    let (delay, since) = match self.deferred_retry {
-                        Some((_, d, since)) => ((d * 2).min(Duration::from_secs(10)), since),
-                        None => (Duration::from_millis(200), now),
-                    };
-                    if since.elapsed() > self.horizon {
-                        return Err(Error::State(e));
-                    }
-                    tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "consumer state unavailable; holding messages");
-                    self.deferred_retry = Some((now + delay, delay, since));
-                    return Ok(());
-                }
-                Err(e) => return Err(e),
+        while let Some((p, o)) = self.deferred.front().map(|m| (m.partition, m.offset)) {
+            if let Err(e) = self.prepare(p, o).await {
+                return self.hold(e);
+            }
+            if let Some(m) = self.deferred.pop_front() {
+                self.accept(m)?;
             }
         }
         self.deferred_retry = None;
+        Ok(())
+    }
+
+    /// Schedules the next try of the deferred messages, or gives up after the horizon.
+    fn hold(&mut self, e: state::StateError) -> Result<(), Error> {
+        let now = Instant::now();
+        let (delay, since) = match self.deferred_retry {
+            Some((_, d, since)) => ((d * 2).min(Duration::from_secs(10)), since),
+            None => (Duration::from_millis(200), now),
+        };
+        if since.elapsed() > self.horizon {
+            return Err(Error::State(e));
+        }
+        tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "consumer state unavailable; holding messages");
+        self.deferred_retry = Some((now + delay, delay, since));
         Ok(())
     }
 

@@ -38,7 +38,8 @@ pub struct Fetched {
     pub prev: Option<Position>,
 }
 
-fn position(r: &EventRow) -> Position {
+/// The keyset position of a row.
+pub fn position(r: &EventRow) -> Position {
     Position {
         created_at: r.created_at,
         id: r.id,

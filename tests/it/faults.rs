@@ -32,11 +32,7 @@ impl Setup {
         broker: Option<&Broker>,
         server: Option<&ClickHouse>,
     ) -> Setup {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos() % 1_000_000_000)
-            .unwrap_or_default();
-        let name = format!("f_{test}_{}_{nanos}", std::process::id());
+        let name = trailhouse_tests::unique_name("f", test);
         let own = broker.is_none().then(Broker::start);
         let brokers = broker
             .or(own.as_ref())

@@ -14,11 +14,11 @@ use serde_json::{json, Map, Value};
 use trailhouse_schemas::EventRow;
 
 use crate::api::{binding, AppState};
-use crate::cursor::{Cursor, Position};
+use crate::cursor::Cursor;
 use crate::error::ApiError;
 use crate::params::Params;
 use crate::query::{Filter, Order, Page, Start};
-use crate::store::{fetch_page, EventStore};
+use crate::store::{fetch_page, position, EventStore};
 
 /// A newest-first page of the `{"data": [...], "cursor": "..."}` APIs (the
 /// Atomic-style API and the organisation log): the `cursor` parameter walks
@@ -44,15 +44,7 @@ pub async fn data_page<S: EventStore>(
         limit,
     };
     let fetched = fetch_page(&state.store, f, &page).await?;
-    let after = |r: &EventRow| {
-        state.cursors.encode(
-            &b,
-            Cursor::next(Position {
-                created_at: r.created_at,
-                id: r.id,
-            }),
-        )
-    };
+    let after = |r: &EventRow| state.cursors.encode(&b, Cursor::next(position(r)));
     let data: Vec<Value> = fetched.rows.iter().map(|r| entry(r, &after)).collect();
     let mut body = json!({ "data": data });
     if let Some(pos) = fetched.next {

@@ -18,7 +18,7 @@ use uuid::Uuid;
 use crate::access::VIEW_AUDIT_LOG;
 use crate::api::{binding, AppState};
 use crate::auth::Claims;
-use crate::cursor::{Cursor, Position, Walk};
+use crate::cursor::{Cursor, Walk};
 use crate::error::{ApiError, Failure};
 use crate::params::{ceil_micros, Params};
 use crate::query::{build_get, Cond, Field, Filter, Order, Page, Start};
@@ -375,14 +375,6 @@ pub async fn export<S: EventStore>(
         Body::from_stream(body),
     )
         .into_response())
-}
-
-/// The position of a row (cursor helpers and tests).
-pub fn position(r: &EventRow) -> Position {
-    Position {
-        created_at: r.created_at,
-        id: r.id,
-    }
 }
 
 #[cfg(test)]
