@@ -30,3 +30,5 @@ say "helm chart: lint, render, Kubernetes schemas, values schema, checkov"
 bash deploy/check.sh
 say "tests"
 cargo nextest run --workspace --locked --no-fail-fast
+say "benchmarks, quick mode (keeps the harness working; numbers from debug builds mean nothing)"
+cargo run -q --locked -p trailhouse-bench --bin layer_overhead -- --quick

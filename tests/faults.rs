@@ -151,6 +151,113 @@ impl Broker {
             p.kill9();
         }
     }
+
+    /// The broker's log so far (for failure messages).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("broker.log")).unwrap_or_default()
+    }
+
+    /// Whether the broker process is still running.
+    pub fn alive(&mut self) -> bool {
+        self.proc.as_mut().is_some_and(|p| p.exited().is_none())
+    }
+}
+
+/// A broker restarted whenever it panics or stops answering.
+///
+/// Tansu 0.6.0 sometimes panics in a request handler under load (its group
+/// coordinator, `tansu-storage` `service.rs`, during rebalances), and
+/// sometimes stops answering altogether with no CPU use and nothing logged
+/// (seen in the poison test, mid-run). A production broker restarting is a
+/// fault the consumer must survive anyway, so tests whose subject is
+/// something else (rebalances, poison messages) run their broker under this
+/// watchdog and report how often it stepped in.
+pub struct Watched {
+    address: String,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    restarts: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// A client for [`answers`].
+fn probe_client(address: &str) -> Option<rdkafka::consumer::BaseConsumer> {
+    rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", address)
+        .set("group.id", "watchdog")
+        .set("log_level", "0")
+        .create()
+        .ok()
+}
+
+/// Whether the broker answers a metadata request within `timeout`.
+fn answers(client: Option<&rdkafka::consumer::BaseConsumer>, timeout: Duration) -> bool {
+    use rdkafka::consumer::Consumer;
+    client.is_some_and(|c| c.fetch_metadata(None, timeout).is_ok())
+}
+
+impl Watched {
+    pub fn start() -> Watched {
+        let mut broker = Broker::start();
+        let address = broker.address();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let restarts = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let thread = std::thread::spawn({
+            let (stop, restarts, address) = (stop.clone(), restarts.clone(), address.clone());
+            move || {
+                let client = probe_client(&address);
+                let mut silent = 0;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_secs(1));
+                    let log = broker.log();
+                    let panic = log.lines().find(|l| l.contains("panicked at"));
+                    silent = if answers(client.as_ref(), Duration::from_secs(5)) {
+                        0
+                    } else {
+                        silent + 1
+                    };
+                    let reason = match panic {
+                        Some(line) => line.to_string(),
+                        None if silent >= 3 => "no answer to metadata requests for 15 s".into(),
+                        None => continue,
+                    };
+                    if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        break;
+                    }
+                    eprintln!("local broker restarted by the watchdog: {reason}");
+                    if let Ok(mut r) = restarts.lock() {
+                        r.push(reason);
+                    }
+                    broker.kill9();
+                    broker.restart();
+                    silent = 0;
+                }
+            }
+        });
+        Watched {
+            address,
+            stop,
+            restarts,
+            thread: Some(thread),
+        }
+    }
+
+    pub fn address(&self) -> String {
+        self.address.clone()
+    }
+
+    /// Why the watchdog restarted the broker, once per restart.
+    pub fn restarts(&self) -> Vec<String> {
+        self.restarts.lock().map(|p| p.clone()).unwrap_or_default()
+    }
+}
+
+impl Drop for Watched {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 /// A ClickHouse HTTP server of the test's own (the dev server over chdb).

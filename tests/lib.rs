@@ -56,13 +56,19 @@ fn init_logs() {
 impl TestEnv {
     /// Creates the topic (`partitions`) and the migrated database for `test`.
     pub async fn new(test: &str, partitions: i32) -> TestEnv {
-        init_logs();
-        let name = unique_name("t", test);
         let brokers =
             std::env::var("TRAILHOUSE_TEST_KAFKA").unwrap_or_else(|_| "127.0.0.1:9092".into());
+        TestEnv::with_brokers(test, &brokers, partitions).await
+    }
+
+    /// Like [`TestEnv::new`], on the given Kafka brokers (e.g. a broker of
+    /// the test's own that it stops and starts).
+    pub async fn with_brokers(test: &str, brokers: &str, partitions: i32) -> TestEnv {
+        init_logs();
+        let name = unique_name("t", test);
         let ch = std::env::var("TRAILHOUSE_TEST_CLICKHOUSE")
             .unwrap_or_else(|_| "http://127.0.0.1:8123".into());
-        let kafka = KafkaArgs::local(brokers, format!("{name}.events"));
+        let kafka = KafkaArgs::local(brokers.to_string(), format!("{name}.events"));
         ensure_topic(&kafka, &kafka.topic, partitions, 1)
             .await
             .expect("create topic (is dev/infra.sh start running?)");
@@ -123,6 +129,15 @@ impl TestEnv {
 
     /// Ingest keys: `key-<org>` for each org, plus [`SERVICE_KEY`].
     pub async fn start_ingest(&mut self, orgs: &[&str]) -> String {
+        self.start_ingest_with(orgs, |_| {}).await
+    }
+
+    /// [`TestEnv::start_ingest`] with the configuration adjusted by `adjust`.
+    pub async fn start_ingest_with(
+        &mut self,
+        orgs: &[&str],
+        adjust: impl FnOnce(&mut trailhouse_ingest::IngestConfig),
+    ) -> String {
         let keys = orgs
             .iter()
             .map(|o| format!("{o}:{}", hash_key(&format!("key-{o}"))))
@@ -130,7 +145,7 @@ impl TestEnv {
             .join(",");
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let url = format!("http://{}", listener.local_addr().expect("addr"));
-        let config = trailhouse_ingest::IngestConfig {
+        let mut config = trailhouse_ingest::IngestConfig {
             listen: listener.local_addr().expect("addr"),
             kafka: self.kafka.clone(),
             keys,
@@ -139,8 +154,12 @@ impl TestEnv {
             max_batch_events: 5000,
             compression: "none".into(),
             ack_timeout_ms: 10_000,
+            max_in_flight: 256,
+            redact: "defaults".into(),
+            redact_opaque_body: "mask".into(),
             shutdown_timeout_secs: 5,
         };
+        adjust(&mut config);
         let shutdown = self.shutdown.clone();
         self.tasks.push(tokio::spawn(async move {
             trailhouse_ingest::run(config, listener, shutdown)
@@ -287,6 +306,57 @@ impl TestEnv {
             }
         }
         total
+    }
+
+    /// Every message of the test topic: payload and `traceparent` header.
+    pub fn read_topic(&self) -> Vec<(Vec<u8>, Option<String>)> {
+        use rdkafka::consumer::{BaseConsumer, Consumer};
+        use rdkafka::message::{Headers, Message};
+        use rdkafka::{Offset, TopicPartitionList};
+        let c: BaseConsumer = self
+            .kafka
+            .client_config()
+            .set("group.id", format!("{}.reader", self.name))
+            .set("enable.auto.commit", "false")
+            .create()
+            .expect("consumer");
+        let md = c
+            .fetch_metadata(Some(&self.kafka.topic), Duration::from_secs(10))
+            .expect("metadata");
+        let mut assignment = TopicPartitionList::new();
+        let mut remaining = 0;
+        for p in md.topics().iter().flat_map(|t| t.partitions()) {
+            let (lo, hi) = c
+                .fetch_watermarks(&self.kafka.topic, p.id(), Duration::from_secs(10))
+                .expect("watermarks");
+            remaining += hi - lo;
+            assignment
+                .add_partition_offset(&self.kafka.topic, p.id(), Offset::Beginning)
+                .expect("assign");
+        }
+        c.assign(&assignment).expect("assign");
+        let mut out = Vec::new();
+        let deadline = std::time::Instant::now() + Duration::from_secs(120);
+        while (out.len() as i64) < remaining {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "topic not read in time"
+            );
+            match c.poll(Duration::from_millis(500)) {
+                Some(Ok(m)) => {
+                    let tp = m.headers().and_then(|h| {
+                        h.iter()
+                            .find(|x| x.key == "traceparent")
+                            .and_then(|x| x.value)
+                            .map(|v| String::from_utf8_lossy(v).into_owned())
+                    });
+                    out.push((m.payload().unwrap_or_default().to_vec(), tp));
+                }
+                Some(Err(e)) => panic!("read: {e}"),
+                None => {}
+            }
+        }
+        out
     }
 
     /// Stops the services and waits for them to drain.

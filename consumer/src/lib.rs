@@ -213,11 +213,84 @@ pub enum Error {
     Io(#[from] std::io::Error),
 }
 
-/// Records partitions revoked by a rebalance so the loop can drop their batches.
+/// How many insert tasks each partition has running, so that a revoke can
+/// wait for them: a partition must not move to another member while one of
+/// its batches is still being recorded or inserted here, or the new owner
+/// could plan its batches without seeing that range.
 #[derive(Default)]
+pub struct InFlightCounts {
+    counts: Mutex<BTreeMap<i32, usize>>,
+    changed: std::sync::Condvar,
+}
+
+impl InFlightCounts {
+    /// Counts a task of `partition` until the returned guard is dropped
+    /// (when the task ends, or is aborted).
+    fn start(self: &Arc<Self>, partition: i32) -> InFlightGuard {
+        if let Ok(mut c) = self.counts.lock() {
+            *c.entry(partition).or_default() += 1;
+        }
+        InFlightGuard {
+            counts: self.clone(),
+            partition,
+        }
+    }
+
+    /// Waits until no task of `partitions` runs, at most `deadline`;
+    /// returns whether they all finished.
+    pub fn wait_idle(&self, partitions: &[i32], deadline: Duration) -> bool {
+        let busy = |c: &BTreeMap<i32, usize>| {
+            partitions
+                .iter()
+                .any(|p| c.get(p).copied().unwrap_or(0) > 0)
+        };
+        let Ok(guard) = self.counts.lock() else {
+            return false;
+        };
+        match self
+            .changed
+            .wait_timeout_while(guard, deadline, |c| busy(c))
+        {
+            Ok((c, _)) => !busy(&c),
+            Err(_) => false,
+        }
+    }
+}
+
+struct InFlightGuard {
+    counts: Arc<InFlightCounts>,
+    partition: i32,
+}
+
+impl Drop for InFlightGuard {
+    fn drop(&mut self) {
+        if let Ok(mut c) = self.counts.counts.lock() {
+            if let Some(n) = c.get_mut(&self.partition) {
+                *n = n.saturating_sub(1);
+            }
+        }
+        self.counts.changed.notify_all();
+    }
+}
+
+/// Records partitions revoked by a rebalance so the loop can drop their
+/// batches, after waiting for their in-flight inserts (up to `revoke_wait`).
 pub struct RebalanceContext {
     revoked: Mutex<Vec<i32>>,
     assigned: std::sync::atomic::AtomicBool,
+    in_flight: Arc<InFlightCounts>,
+    revoke_wait: Duration,
+}
+
+impl RebalanceContext {
+    pub fn new(revoke_wait: Duration) -> Self {
+        RebalanceContext {
+            revoked: Mutex::default(),
+            assigned: std::sync::atomic::AtomicBool::default(),
+            in_flight: Arc::default(),
+            revoke_wait,
+        }
+    }
 }
 
 impl ClientContext for RebalanceContext {}
@@ -225,10 +298,32 @@ impl ClientContext for RebalanceContext {}
 impl ConsumerContext for RebalanceContext {
     fn pre_rebalance(&self, _: &rdkafka::consumer::BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Revoke(tpl) = rebalance {
-            if let Ok(mut r) = self.revoked.lock() {
-                r.extend(tpl.elements().iter().map(|e| e.partition()));
+            let partitions: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
+            // This runs inside the poll, on a runtime worker; the insert
+            // tasks run on the others.
+            let started = Instant::now();
+            let wait = || self.in_flight.wait_idle(&partitions, self.revoke_wait);
+            let idle = match tokio::runtime::Handle::try_current() {
+                Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+                    tokio::task::block_in_place(wait)
+                }
+                _ => wait(),
+            };
+            if idle {
+                tracing::info!(
+                    partitions = tpl.count(),
+                    waited_ms = started.elapsed().as_millis() as u64,
+                    "partitions revoked"
+                );
+            } else {
+                tracing::warn!(
+                    partitions = tpl.count(),
+                    "partitions revoked with inserts still in flight after the deadline"
+                );
             }
-            tracing::info!(partitions = tpl.count(), "partitions revoked");
+            if let Ok(mut r) = self.revoked.lock() {
+                r.extend(partitions);
+            }
         }
     }
 
@@ -590,8 +685,10 @@ impl<W: RowWriter, S: StateStore, D: DeadLetters> Loop<W, S, D> {
             let (writer, state, horizon) = (self.writer.clone(), self.state.clone(), self.horizon);
             let dead_letters = o.dead_letters;
             let partition = batch.partition;
+            let counted = self.consumer.context().in_flight.start(partition);
             let task = tokio::spawn(tracing::Instrument::instrument(
                 async move {
+                    let _counted = counted;
                     if !batch.rows.is_empty() {
                         retry(
                             "record pending range",
@@ -842,8 +939,9 @@ pub async fn run(
     if let Some(id) = &config.instance_id {
         kc.set("group.instance.id", id);
     }
-    let consumer: StreamConsumer<RebalanceContext> =
-        kc.create_with_context(RebalanceContext::default())?;
+    let consumer: StreamConsumer<RebalanceContext> = kc.create_with_context(
+        RebalanceContext::new(Duration::from_secs(config.shutdown_timeout_secs)),
+    )?;
     consumer.subscribe(&[&config.kafka.topic])?;
     let producer: FutureProducer = config
         .kafka
@@ -989,6 +1087,27 @@ pub async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn revokes_wait_for_the_partitions_in_flight_tasks_only() {
+        let counts = Arc::new(InFlightCounts::default());
+        let a = counts.start(1);
+        let b = counts.start(1);
+        let other = counts.start(2);
+        assert!(!counts.wait_idle(&[1], Duration::from_millis(20)));
+        assert!(counts.wait_idle(&[3], Duration::from_millis(20)));
+        let t = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(30));
+            drop(a);
+            std::thread::sleep(Duration::from_millis(30));
+            drop(b);
+        });
+        assert!(counts.wait_idle(&[1], Duration::from_secs(5)));
+        assert!(!counts.wait_idle(&[1, 2], Duration::from_millis(20)));
+        drop(other);
+        assert!(counts.wait_idle(&[1, 2], Duration::from_millis(20)));
+        t.join().expect("thread");
+    }
 
     fn plan(ranges: &[(i64, i64)]) -> Plan {
         Plan {

@@ -1,25 +1,29 @@
 //! The HTTP API: `POST /v1/events`, plus health and metrics.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
+use axum::error_handling::HandleErrorLayer;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::{DefaultBodyLimit, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
-use tower_http::timeout::TimeoutLayer;
+use tower::ServiceBuilder;
 use tower_http::trace::TraceLayer;
 use trailhouse_common::health::{self, Health};
+use trailhouse_common::telemetry::{continue_trace, outgoing_traceparent};
 use trailhouse_schemas::event::{parse_input, validate, FieldError, Stamp, SystemStamp};
 use trailhouse_schemas::AuditEvent;
 
 use crate::auth::{KeyStore, Principal};
-use crate::sink::{EventSink, SinkError};
+use crate::redact::Redactor;
+use crate::sink::{Envelope, EventSink, SinkError, TRACEPARENT};
 
 /// Request limits.
 #[derive(Debug, Clone)]
@@ -27,6 +31,9 @@ pub struct Limits {
     pub max_body_bytes: usize,
     pub max_batch_events: usize,
     pub request_timeout: Duration,
+    /// Requests to `POST /v1/events` handled at once; more are answered 503
+    /// at once, so memory is bounded by this times `max_body_bytes`.
+    pub max_in_flight: usize,
 }
 
 impl Default for Limits {
@@ -35,6 +42,7 @@ impl Default for Limits {
             max_body_bytes: 5 * 1024 * 1024,
             max_batch_events: 1_000,
             request_timeout: Duration::from_secs(30),
+            max_in_flight: 256,
         }
     }
 }
@@ -45,6 +53,28 @@ pub struct AppState<S> {
     pub keys: KeyStore,
     pub limits: Limits,
     pub health: Health,
+    /// Whether the broker answered the last probe and publish. Separate from
+    /// readiness, which also turns false while draining: requests already
+    /// in flight then are still served.
+    pub broker_up: Arc<AtomicBool>,
+    pub redactor: Redactor,
+}
+
+/// `POST /v1/events` query parameters.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PostParams {
+    /// Accept the valid events of a batch and list the rejected ones,
+    /// instead of rejecting the whole batch.
+    #[serde(default)]
+    pub partial: bool,
+}
+
+/// One rejected event of a partially accepted batch.
+#[derive(Debug, Serialize, PartialEq, Eq)]
+pub struct Rejected {
+    pub index: usize,
+    pub errors: Vec<EventError>,
 }
 
 /// One event's validation errors, by position in the request.
@@ -76,6 +106,14 @@ pub enum ApiError {
     Body(StatusCode, String),
     #[error("events could not be published, retry later")]
     Unavailable(#[source] SinkError),
+    #[error("Kafka is not reachable, retry later")]
+    NotReady,
+    #[error("too many requests in flight, retry later")]
+    Overloaded,
+    #[error("the request did not complete in time; its events may or may not have been published, retry with the same ids")]
+    Timeout,
+    #[error("invalid query parameters: {0}")]
+    BadParams(String),
 }
 
 impl ApiError {
@@ -83,8 +121,12 @@ impl ApiError {
         match self {
             ApiError::Unauthenticated => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
-            ApiError::MalformedJson(_) | ApiError::Empty | ApiError::Invalid(..) => {
-                StatusCode::BAD_REQUEST
+            ApiError::MalformedJson(_)
+            | ApiError::Empty
+            | ApiError::Invalid(..)
+            | ApiError::BadParams(_) => StatusCode::BAD_REQUEST,
+            ApiError::NotReady | ApiError::Overloaded | ApiError::Timeout => {
+                StatusCode::SERVICE_UNAVAILABLE
             }
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Body(status, _) => *status,
@@ -105,7 +147,10 @@ impl ApiError {
             ApiError::Invalid(..) => "invalid_events",
             ApiError::Body(StatusCode::PAYLOAD_TOO_LARGE, _) => "body_too_large",
             ApiError::Body(..) => "unreadable_body",
-            ApiError::Unavailable(_) => "unavailable",
+            ApiError::Unavailable(_) | ApiError::NotReady => "unavailable",
+            ApiError::Overloaded => "overloaded",
+            ApiError::Timeout => "timeout",
+            ApiError::BadParams(_) => "invalid_parameters",
         }
     }
 }
@@ -139,8 +184,20 @@ impl IntoResponse for ApiError {
 pub fn app<S: EventSink>(state: Arc<AppState<S>>) -> Router {
     let limits = state.limits.clone();
     let health = state.health.clone();
+    let shed = ServiceBuilder::new()
+        .layer(HandleErrorLayer::new(|e: tower::BoxError| async move {
+            if e.is::<tower::timeout::error::Elapsed>() {
+                ApiError::Timeout
+            } else {
+                metrics::counter!(crate::metrics::OVERLOADED).increment(1);
+                ApiError::Overloaded
+            }
+        }))
+        .load_shed()
+        .concurrency_limit(limits.max_in_flight.max(1))
+        .timeout(limits.request_timeout);
     Router::new()
-        .route("/v1/events", post(post_events::<S>))
+        .route("/v1/events", post(post_events::<S>).route_layer(shed))
         .fallback(|| async {
             (
                 StatusCode::NOT_FOUND,
@@ -149,15 +206,28 @@ pub fn app<S: EventSink>(state: Arc<AppState<S>>) -> Router {
         })
         .with_state(state)
         .layer(DefaultBodyLimit::max(limits.max_body_bytes))
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::SERVICE_UNAVAILABLE,
-            limits.request_timeout,
-        ))
         .merge(health::router(
             health,
             trailhouse_common::telemetry::metrics_handle(),
         ))
-        .layer(TraceLayer::new_for_http())
+        .layer(TraceLayer::new_for_http().make_span_with(request_span))
+}
+
+/// The request span, continuing the caller's `traceparent` when it sent one.
+fn request_span<B>(request: &http::Request<B>) -> tracing::Span {
+    let span = tracing::info_span!(
+        "request",
+        method = %request.method(),
+        uri = %request.uri().path(),
+    );
+    if let Some(tp) = request
+        .headers()
+        .get(TRACEPARENT)
+        .and_then(|v| v.to_str().ok())
+    {
+        continue_trace(&span, tp);
+    }
+    span
 }
 
 fn principal(keys: &KeyStore, headers: &HeaderMap) -> Result<Principal, ApiError> {
@@ -202,47 +272,70 @@ pub fn split_body(content_type: &str, body: &[u8]) -> Result<Vec<serde_json::Val
     }
 }
 
-/// Validates every value; all-or-nothing. Authorization is checked per event.
+/// The outcome of validating a request's events.
+#[derive(Debug, Default)]
+pub struct Validated {
+    pub events: Vec<AuditEvent>,
+    pub rejected: Vec<Rejected>,
+}
+
+/// Validates every value. All-or-nothing unless `partial`: then the valid
+/// events go through and the rest are listed by index. Authorization is
+/// checked per event; without `partial` a foreign org fails the request.
 pub fn validate_all(
     values: Vec<serde_json::Value>,
     who: &Principal,
     stamp: &impl Stamp,
-) -> Result<Vec<AuditEvent>, ApiError> {
-    let mut events = Vec::with_capacity(values.len());
-    let mut errors = Vec::new();
-    let mut bad = 0;
+    partial: bool,
+) -> Result<Validated, ApiError> {
+    let mut out = Validated {
+        events: Vec::with_capacity(values.len()),
+        rejected: Vec::new(),
+    };
     for (index, value) in values.into_iter().enumerate() {
         let result = parse_input(value)
             .map_err(|e| vec![e])
             .and_then(|input| validate(input, stamp));
-        match result {
-            Ok(e) if !who.may_write(&e.org_id) => return Err(ApiError::Forbidden(e.org_id)),
-            Ok(e) => events.push(e),
-            Err(errs) => {
-                bad += 1;
-                errors.extend(
-                    errs.into_iter()
-                        .map(|FieldError { field, reason }| EventError {
-                            index,
-                            field,
-                            reason,
-                        }),
-                );
+        let errors = match result {
+            Ok(e) if who.may_write(&e.org_id) => {
+                out.events.push(e);
+                continue;
             }
-        }
+            Ok(e) if !partial => return Err(ApiError::Forbidden(e.org_id)),
+            Ok(e) => vec![FieldError::new(
+                "org_id",
+                format!("this API key may not write events of org {:?}", e.org_id),
+            )],
+            Err(errs) => errs,
+        };
+        out.rejected.push(Rejected {
+            index,
+            errors: errors
+                .into_iter()
+                .map(|FieldError { field, reason }| EventError {
+                    index,
+                    field,
+                    reason,
+                })
+                .collect(),
+        });
     }
-    if bad > 0 {
-        return Err(ApiError::Invalid(bad, errors));
+    if !out.rejected.is_empty() && (!partial || out.events.is_empty()) {
+        let bad = out.rejected.len();
+        let details = out.rejected.into_iter().flat_map(|r| r.errors).collect();
+        return Err(ApiError::Invalid(bad, details));
     }
-    Ok(events)
+    Ok(out)
 }
 
 async fn post_events<S: EventSink>(
     State(state): State<Arc<AppState<S>>>,
+    params: Result<Query<PostParams>, axum::extract::rejection::QueryRejection>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<impl IntoResponse, ApiError> {
     let who = principal(&state.keys, &headers)?;
+    let Query(params) = params.map_err(|e| ApiError::BadParams(e.body_text()))?;
     let body = body.map_err(|r| ApiError::Body(r.status(), r.body_text()))?;
     let content_type = headers
         .get(header::CONTENT_TYPE)
@@ -258,24 +351,48 @@ async fn post_events<S: EventSink>(
             limit: state.limits.max_batch_events,
         });
     }
-    let events = validate_all(values, &who, &SystemStamp).inspect_err(|e| {
+    let Validated { events, rejected } = validate_all(values, &who, &SystemStamp, params.partial)
+        .inspect_err(|e| {
         if let ApiError::Invalid(n, _) = e {
             metrics::counter!(crate::metrics::EVENTS_REJECTED).increment(*n as u64);
         }
     })?;
-    let started = Instant::now();
-    state
-        .sink
-        .publish(&events)
-        .await
-        .map_err(ApiError::Unavailable)?;
-    metrics::histogram!(crate::metrics::PUBLISH_SECONDS).record(started.elapsed().as_secs_f64());
-    metrics::counter!(crate::metrics::EVENTS_ACCEPTED).increment(events.len() as u64);
+    metrics::counter!(crate::metrics::EVENTS_REJECTED).increment(rejected.len() as u64);
+    // While Kafka is known to be unreachable, refuse at once instead of
+    // holding the request until the acknowledgement times out.
+    if !state.broker_up.load(Ordering::Relaxed) {
+        return Err(ApiError::NotReady);
+    }
+    let incoming = headers.get(TRACEPARENT).and_then(|v| v.to_str().ok());
+    let traceparent: Option<Arc<str>> =
+        outgoing_traceparent(&tracing::Span::current(), incoming).map(Arc::from);
     let ids: Vec<String> = events.iter().map(|e| e.id.to_string()).collect();
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(json!({"accepted": ids.len(), "ids": ids})),
-    ))
+    let envelopes: Vec<Envelope> = events
+        .into_iter()
+        .map(|mut event| {
+            state.redactor.apply(&mut event);
+            Envelope {
+                event,
+                traceparent: traceparent.clone(),
+            }
+        })
+        .collect();
+    let started = Instant::now();
+    if let Err(e) = state.sink.publish(&envelopes).await {
+        if e.is_retryable() {
+            // The readiness probe turns these back on once the broker answers.
+            state.broker_up.store(false, Ordering::Relaxed);
+            state.health.set_ready(false);
+        }
+        return Err(ApiError::Unavailable(e));
+    }
+    metrics::histogram!(crate::metrics::PUBLISH_SECONDS).record(started.elapsed().as_secs_f64());
+    metrics::counter!(crate::metrics::EVENTS_ACCEPTED).increment(ids.len() as u64);
+    let mut body = json!({"accepted": ids.len(), "ids": ids});
+    if params.partial {
+        body["rejected"] = json!(rejected);
+    }
+    Ok((StatusCode::ACCEPTED, Json(body)))
 }
 
 #[cfg(test)]
@@ -299,11 +416,15 @@ mod tests {
             max_batch_events: 3,
             ..Limits::default()
         };
+        let health = Health::new();
+        health.set_ready(true);
         let s = Arc::new(AppState {
             sink: sink.clone(),
             keys,
             limits,
-            health: Health::new(),
+            health,
+            broker_up: Arc::new(AtomicBool::new(true)),
+            redactor: Redactor::default(),
         });
         (s, sink)
     }
@@ -314,7 +435,17 @@ mod tests {
         ctype: &str,
         body: String,
     ) -> (StatusCode, serde_json::Value) {
-        let mut req = Request::post("/v1/events").header("content-type", ctype);
+        post_to(s, "/v1/events", key, ctype, body).await
+    }
+
+    async fn post_to(
+        s: &Arc<AppState<MemorySink>>,
+        path: &str,
+        key: Option<&str>,
+        ctype: &str,
+        body: String,
+    ) -> (StatusCode, serde_json::Value) {
+        let mut req = Request::post(path).header("content-type", ctype);
         if let Some(k) = key {
             req = req.header("authorization", format!("Bearer {k}"));
         }
@@ -457,6 +588,156 @@ mod tests {
         .await;
         assert_eq!(st, StatusCode::ACCEPTED);
         assert_eq!(sink.taken()[0].org_id, "globex");
+    }
+
+    #[tokio::test]
+    async fn partial_mode_accepts_the_valid_events_and_lists_the_rest() {
+        let (s, sink) = state();
+        let bad = r#"{"org_id":"acme","action":{}}"#;
+        let foreign = EV.replace("acme", "globex");
+        let (st, body) = post_to(
+            &s,
+            "/v1/events?partial=true",
+            Some("acme-key"),
+            "application/json",
+            format!("[{EV},{bad},{foreign}]"),
+        )
+        .await;
+        assert_eq!(st, StatusCode::ACCEPTED, "{body}");
+        assert_eq!(body["accepted"], 1);
+        assert_eq!(body["rejected"][0]["index"], 1);
+        assert_eq!(body["rejected"][0]["errors"][0]["field"], "action.type");
+        assert_eq!(body["rejected"][1]["index"], 2);
+        assert_eq!(body["rejected"][1]["errors"][0]["field"], "org_id");
+        assert_eq!(sink.taken().len(), 1);
+        assert_eq!(body["ids"][0], sink.taken()[0].id.to_string());
+        // Nothing valid: still a 400, nothing published.
+        let req = |q: &str| {
+            Request::post(format!("/v1/events{q}"))
+                .header("content-type", "application/json")
+                .header("authorization", "Bearer acme-key")
+                .body(Body::from(format!("[{bad}]")))
+                .expect("request")
+        };
+        let resp = app(s.clone())
+            .oneshot(req("?partial=true"))
+            .await
+            .expect("response");
+        assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+        let resp = app(s.clone())
+            .oneshot(req("?partial=maybe"))
+            .await
+            .expect("response");
+        assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+        let resp = app(s.clone())
+            .oneshot(req("?partail=true"))
+            .await
+            .expect("response");
+        assert_eq!(
+            resp.status(),
+            StatusCode::BAD_REQUEST,
+            "unknown parameters are errors"
+        );
+        assert_eq!(sink.taken().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn events_are_redacted_and_carry_the_trace_context() {
+        let (s, sink) = state();
+        let ev = r#"{"org_id":"acme","action":{"type":"user.login"},
+            "request":{"headers":{"Authorization":"Bearer sekrit","Accept":"*/*"},
+                       "query":{"api_key":"k1"},"body":"{\"password\":\"p1\"}"}}"#;
+        let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let req = Request::post("/v1/events")
+            .header("content-type", "application/json")
+            .header("authorization", "Bearer acme-key")
+            .header("traceparent", tp)
+            .body(Body::from(ev))
+            .expect("request");
+        let resp = app(s.clone()).oneshot(req).await.expect("response");
+        assert_eq!(resp.status(), StatusCode::ACCEPTED);
+        let sent = sink.envelopes();
+        assert_eq!(sent[0].traceparent.as_deref(), Some(tp));
+        let text = serde_json::to_string(&sent[0].event).expect("json");
+        for secret in ["sekrit", "k1", "p1"] {
+            assert!(!text.contains(secret), "{secret} reached the sink: {text}");
+        }
+        assert_eq!(sent[0].event.request.headers["Accept"], "*/*");
+    }
+
+    #[tokio::test]
+    async fn not_ready_refuses_at_once_after_validating() {
+        let (s, sink) = state();
+        s.broker_up.store(false, Ordering::Relaxed);
+        let (st, body) = post(&s, Some("acme-key"), "application/json", EV.into()).await;
+        assert_eq!(st, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(body["error"]["code"], "unavailable");
+        let (st, _) = post(&s, Some("acme-key"), "application/json", "{".into()).await;
+        assert_eq!(st, StatusCode::BAD_REQUEST, "bad input is still a 400");
+        assert!(sink.taken().is_empty());
+        // Draining (readiness off, broker up): requests in flight are served.
+        s.broker_up.store(true, Ordering::Relaxed);
+        s.health.set_ready(false);
+        let (st, _) = post(&s, Some("acme-key"), "application/json", EV.into()).await;
+        assert_eq!(st, StatusCode::ACCEPTED);
+        // A failed publish turns readiness off.
+        s.broker_up.store(true, Ordering::Relaxed);
+        s.health.set_ready(true);
+        sink.fail_with_queue_full
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        let (st, _) = post(&s, Some("acme-key"), "application/json", EV.into()).await;
+        assert_eq!(st, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(!s.health.is_ready());
+        assert!(!s.broker_up.load(Ordering::Relaxed));
+    }
+
+    /// A sink that never acknowledges: requests pile up in flight.
+    struct StuckSink;
+    impl EventSink for StuckSink {
+        async fn publish(&self, _: &[Envelope]) -> Result<(), SinkError> {
+            futures::future::pending().await
+        }
+        fn flush(&self, _: Duration) -> Result<(), SinkError> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn requests_beyond_the_in_flight_limit_are_shed_with_503() {
+        let health = Health::new();
+        health.set_ready(true);
+        let s = Arc::new(AppState {
+            sink: StuckSink,
+            keys: KeyStore::parse(&format!("acme:{}", hash_key("acme-key")), "").expect("keys"),
+            limits: Limits {
+                max_in_flight: 2,
+                ..Limits::default()
+            },
+            health,
+            broker_up: Arc::new(AtomicBool::new(true)),
+            redactor: Redactor::default(),
+        });
+        let router = app(s);
+        let req = || {
+            Request::post("/v1/events")
+                .header("content-type", "application/json")
+                .header("authorization", "Bearer acme-key")
+                .body(Body::from(EV))
+                .expect("request")
+        };
+        let stuck: Vec<_> = (0..2)
+            .map(|_| tokio::spawn(router.clone().oneshot(req())))
+            .collect();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let resp = router.clone().oneshot(req()).await.expect("response");
+        assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(resp.headers()[header::RETRY_AFTER], "1");
+        let bytes = axum::body::to_bytes(resp.into_body(), 1 << 16)
+            .await
+            .expect("body");
+        let body: serde_json::Value = serde_json::from_slice(&bytes).expect("json");
+        assert_eq!(body["error"]["code"], "overloaded");
+        stuck.iter().for_each(|t| t.abort());
     }
 
     #[tokio::test]

@@ -7,10 +7,13 @@
 
 pub mod api;
 pub mod auth;
+pub mod layer;
 pub mod metrics;
+pub mod redact;
 pub mod sink;
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,7 +26,8 @@ use trailhouse_common::shutdown::Shutdown;
 
 pub use api::{app, AppState, Limits};
 pub use auth::KeyStore;
-pub use sink::{EventSink, KafkaSink, MemorySink, ProducerSettings};
+pub use redact::Redactor;
+pub use sink::{Envelope, EventSink, HttpSink, KafkaSink, MemorySink, ProducerSettings};
 
 /// Configuration of the ingest service.
 #[derive(Debug, Clone, Args)]
@@ -61,6 +65,21 @@ pub struct IngestConfig {
         default_value_t = 10_000
     )]
     pub ack_timeout_ms: u64,
+    /// Requests handled at once; more are answered 503 with Retry-After.
+    #[arg(long, env = "TRAILHOUSE_INGEST_MAX_IN_FLIGHT", default_value_t = 256)]
+    pub max_in_flight: usize,
+    /// Redaction rules, e.g. `defaults, mask body:ssn, drop headers:x-debug`
+    /// (see the ingest README).
+    #[arg(long, env = "TRAILHOUSE_INGEST_REDACT", default_value = "defaults")]
+    pub redact: String,
+    /// What to do with a `request.body` that is neither JSON nor form data:
+    /// `mask` (replace it) or `keep`.
+    #[arg(
+        long,
+        env = "TRAILHOUSE_INGEST_REDACT_OPAQUE_BODY",
+        default_value = "mask"
+    )]
+    pub redact_opaque_body: String,
     /// Deadline for draining requests and flushing the producer on shutdown.
     #[arg(
         long,
@@ -82,7 +101,7 @@ pub enum Error {
 }
 
 impl IngestConfig {
-    pub fn validate(&self) -> Result<KeyStore, Error> {
+    pub fn validate(&self) -> Result<(KeyStore, Redactor), Error> {
         self.kafka
             .validate()
             .map_err(|e| Error::Config(e.to_string()))?;
@@ -99,7 +118,14 @@ impl IngestConfig {
                 "request timeout must exceed the ack timeout".into(),
             ));
         }
-        Ok(keys)
+        if self.max_in_flight == 0 {
+            return Err(Error::Config(
+                "TRAILHOUSE_INGEST_MAX_IN_FLIGHT must be at least 1".into(),
+            ));
+        }
+        let redactor = Redactor::parse(&self.redact, &self.redact_opaque_body)
+            .map_err(|e| Error::Config(e.to_string()))?;
+        Ok((keys, redactor))
     }
 
     fn request_timeout(&self) -> Duration {
@@ -114,7 +140,7 @@ pub async fn run(
     listener: TcpListener,
     shutdown: Shutdown,
 ) -> Result<(), Error> {
-    let keys = config.validate()?;
+    let (keys, redactor) = config.validate()?;
     let settings = ProducerSettings {
         compression: config.compression.clone(),
         message_timeout: Duration::from_millis(config.ack_timeout_ms),
@@ -122,8 +148,12 @@ pub async fn run(
     };
     let sink = KafkaSink::new(&config.kafka, &settings)?;
     let health = Health::new();
+    let broker_up = Arc::new(AtomicBool::new(false));
     match sink.check(Duration::from_secs(10)) {
-        Ok(()) => health.set_ready(true),
+        Ok(()) => {
+            health.set_ready(true);
+            broker_up.store(true, Ordering::Relaxed);
+        }
         Err(e) => {
             tracing::warn!(error = %e, "kafka not reachable at startup; not ready until it is")
         }
@@ -135,18 +165,25 @@ pub async fn run(
             max_body_bytes: config.max_body_bytes,
             max_batch_events: config.max_batch_events,
             request_timeout: config.request_timeout(),
+            max_in_flight: config.max_in_flight,
         },
         health: health.clone(),
+        broker_up: broker_up.clone(),
+        redactor,
     });
-    // Readiness follows the broker.
-    let probe = spawn_probe(health.clone(), shutdown.clone(), Duration::from_secs(5), {
+    // Readiness follows the broker; while the broker is down, posts are
+    // refused at once, so the probe runs often enough to make that short.
+    let probe = spawn_probe(health.clone(), shutdown.clone(), Duration::from_secs(1), {
         let sink = sink.clone();
         move || {
-            let s = sink.clone();
+            let (s, up) = (sink.clone(), broker_up.clone());
             async move {
-                tokio::task::spawn_blocking(move || s.check(Duration::from_secs(5)).is_ok())
-                    .await
-                    .unwrap_or(false)
+                let ok =
+                    tokio::task::spawn_blocking(move || s.check(Duration::from_secs(2)).is_ok())
+                        .await
+                        .unwrap_or(false);
+                up.store(ok, Ordering::Relaxed);
+                ok
             }
         }
     });

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use futures::future::join_all;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::util::Timeout;
 use trailhouse_common::kafka::KafkaArgs;
@@ -21,12 +22,31 @@ pub enum SinkError {
     Unavailable(String),
     #[error("event could not be encoded: {0}")]
     Encode(String),
+    #[error("the ingest API refused the events: {0}")]
+    Rejected(String),
 }
 
 impl SinkError {
     /// Whether the same request may succeed later.
     pub fn is_retryable(&self) -> bool {
-        !matches!(self, SinkError::Encode(_))
+        !matches!(self, SinkError::Encode(_) | SinkError::Rejected(_))
+    }
+}
+
+/// An event on its way out, with the W3C trace context it continues.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Envelope {
+    pub event: AuditEvent,
+    /// Written to the Kafka message's `traceparent` header.
+    pub traceparent: Option<Arc<str>>,
+}
+
+impl Envelope {
+    pub fn new(event: AuditEvent) -> Self {
+        Envelope {
+            event,
+            traceparent: None,
+        }
     }
 }
 
@@ -34,7 +54,7 @@ impl SinkError {
 pub trait EventSink: Send + Sync + 'static {
     fn publish(
         &self,
-        events: &[AuditEvent],
+        events: &[Envelope],
     ) -> impl std::future::Future<Output = Result<(), SinkError>> + Send;
 
     /// Waits until everything queued is delivered, up to `deadline`.
@@ -86,6 +106,8 @@ impl KafkaSink {
                 settings.message_timeout.as_millis().to_string(),
             )
             .set("linger.ms", settings.linger_ms.to_string())
+            // Reconnect within a second of the broker's return (default: up to 10 s).
+            .set("reconnect.backoff.max.ms", "1000")
             .set(
                 "queue.buffering.max.messages",
                 settings.queue_max_messages.to_string(),
@@ -119,14 +141,20 @@ impl KafkaSink {
 }
 
 impl EventSink for KafkaSink {
-    async fn publish(&self, events: &[AuditEvent]) -> Result<(), SinkError> {
+    async fn publish(&self, events: &[Envelope]) -> Result<(), SinkError> {
         let mut deliveries = Vec::with_capacity(events.len());
-        for event in events {
+        for Envelope { event, traceparent } in events {
             let payload =
                 trailhouse_schemas::encode(event).map_err(|e| SinkError::Encode(e.to_string()))?;
-            let record = FutureRecord::to(&self.topic)
+            let mut record = FutureRecord::to(&self.topic)
                 .key(event.org_id.as_bytes())
                 .payload(&payload);
+            if let Some(tp) = traceparent {
+                record = record.headers(OwnedHeaders::new().insert(Header {
+                    key: TRACEPARENT,
+                    value: Some(tp.as_bytes()),
+                }));
+            }
             match self.producer.send_result(record) {
                 Ok(delivery) => deliveries.push(delivery),
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
@@ -153,21 +181,102 @@ impl EventSink for KafkaSink {
     }
 }
 
+/// Publishes through a Trailhouse ingest service's `POST /v1/events`, for
+/// producers that should not hold Kafka credentials. A batch is one request;
+/// 202 means Kafka acknowledged every event of it.
+#[derive(Clone)]
+pub struct HttpSink {
+    client: reqwest::Client,
+    endpoint: Arc<str>,
+    authorization: Arc<str>,
+}
+
+impl HttpSink {
+    /// `base_url` is the ingest service (e.g. `https://ingest.example.com`),
+    /// `api_key` an org or service key.
+    pub fn new(base_url: &str, api_key: &str, timeout: Duration) -> Result<Self, SinkError> {
+        let client = reqwest::Client::builder()
+            .timeout(timeout)
+            .build()
+            .map_err(|e| SinkError::Unavailable(e.to_string()))?;
+        Ok(HttpSink {
+            client,
+            endpoint: Arc::from(format!("{}/v1/events", base_url.trim_end_matches('/'))),
+            authorization: Arc::from(format!("Bearer {api_key}")),
+        })
+    }
+}
+
+/// An event as the ingest API takes it: the canonical JSON without the
+/// server-stamped `received_at`.
+pub fn input_json(event: &AuditEvent) -> Result<serde_json::Value, SinkError> {
+    let mut v = serde_json::to_value(event).map_err(|e| SinkError::Encode(e.to_string()))?;
+    if let Some(o) = v.as_object_mut() {
+        o.remove("received_at");
+    }
+    Ok(v)
+}
+
+impl EventSink for HttpSink {
+    async fn publish(&self, events: &[Envelope]) -> Result<(), SinkError> {
+        let body = events
+            .iter()
+            .map(|e| input_json(&e.event))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut request = self
+            .client
+            .post(&*self.endpoint)
+            .header(reqwest::header::AUTHORIZATION, &*self.authorization)
+            .json(&body);
+        if let Some(tp) = events.first().and_then(|e| e.traceparent.as_deref()) {
+            request = request.header(TRACEPARENT, tp);
+        }
+        let response = request
+            .send()
+            .await
+            .map_err(|e| SinkError::Unavailable(e.to_string()))?;
+        let status = response.status();
+        if status.is_success() {
+            return Ok(());
+        }
+        let text = response.text().await.unwrap_or_default();
+        let detail = format!("{status}: {}", text.chars().take(500).collect::<String>());
+        if status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS {
+            Err(SinkError::Unavailable(detail))
+        } else {
+            Err(SinkError::Rejected(detail))
+        }
+    }
+
+    fn flush(&self, _: Duration) -> Result<(), SinkError> {
+        Ok(())
+    }
+}
+
+/// The Kafka header that carries the W3C trace context.
+pub const TRACEPARENT: &str = "traceparent";
+
 /// An in-memory sink for tests: records what it was given, or fails on demand.
 #[derive(Clone, Default)]
 pub struct MemorySink {
-    pub events: Arc<Mutex<Vec<AuditEvent>>>,
+    pub events: Arc<Mutex<Vec<Envelope>>>,
     pub fail_with_queue_full: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl MemorySink {
+    /// The events published so far.
     pub fn taken(&self) -> Vec<AuditEvent> {
+        self.envelopes().into_iter().map(|e| e.event).collect()
+    }
+
+    /// The envelopes published so far.
+    pub fn envelopes(&self) -> Vec<Envelope> {
         self.events.lock().map(|v| v.clone()).unwrap_or_default()
     }
 }
 
 impl EventSink for MemorySink {
-    async fn publish(&self, events: &[AuditEvent]) -> Result<(), SinkError> {
+    async fn publish(&self, events: &[Envelope]) -> Result<(), SinkError> {
         if self
             .fail_with_queue_full
             .load(std::sync::atomic::Ordering::Relaxed)

@@ -12,7 +12,7 @@ use rdkafka::{Message, Offset, TopicPartitionList};
 use trailhouse_common::clickhouse::{migrate, ClickHouseArgs};
 use trailhouse_common::kafka::{ensure_topic, KafkaArgs};
 use trailhouse_tests::faults::{
-    self, consumer, fault_events, produce, verdict, Broker, ClickHouse, Proc, Verdict,
+    self, consumer, fault_events, produce, verdict, Broker, ClickHouse, Proc, Verdict, Watched,
 };
 
 struct Setup {
@@ -22,7 +22,7 @@ struct Setup {
     log: PathBuf,
     /// A broker of this test's own, unless the test brought one: the fault
     /// tests do not share the local broker (and its load) with other tests.
-    _broker: Option<Broker>,
+    broker: Option<Watched>,
 }
 
 impl Setup {
@@ -33,11 +33,12 @@ impl Setup {
         server: Option<&ClickHouse>,
     ) -> Setup {
         let name = trailhouse_tests::unique_name("f", test);
-        let own = broker.is_none().then(Broker::start);
-        let brokers = broker
-            .or(own.as_ref())
-            .map(Broker::address)
-            .unwrap_or_default();
+        let own = broker.is_none().then(Watched::start);
+        let brokers = match (broker, own.as_ref()) {
+            (Some(b), _) => b.address(),
+            (None, Some(w)) => w.address(),
+            (None, None) => String::new(),
+        };
         let ch_url = server.map(ClickHouse::url).unwrap_or_else(|| {
             std::env::var("TRAILHOUSE_TEST_CLICKHOUSE")
                 .unwrap_or_else(|_| "http://127.0.0.1:8123".into())
@@ -57,7 +58,7 @@ impl Setup {
             kafka,
             ch,
             log,
-            _broker: own,
+            broker: own,
         }
     }
 
@@ -73,9 +74,22 @@ impl Setup {
 
     /// Asserts exactly-once and prints the counts.
     fn check(&self, test: &str, v: &Verdict) {
+        let restarts = self
+            .broker
+            .as_ref()
+            .map(Watched::restarts)
+            .unwrap_or_default();
         println!(
-            "{test}: produced {}, stored {}, distinct {}, duplicates {}, lost {}, unexpected {}",
-            v.produced, v.stored, v.distinct, v.duplicates, v.lost, v.unexpected
+            "{test}: produced {}, stored {}, distinct {}, duplicates {}, lost {}, unexpected {}, \
+             local broker restarted by the watchdog {} times {:?}",
+            v.produced,
+            v.stored,
+            v.distinct,
+            v.duplicates,
+            v.lost,
+            v.unexpected,
+            restarts.len(),
+            restarts
         );
         let ok =
             v.duplicates == 0 && v.lost == 0 && v.unexpected == 0 && v.stored == v.produced as u64;
@@ -199,7 +213,6 @@ async fn broker_restarted_mid_run() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "flaky on the local broker's group coordinator; run with --run-ignored all"]
 async fn rebalances_while_one_of_two_consumers_keeps_dying() {
     let s = Setup::new("rebalance", 4, None, None).await;
     let n = fault_events();
@@ -225,7 +238,6 @@ async fn rebalances_while_one_of_two_consumers_keeps_dying() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "intermittently stalls on the local broker after pause/resume; run with --run-ignored all"]
 async fn one_percent_poison_goes_to_the_dead_letter_topic() {
     let s = Setup::new("poison", 3, None, None).await;
     let n = fault_events();

@@ -5,5 +5,6 @@
 
 mod dataset;
 mod faults;
+mod ingest;
 mod pipeline;
 mod query;
