@@ -32,3 +32,4 @@ say "tests"
 cargo nextest run --workspace --locked --no-fail-fast
 say "benchmarks, quick mode (keeps the harness working; numbers from debug builds mean nothing)"
 cargo run -q --locked -p trailhouse-bench --bin layer_overhead -- --quick
+bash bench/run.sh --quick

@@ -81,6 +81,10 @@ impl Proc {
         c.wait().ok()
     }
 
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(std::process::Child::id)
+    }
+
     /// The exit status, if it has exited.
     pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
         self.child
@@ -157,6 +161,22 @@ impl Broker {
         std::fs::read_to_string(self.dir.path().join("broker.log")).unwrap_or_default()
     }
 
+    /// CPU time the broker process has used, in clock ticks (0 if unknown).
+    pub fn cpu_ticks(&self) -> u64 {
+        let Some(pid) = self.proc.as_ref().and_then(Proc::pid) else {
+            return 0;
+        };
+        // Fields 14 and 15 of /proc/<pid>/stat, after the parenthesised name.
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|s| {
+                let rest = s.rsplit_once(')')?.1.to_string();
+                let f: Vec<&str> = rest.split_whitespace().collect();
+                Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+            })
+            .unwrap_or(0)
+    }
+
     /// Whether the broker process is still running.
     pub fn alive(&mut self) -> bool {
         self.proc.as_mut().is_some_and(|p| p.exited().is_none())
@@ -171,11 +191,17 @@ impl Broker {
 /// (seen in the poison test, mid-run). A production broker restarting is a
 /// fault the consumer must survive anyway, so tests whose subject is
 /// something else (rebalances, poison messages) run their broker under this
-/// watchdog and report how often it stepped in.
+/// watchdog and report how often it stepped in. A test may also ask for a
+/// restart: Tansu 0.6.0 sometimes leaves a consumer group's rebalance
+/// hanging (the member's JoinGroup never answered, with the broker idle and
+/// answering everything else), which only a broker restart clears. Only a broker that is both
+/// silent and idle is restarted: one that is busy (serving a large fetch
+/// from SQLite under load) is slow, and killing it makes it slower.
 pub struct Watched {
     address: String,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
     restarts: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    requested: std::sync::Arc<std::sync::Mutex<Option<String>>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -201,24 +227,40 @@ impl Watched {
         let address = broker.address();
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let restarts = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let requested = std::sync::Arc::new(std::sync::Mutex::new(None::<String>));
         let thread = std::thread::spawn({
-            let (stop, restarts, address) = (stop.clone(), restarts.clone(), address.clone());
+            let (stop, restarts, address, requested) = (
+                stop.clone(),
+                restarts.clone(),
+                address.clone(),
+                requested.clone(),
+            );
             move || {
                 let client = probe_client(&address);
                 let mut silent = 0;
+                let mut cpu = broker.cpu_ticks();
                 while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                     std::thread::sleep(Duration::from_secs(1));
                     let log = broker.log();
                     let panic = log.lines().find(|l| l.contains("panicked at"));
-                    silent = if answers(client.as_ref(), Duration::from_secs(5)) {
+                    // Silent and idle is hung; silent and busy (serving a
+                    // large fetch from SQLite, say) is only slow.
+                    let now = broker.cpu_ticks();
+                    let idle = now == cpu;
+                    cpu = now;
+                    silent = if answers(client.as_ref(), Duration::from_secs(5)) || !idle {
                         0
                     } else {
                         silent + 1
                     };
-                    let reason = match panic {
-                        Some(line) => line.to_string(),
-                        None if silent >= 3 => "no answer to metadata requests for 15 s".into(),
-                        None => continue,
+                    let asked = requested.lock().ok().and_then(|mut r| r.take());
+                    let reason = match (panic, asked) {
+                        (Some(line), _) => line.to_string(),
+                        (None, Some(why)) => why,
+                        (None, None) if silent >= 3 => {
+                            "no answer to metadata requests for 15 s, and no CPU used".into()
+                        }
+                        (None, None) => continue,
                     };
                     if stop.load(std::sync::atomic::Ordering::Relaxed) {
                         break;
@@ -237,7 +279,15 @@ impl Watched {
             address,
             stop,
             restarts,
+            requested,
             thread: Some(thread),
+        }
+    }
+
+    /// Has the watchdog restart the broker within a second, for `reason`.
+    pub fn restart(&self, reason: &str) {
+        if let Ok(mut r) = self.requested.lock() {
+            *r = Some(reason.to_string());
         }
     }
 
@@ -387,6 +437,9 @@ pub fn event(i: usize, org_count: usize) -> AuditEvent {
 pub struct Sent {
     pub ids: HashSet<Uuid>,
     pub poison: usize,
+    /// Where each poison message was stored: `(partition, offset)` → key,
+    /// from the broker's acknowledgements.
+    pub poison_at: std::collections::HashMap<(i32, i64), String>,
 }
 
 /// Sends `n` valid events (and, every `poison_every` messages, a garbage
@@ -404,11 +457,23 @@ pub async fn produce(kafka: &KafkaArgs, n: usize, poison_every: Option<usize>) -
         .expect("producer");
     let mut sent = Sent::default();
     let mut pending = futures::stream::FuturesUnordered::new();
+    let mut poison = Vec::new();
     for i in 0..n {
         if poison_every.is_some_and(|k| i % k == k - 1) {
             let key = format!("poison-{i}");
             let payload: &[u8] = b"\x00\x01 this is not an avro event";
-            send(&producer, &mut pending, &kafka.topic, &key, payload).await;
+            let delivery = loop {
+                match producer
+                    .send_result(FutureRecord::to(&kafka.topic).key(&key).payload(payload))
+                {
+                    Ok(f) => break f,
+                    Err(_) => {
+                        let keep = pending.len() / 2;
+                        drain(&mut pending, keep).await;
+                    }
+                }
+            };
+            poison.push((key, delivery));
             sent.poison += 1;
         }
         let e = event(i, 50);
@@ -420,6 +485,15 @@ pub async fn produce(kafka: &KafkaArgs, n: usize, poison_every: Option<usize>) -
         }
     }
     drain(&mut pending, 0).await;
+    for (key, delivery) in poison {
+        match delivery.await {
+            Ok(Ok(d)) => {
+                sent.poison_at.insert((d.partition, d.offset), key);
+            }
+            Ok(Err((e, _))) => panic!("produce failed: {e}"),
+            Err(_) => panic!("delivery future cancelled"),
+        }
+    }
     let _ = producer.flush(Duration::from_secs(60));
     sent
 }

@@ -2,6 +2,9 @@
 
 use std::time::Duration;
 
+pub mod gen;
+pub mod service;
+
 /// Median, minimum and maximum of repeated measurements.
 #[derive(Debug, Clone, Copy)]
 pub struct Spread {
@@ -27,6 +30,17 @@ impl std::fmt::Display for Spread {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{:.2} ({:.2}–{:.2})", self.median, self.min, self.max)
     }
+}
+
+/// The `p`-th percentile (0–100) of `samples`, nearest rank.
+pub fn percentile(samples: &[f64], p: f64) -> f64 {
+    let mut s = samples.to_vec();
+    s.sort_by(f64::total_cmp);
+    if s.is_empty() {
+        return f64::NAN;
+    }
+    let rank = ((p / 100.0) * s.len() as f64).ceil() as usize;
+    s[rank.clamp(1, s.len()) - 1]
 }
 
 /// Microseconds per operation.
@@ -70,5 +84,15 @@ mod tests {
         let s = Spread::of(&[3.0, 1.0, 2.0, 10.0, 4.0]);
         assert_eq!((s.median, s.min, s.max), (3.0, 1.0, 10.0));
         assert!(Spread::of(&[]).median.is_nan());
+    }
+
+    #[test]
+    fn percentiles_are_nearest_rank() {
+        let s: Vec<f64> = (1..=100).map(f64::from).collect();
+        assert_eq!(percentile(&s, 50.0), 50.0);
+        assert_eq!(percentile(&s, 99.0), 99.0);
+        assert_eq!(percentile(&s, 100.0), 100.0);
+        assert_eq!(percentile(&[5.0], 99.0), 5.0);
+        assert!(percentile(&[], 50.0).is_nan());
     }
 }

@@ -38,7 +38,8 @@ pub trait DeadLetters: Send + Sync + 'static {
     ) -> impl std::future::Future<Output = Result<(), DeadLetterError>> + Send + 'static;
 }
 
-/// A Kafka dead-letter topic (idempotent producer, `acks=all`).
+/// A Kafka dead-letter topic (`acks=all`; at-least-once, see the producer
+/// settings in `run`).
 #[derive(Clone)]
 pub struct KafkaDeadLetters {
     producer: FutureProducer,

@@ -478,7 +478,7 @@ struct Loop<W, S, D> {
     consumer: Arc<StreamConsumer<RebalanceContext>>,
     writer: Arc<W>,
     state: Arc<S>,
-    dead_letters: D,
+    dead_letters: Arc<D>,
     topic: String,
     limits: BatchLimits,
     horizon: Duration,
@@ -599,15 +599,26 @@ impl<W: RowWriter, S: StateStore, D: DeadLetters> Loop<W, S, D> {
                 })?;
                 ::metrics::counter!(metrics::DEAD_LETTERED).increment(1);
                 tracing::warn!(partition, offset, %error, "poison message to the dead-letter topic");
-                let send = self.dead_letters.send(dlq::Poison {
+                let poison = dlq::Poison {
                     topic: self.topic.clone(),
                     partition,
                     offset,
                     key,
                     payload,
                     error,
-                });
-                open.dead_letters.push(tokio::spawn(send));
+                };
+                let (dead_letters, horizon) = (self.dead_letters.clone(), self.horizon);
+                // A failed dead-letter write is retried like an insert; the
+                // offset never moves past the message until one succeeded.
+                open.dead_letters.push(tokio::spawn(async move {
+                    retry(
+                        "dead-letter write",
+                        horizon,
+                        |_| true,
+                        || dead_letters.send(poison.clone()),
+                    )
+                    .await
+                }));
                 open.batch.push(offset, None, bytes);
             }
         }
@@ -943,11 +954,18 @@ pub async fn run(
         RebalanceContext::new(Duration::from_secs(config.shutdown_timeout_secs)),
     )?;
     consumer.subscribe(&[&config.kafka.topic])?;
+    // The dead-letter topic is at-least-once by design (a message can be
+    // dead-lettered again after a crash before the commit; its origin headers
+    // identify it), so the producer is not idempotent: an idempotent producer
+    // turns some broker errors into a fatal state that only a new producer
+    // clears. Each write is bounded, and retried by the loop above.
     let producer: FutureProducer = config
         .kafka
         .client_config()
-        .set("enable.idempotence", "true")
+        .set("enable.idempotence", "false")
         .set("acks", "all")
+        .set("request.timeout.ms", "10000")
+        .set("message.timeout.ms", "30000")
         .create()?;
     let dlq_topic = config
         .dlq_topic
@@ -965,7 +983,7 @@ pub async fn run(
             config.group.clone(),
             config.kafka.topic.clone(),
         )),
-        dead_letters: KafkaDeadLetters::new(producer, dlq_topic),
+        dead_letters: Arc::new(KafkaDeadLetters::new(producer, dlq_topic)),
         topic: config.kafka.topic.clone(),
         limits: config.limits(),
         horizon: Duration::from_secs(config.retry_horizon_secs),

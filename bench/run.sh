@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# The pipeline benchmark in one command: installs and starts the local engines
+# if needed, builds the services, runs every section and writes
+# results.md, results.json and PNG plots.
+#
+#   bash bench/run.sh            full run (release build), results in docs/bench/
+#   bash bench/run.sh --quick    a few minutes; keeps the harness working in CI
+#
+# Further arguments go to the benchmark binary (e.g. --only query).
+source "$(dirname "${BASH_SOURCE[0]}")/../dev/lib.sh"
+cd "$ROOT"
+
+quick=0
+for a in "$@"; do [[ $a == --quick ]] && quick=1; done
+if [[ $quick == 1 ]]; then
+  # Debug binaries, as the test command builds them: the quick run checks
+  # the harness, its numbers are not for comparison.
+  profile=debug; build=(cargo build --locked -q -p trailhouse-ingest -p trailhouse-consumer -p trailhouse-query-api -p trailhouse-bench --bins)
+  out="$ROOT/bench/results/tmp/quick"
+else
+  profile=release; build=(cargo build --release --locked -q -p trailhouse-ingest -p trailhouse-consumer -p trailhouse-query-api -p trailhouse-bench --bins)
+  out="$ROOT/docs/bench"
+fi
+
+bash dev/install.sh
+started_infra=0
+if ! (pid_alive kafka && pid_alive clickhouse); then
+  bash dev/infra.sh start
+  started_infra=1
+fi
+cleanup() { [[ $started_infra == 1 ]] && bash "$ROOT/dev/infra.sh" stop || true; }
+trap cleanup EXIT
+
+say "building ($profile)"
+"${build[@]}"
+mkdir -p "$out"
+"$ROOT/target/$profile/pipeline" --bin-dir "$ROOT/target/$profile" --out "$out" \
+  --kafka "127.0.0.1:$KAFKA_PORT" --clickhouse "http://127.0.0.1:$CLICKHOUSE_PORT" "$@"
+
+if ! "$VENV/bin/python" -c "import matplotlib" 2>/dev/null; then
+  say "installing matplotlib into $VENV (for the plots)"
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check "matplotlib==3.10.7"
+fi
+"$VENV/bin/python" bench/plot.py "$out/results.json" "$out"
+say "results in $out"
