@@ -38,8 +38,7 @@ pub trait DeadLetters: Send + Sync + 'static {
     ) -> impl std::future::Future<Output = Result<(), DeadLetterError>> + Send + 'static;
 }
 
-/// A Kafka dead-letter topic (`acks=all`; at-least-once, see the producer
-/// settings in `run`).
+/// A Kafka dead-letter topic (idempotent producer, `acks=all`).
 #[derive(Clone)]
 pub struct KafkaDeadLetters {
     producer: FutureProducer,

@@ -954,18 +954,15 @@ pub async fn run(
         RebalanceContext::new(Duration::from_secs(config.shutdown_timeout_secs)),
     )?;
     consumer.subscribe(&[&config.kafka.topic])?;
-    // The dead-letter topic is at-least-once by design (a message can be
-    // dead-lettered again after a crash before the commit; its origin headers
-    // identify it), so the producer is not idempotent: an idempotent producer
-    // turns some broker errors into a fatal state that only a new producer
-    // clears. Each write is bounded, and retried by the loop above.
+    // Idempotent, so that librdkafka's own retries never duplicate a dead
+    // letter; a write that still fails is retried by the loop above (the
+    // topic stays at-least-once across crashes: origin headers identify
+    // repeats).
     let producer: FutureProducer = config
         .kafka
         .client_config()
-        .set("enable.idempotence", "false")
+        .set("enable.idempotence", "true")
         .set("acks", "all")
-        .set("request.timeout.ms", "10000")
-        .set("message.timeout.ms", "30000")
         .create()?;
     let dlq_topic = config
         .dlq_topic

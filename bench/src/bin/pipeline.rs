@@ -95,6 +95,9 @@ impl Plan {
     }
 }
 
+/// Per run of one batch size: events/s, MB/s, p50 ms, p99 ms; peak RSS MiB.
+type HttpSamples = (Vec<f64>, Vec<f64>, Vec<f64>, Vec<f64>, f64);
+
 struct Bench {
     args: Args,
     plan: Plan,
@@ -305,8 +308,7 @@ impl Bench {
         let mut rows = Vec::new();
         let mut results = Vec::new();
         let mut raw_rates = Vec::new();
-        let mut measured: HashMap<usize, (Vec<f64>, Vec<f64>, Vec<f64>, Vec<f64>, f64)> =
-            HashMap::new();
+        let mut measured: HashMap<usize, HttpSamples> = HashMap::new();
         for run in 0..self.plan.runs {
             let topic = format!("bench.{}.ingest.{run}", self.run_id);
             let kafka = self.kafka(&topic);
@@ -675,7 +677,10 @@ impl Bench {
         self.bins.output(
             "trailhouse-query-api",
             &["mint-token", "--org", org, "--permissions", "viewAuditLog"],
-            &[("TRAILHOUSE_JWT_HS256_SECRET", secret)],
+            &[
+                ("TRAILHOUSE_JWT_HS256_SECRET", secret),
+                ("TRAILHOUSE_CURSOR_SECRET", "unused-by-mint-token"),
+            ],
         )
     }
 
