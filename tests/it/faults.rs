@@ -305,8 +305,17 @@ async fn rebalances_while_one_of_two_consumers_keeps_dying() {
 #[ignore = "stalls the local broker's fetch path; run by hand"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_percent_poison_goes_to_the_dead_letter_topic() {
+    poison(fault_events()).await;
+}
+
+/// The dead-letter path in CI: the same checks on a stream of 20,000 events.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poison_in_a_short_stream_goes_to_the_dead_letter_topic() {
+    poison(20_000).await;
+}
+
+async fn poison(n: usize) {
     let s = Setup::new("poison", 3, None, None).await;
-    let n = fault_events();
     // Poison mixed into a live stream, sent in parts that keep the backlog
     // under 30,000 events: the local broker's fetch cost grows with the
     // backlog (see docs/ARCHITECTURE.md), and 200,000 poison-laden events
@@ -325,7 +334,7 @@ async fn one_percent_poison_goes_to_the_dead_letter_topic() {
         .verdict_restarting(&sent, &mut c, &[], Duration::from_secs(600))
         .await;
     drop(c);
-    s.check("1% poison", &v);
+    s.check(&format!("1% poison in {n}"), &v);
 
     // Every poison message is in the dead-letter topic, with headers that
     // point back at the original message.
