@@ -27,24 +27,23 @@ def main(path, out):
     r = json.loads(Path(path).read_text())
     out = Path(out)
     made = []
+    def bars(name, title, labels, rows):
+        fig, ax = plt.subplots(figsize=(6, 4))
+        bar(ax, labels, *zip(*rows), title, "events/s")
+        fig.tight_layout()
+        fig.savefig(out / name, dpi=110)
+        made.append(name)
+
     if "ingest" in r:
         ing = r["ingest"]
         labels = [f"HTTP batch {h['batch']}" for h in ing["http"]] + ["raw rdkafka"]
         rows = [spread(h["events_per_sec"]) for h in ing["http"]] + [spread(ing["raw_events_per_sec"])]
-        fig, ax = plt.subplots(figsize=(6, 4))
-        bar(ax, labels, *zip(*rows), "Ingest throughput vs raw producer", "events/s")
-        fig.tight_layout()
-        fig.savefig(out / "ingest.png", dpi=110)
-        made.append("ingest.png")
+        bars("ingest.png", "Ingest throughput vs raw producer", labels, rows)
     if "consumer" in r:
         c = r["consumer"]
         labels = ["raw RowBinary insert"] + [f"consumer ×{s['consumers']}" for s in c["scaling"]]
         rows = [spread(c["raw_insert_events_per_sec"])] + [spread(s["events_per_sec"]) for s in c["scaling"]]
-        fig, ax = plt.subplots(figsize=(6, 4))
-        bar(ax, labels, *zip(*rows), "Consumer throughput and scaling", "events/s")
-        fig.tight_layout()
-        fig.savefig(out / "consumer.png", dpi=110)
-        made.append("consumer.png")
+        bars("consumer.png", "Consumer throughput and scaling", labels, rows)
     if "query" in r:
         q = r["query"]["results"]
         fig, ax = plt.subplots(figsize=(7, 4))

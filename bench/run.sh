@@ -23,13 +23,7 @@ else
 fi
 
 bash dev/install.sh
-started_infra=0
-if ! (pid_alive kafka && pid_alive clickhouse); then
-  bash dev/infra.sh start
-  started_infra=1
-fi
-cleanup() { [[ $started_infra == 1 ]] && bash "$ROOT/dev/infra.sh" stop || true; }
-trap cleanup EXIT
+use_local_engines
 
 say "building ($profile)"
 "${build[@]}"

@@ -53,3 +53,12 @@ stop_bg() {
   fi
   rm -f "$f"
 }
+
+# Starts the local engines unless they run already; stops them again when the
+# calling script exits if it started them.
+use_local_engines() {
+  if ! (pid_alive kafka && pid_alive clickhouse); then
+    bash "$ROOT/dev/infra.sh" start
+    trap 'bash "$ROOT/dev/infra.sh" stop || true' EXIT
+  fi
+}

@@ -7,13 +7,7 @@ cd "$ROOT"
 
 bash dev/install.sh
 
-started_infra=0
-if ! (pid_alive kafka && pid_alive clickhouse); then
-  bash dev/infra.sh start
-  started_infra=1
-fi
-cleanup() { [[ $started_infra == 1 ]] && bash "$ROOT/dev/infra.sh" stop || true; }
-trap cleanup EXIT
+use_local_engines
 
 export TRAILHOUSE_TEST_KAFKA="127.0.0.1:$KAFKA_PORT"
 export TRAILHOUSE_TEST_CLICKHOUSE="http://127.0.0.1:$CLICKHOUSE_PORT"
