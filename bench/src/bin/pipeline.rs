@@ -252,30 +252,27 @@ impl Bench {
         count: usize,
         name: &str,
     ) -> anyhow::Result<Vec<Service>> {
-        let mut all = Vec::new();
+        // All at once, so that the group forms in one rebalance rather than
+        // one per member joining.
+        let bin = self.bins.path("trailhouse-consumer");
+        let mut starts = Vec::new();
         for i in 0..count {
             let port = free_port()?;
-            all.push(
-                Service::start(
-                    "consumer",
-                    &self.bins.path("trailhouse-consumer"),
-                    &[
-                        ("TRAILHOUSE_KAFKA_BROKERS", self.args.kafka.clone()),
-                        ("TRAILHOUSE_KAFKA_TOPIC", topic.to_string()),
-                        ("TRAILHOUSE_CLICKHOUSE_URL", self.args.clickhouse.clone()),
-                        ("TRAILHOUSE_CLICKHOUSE_DATABASE", db.to_string()),
-                        ("TRAILHOUSE_CLICKHOUSE_COMPRESSION", "none".into()),
-                        ("TRAILHOUSE_CONSUMER_GROUP", format!("{db}.group")),
-                        ("TRAILHOUSE_CONSUMER_LISTEN", format!("127.0.0.1:{port}")),
-                    ],
-                    port,
-                    &self.log(&format!("{name}-{i}")),
-                    Duration::from_secs(60),
-                )
-                .await?,
-            );
+            let env = vec![
+                ("TRAILHOUSE_KAFKA_BROKERS", self.args.kafka.clone()),
+                ("TRAILHOUSE_KAFKA_TOPIC", topic.to_string()),
+                ("TRAILHOUSE_CLICKHOUSE_URL", self.args.clickhouse.clone()),
+                ("TRAILHOUSE_CLICKHOUSE_DATABASE", db.to_string()),
+                ("TRAILHOUSE_CLICKHOUSE_COMPRESSION", "none".into()),
+                ("TRAILHOUSE_CONSUMER_GROUP", format!("{db}.group")),
+                ("TRAILHOUSE_CONSUMER_LISTEN", format!("127.0.0.1:{port}")),
+            ];
+            let (bin, log) = (bin.clone(), self.log(&format!("{name}-{i}")));
+            starts.push(async move {
+                Service::start("consumer", &bin, &env, port, &log, Duration::from_secs(60)).await
+            });
         }
-        Ok(all)
+        futures::future::try_join_all(starts).await
     }
 
     fn service_key(&self) -> anyhow::Result<(String, String)> {
