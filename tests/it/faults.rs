@@ -200,7 +200,11 @@ async fn kill_9_at_random_moments() {
 async fn killed_between_insert_and_commit() {
     let s = Setup::new("crashhook", 2, None, None).await;
     let n = fault_events();
-    let sent = produce(&s.kafka, n, None).await;
+    // The crash runs need a few batches; the rest of the stream arrives while
+    // the last consumer runs (a 200,000-event backlog stalls the local
+    // broker's fetches; see docs/ARCHITECTURE.md).
+    let first = n.min(50_000);
+    let mut sent = produce_range(&s.kafka, 0..first, None).await;
     // Each run aborts right after its k-th successful insert, before the
     // offset commit: the next run must not insert that batch again.
     let mut aborted = 0;
@@ -224,8 +228,12 @@ async fn killed_between_insert_and_commit() {
         aborted += 1;
     }
     assert_eq!(aborted, 5);
-    let c = s.consumer(&[("TRAILHOUSE_CONSUMER_INSTANCE_ID", "fault-hook".to_string())]);
-    let v = verdict(&s.ch, &sent, Duration::from_secs(600)).await;
+    let last = [("TRAILHOUSE_CONSUMER_INSTANCE_ID", "fault-hook".to_string())];
+    let mut c = s.consumer(&last);
+    sent.merge(produce_range(&s.kafka, first..n, None).await);
+    let v = s
+        .verdict_restarting(&sent, &mut c, &last, Duration::from_secs(600))
+        .await;
     drop(c);
     s.check("killed between insert and commit x5", &v);
 }
