@@ -381,6 +381,7 @@ pub fn event(i: usize, org_count: usize) -> AuditEvent {
     AuditEvent {
         id: Uuid::now_v7(),
         org_id: format!("org_{}", i % org_count),
+        retention_days: None,
         environment_id: Some("prod".into()),
         workspace_id: None,
         workspace_name: None,

@@ -107,6 +107,31 @@ impl TestEnv {
         }
     }
 
+    /// A database migrated to `target` only (no topic).
+    pub async fn clickhouse_for(
+        test: &str,
+        target: &trailhouse_schemas::layout::Target,
+    ) -> TestEnv {
+        init_logs();
+        let name = unique_name("t", test);
+        let ch = std::env::var("TRAILHOUSE_TEST_CLICKHOUSE")
+            .unwrap_or_else(|_| "http://127.0.0.1:8123".into());
+        let clickhouse = ClickHouseArgs::local(ch, name.clone());
+        trailhouse_common::clickhouse::migrate_to(&clickhouse, target)
+            .await
+            .expect("migrate");
+        TestEnv {
+            kafka: KafkaArgs::local("127.0.0.1:1", format!("{name}.unused")),
+            name,
+            clickhouse,
+            shutdown: Shutdown::new(),
+            http: reqwest::Client::new(),
+            ingest_url: None,
+            query_url: None,
+            tasks: Vec::new(),
+        }
+    }
+
     /// Writes rows straight into the events table.
     pub async fn insert_rows(&self, rows: &[trailhouse_schemas::EventRow]) {
         let client = self.clickhouse.client();
@@ -157,6 +182,8 @@ impl TestEnv {
             max_in_flight: 256,
             redact: "defaults".into(),
             redact_opaque_body: "mask".into(),
+            retention_default_days: 90,
+            retention_orgs: String::new(),
             shutdown_timeout_secs: 5,
         };
         adjust(&mut config);
@@ -183,6 +210,7 @@ impl TestEnv {
             insert_timeout_secs: 30,
             retry_horizon_secs: 60,
             table: "events".into(),
+            max_partitions_per_insert: 100,
             shutdown_timeout_secs: 20,
             max_in_flight: 2,
             dlq_topic: None,

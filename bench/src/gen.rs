@@ -141,6 +141,7 @@ impl Generator {
         AuditEvent {
             id: Uuid::from_u128(r.random()),
             org_id: org_name(rank),
+            retention_days: None,
             environment_id: Some(["production", "staging"][usize::from(r.random_bool(0.1))].into()),
             workspace_id: Some(format!("ws_{workspace}")),
             workspace_name: Some(format!("Workspace {workspace}")),

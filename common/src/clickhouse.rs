@@ -2,6 +2,7 @@
 
 use clap::Args;
 use clickhouse::{Client, Compression};
+use trailhouse_schemas::layout::{ClusterName, InvalidClusterName, Layout, Target, Topology};
 use trailhouse_schemas::migrations::{Migration, MIGRATIONS};
 
 use crate::Secret;
@@ -117,6 +118,10 @@ pub enum MigrateError {
     Config(#[from] ClickHouseConfigError),
     #[error("clickhouse: {0}")]
     ClickHouse(#[from] clickhouse::error::Error),
+    #[error("the database was migrated as {installed}, not {asked}; a layout or topology is chosen once (see ADR 0003 to move data between layouts)")]
+    Variant { installed: String, asked: String },
+    #[error("schema_migrations records an unknown variant {0:?}")]
+    UnknownVariant(String),
     #[error("migration {version} was applied with checksum {applied} but the shipped file has {shipped}; migrations must never be edited once released")]
     Checksum {
         version: u32,
@@ -129,62 +134,149 @@ pub enum MigrateError {
 struct Applied {
     version: u32,
     checksum: String,
+    variant: String,
 }
+
+/// The layout and topology to migrate to: chosen once, at the first
+/// migration, and recorded with every applied migration.
+#[derive(Debug, Clone, Args)]
+pub struct TargetArgs {
+    /// `fleet` (partitions by retention class and day; the default) or
+    /// `org-day` (partitions by org and day; for few tenants). See ADR 0003.
+    #[arg(long, env = "TRAILHOUSE_STORAGE_LAYOUT", default_value = "fleet")]
+    pub layout: Layout,
+    /// Render the cluster variant: `ON CLUSTER <name>`, `Replicated*` engines,
+    /// `Distributed` tables sharded by org.
+    #[arg(long, env = "TRAILHOUSE_CLICKHOUSE_CLUSTER", value_parser = parse_cluster)]
+    pub cluster: Option<ClusterName>,
+}
+
+fn parse_cluster(s: &str) -> Result<ClusterName, InvalidClusterName> {
+    ClusterName::new(s)
+}
+
+impl TargetArgs {
+    pub fn target(&self) -> Target {
+        Target {
+            layout: self.layout,
+            topology: match &self.cluster {
+                None => Topology::SingleNode,
+                Some(c) => Topology::Cluster(c.clone()),
+            },
+        }
+    }
+}
+
+const SCHEMA_MIGRATIONS: &str = "CREATE TABLE IF NOT EXISTS ${TABLE}${ON_CLUSTER} \
+(version UInt32, name String, checksum String, variant String, \
+applied_at DateTime64(3, 'UTC') DEFAULT now64(3)) \
+ENGINE = ${ENGINE:ReplacingMergeTree} ORDER BY version\n${DISTRIBUTED:version}";
 
 /// Creates the database if needed and applies every migration not yet
-/// recorded in `schema_migrations`. Safe to run concurrently with running
-/// services and to run again.
+/// recorded in `schema_migrations`, for the default target (fleet layout,
+/// single node). Safe to run concurrently with running services and to run again.
 pub async fn migrate(args: &ClickHouseArgs) -> Result<MigrationReport, MigrateError> {
-    migrate_with(args, MIGRATIONS).await
+    migrate_with(args, &Target::default(), MIGRATIONS).await
 }
 
-/// [`migrate`] with an explicit migration list (for tests).
+/// [`migrate`] for an explicit target.
+pub async fn migrate_to(
+    args: &ClickHouseArgs,
+    target: &Target,
+) -> Result<MigrationReport, MigrateError> {
+    migrate_with(args, target, MIGRATIONS).await
+}
+
+/// The statements that create the migrations table for `target`.
+pub fn schema_migrations_ddl(target: &Target) -> Vec<String> {
+    target
+        .render("schema_migrations", SCHEMA_MIGRATIONS)
+        .split("\n;\n")
+        .map(str::to_string)
+        .collect()
+}
+
+/// The target the database was migrated to, if it was.
+pub async fn installed_target(client: &Client) -> Result<Option<Target>, MigrateError> {
+    let variants: Vec<String> = match client
+        .query("SELECT DISTINCT variant FROM schema_migrations")
+        .fetch_all()
+        .await
+    {
+        Ok(v) => v,
+        // Code 60: the table does not exist (nothing migrated yet).
+        Err(e) if e.to_string().contains("Code: 60.") => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    match variants.as_slice() {
+        [] => Ok(None),
+        [one] => Target::from_variant(one)
+            .map(Some)
+            .ok_or_else(|| MigrateError::UnknownVariant(one.clone())),
+        many => Err(MigrateError::UnknownVariant(many.join(", "))),
+    }
+}
+
+/// [`migrate`] with an explicit target and migration list (for tests).
 pub async fn migrate_with(
     args: &ClickHouseArgs,
+    target: &Target,
     migrations: &[Migration],
 ) -> Result<MigrationReport, MigrateError> {
     args.validate()?;
     args.server_client()
         .query(&format!(
-            "CREATE DATABASE IF NOT EXISTS `{}`",
-            args.database
+            "CREATE DATABASE IF NOT EXISTS `{}`{}",
+            args.database,
+            target.on_cluster()
         ))
         .execute()
         .await?;
     let client = args.client();
-    client
-        .query(
-            "CREATE TABLE IF NOT EXISTS schema_migrations (version UInt32, name String, \
-             checksum String, applied_at DateTime64(3, 'UTC') DEFAULT now64(3)) \
-             ENGINE = ReplacingMergeTree ORDER BY version",
-        )
-        .execute()
-        .await?;
+    for stmt in schema_migrations_ddl(target) {
+        client.query(&stmt).execute().await?;
+    }
     let applied: Vec<Applied> = client
-        .query("SELECT version, any(checksum) AS checksum FROM schema_migrations GROUP BY version")
+        .query(
+            "SELECT version, any(checksum) AS checksum, any(variant) AS variant \
+             FROM schema_migrations GROUP BY version",
+        )
         .fetch_all()
         .await?;
+    let variant = target.variant();
+    if let Some(a) = applied.iter().find(|a| a.variant != variant) {
+        return Err(MigrateError::Variant {
+            installed: a.variant.clone(),
+            asked: variant,
+        });
+    }
     let mut report = MigrationReport::default();
     for m in migrations {
+        let checksum = m.checksum(target);
         if let Some(a) = applied.iter().find(|a| a.version == m.version) {
-            if a.checksum != m.checksum() {
+            if a.checksum != checksum {
                 return Err(MigrateError::Checksum {
                     version: m.version,
                     applied: a.checksum.clone(),
-                    shipped: m.checksum(),
+                    shipped: checksum,
                 });
             }
             report.already_applied.push(m.version);
             continue;
         }
-        for stmt in m.statements() {
+        for stmt in m.statements(target) {
             client.query(&stmt).execute().await?;
         }
         client
-            .query("INSERT INTO schema_migrations (version, name, checksum) VALUES (?, ?, ?)")
+            .query(
+                "INSERT INTO schema_migrations (version, name, checksum, variant) \
+                 VALUES (?, ?, ?, ?)",
+            )
             .bind(m.version)
             .bind(m.name)
-            .bind(m.checksum())
+            .bind(&checksum)
+            .bind(&variant)
+            .with_setting("distributed_foreground_insert", "1")
             .execute()
             .await?;
         tracing::info!(version = m.version, name = m.name, "migration applied");

@@ -15,6 +15,7 @@ pub mod batch;
 pub mod dlq;
 pub mod metrics;
 pub mod state;
+pub mod storage;
 pub mod writer;
 
 use std::collections::{BTreeMap, VecDeque};
@@ -90,6 +91,16 @@ pub struct ConsumerConfig {
     pub retry_horizon_secs: u64,
     #[arg(long, env = "TRAILHOUSE_CONSUMER_TABLE", default_value = "events")]
     pub table: String,
+    /// Most table partitions one insert may touch; a batch over it is split
+    /// by partition (keep it at or under the server's
+    /// `max_partitions_per_insert_block`). Matters for the org-day layout,
+    /// which the consumer reads from the migrations table at startup.
+    #[arg(
+        long,
+        env = "TRAILHOUSE_CONSUMER_MAX_PARTITIONS_PER_INSERT",
+        default_value_t = writer::MAX_PARTITIONS_PER_INSERT
+    )]
+    pub max_partitions_per_insert: usize,
     /// How long the drain on shutdown (flush open batches, commit) may take.
     /// Past it the consumer exits without committing what is still open;
     /// those messages are read again by the next owner of the partitions.
@@ -169,6 +180,11 @@ impl ConsumerConfig {
         if self.max_in_flight == 0 {
             return Err(Error::Config(
                 "max in-flight inserts must be positive".into(),
+            ));
+        }
+        if self.max_partitions_per_insert == 0 {
+            return Err(Error::Config(
+                "max partitions per insert must be positive".into(),
             ));
         }
         if !(0.0..=1.0).contains(&self.poison_max_ratio) {
@@ -968,13 +984,22 @@ pub async fn run(
         .dlq_topic
         .clone()
         .unwrap_or_else(|| format!("{}.dlq", config.kafka.topic));
+    let layout = trailhouse_common::clickhouse::installed_target(&config.clickhouse.client())
+        .await
+        .map_err(|e| Error::Config(format!("reading the storage layout: {e}")))?
+        .map(|t| t.layout)
+        .unwrap_or_default();
+    tracing::info!(%layout, "storage layout");
     let mut lp = Loop {
         consumer: Arc::new(consumer),
-        writer: Arc::new(ClickHouseWriter::new(
-            config.clickhouse.client(),
-            config.table.clone(),
-            Duration::from_secs(config.insert_timeout_secs),
-        )),
+        writer: Arc::new(
+            ClickHouseWriter::new(
+                config.clickhouse.client(),
+                config.table.clone(),
+                Duration::from_secs(config.insert_timeout_secs),
+            )
+            .with_layout(layout, config.max_partitions_per_insert),
+        ),
         state: Arc::new(ClickHouseState::new(
             config.clickhouse.client(),
             config.group.clone(),

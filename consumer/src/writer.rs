@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use clickhouse::Client;
+use trailhouse_schemas::layout::{split_by_partition, Layout};
 use trailhouse_schemas::EventRow;
 
 /// An insert that did not succeed.
@@ -55,12 +56,24 @@ pub trait RowWriter: Send + Sync + 'static {
 }
 
 /// Inserts with the `clickhouse` crate (RowBinary over HTTP).
+///
+/// Each insert touches at most `max_partitions` table partitions (ClickHouse
+/// rejects blocks over `max_partitions_per_insert_block`, and every partition
+/// touched is a new part): a batch over the limit is split by partition into
+/// several inserts with tokens `<token>/<k>`. The split is deterministic, so
+/// a retried or replayed batch repeats exactly the same inserts and
+/// ClickHouse drops the ones that already succeeded.
 #[derive(Clone)]
 pub struct ClickHouseWriter {
     client: Client,
     table: String,
     timeout: Duration,
+    layout: Layout,
+    max_partitions: usize,
 }
+
+/// The default cap on partitions per insert (ClickHouse's own default limit).
+pub const MAX_PARTITIONS_PER_INSERT: usize = 100;
 
 impl ClickHouseWriter {
     pub fn new(client: Client, table: impl Into<String>, timeout: Duration) -> Self {
@@ -68,7 +81,16 @@ impl ClickHouseWriter {
             client,
             table: table.into(),
             timeout,
+            layout: Layout::Fleet,
+            max_partitions: MAX_PARTITIONS_PER_INSERT,
         }
+    }
+
+    /// The table's layout and the most partitions one insert may touch.
+    pub fn with_layout(mut self, layout: Layout, max_partitions: usize) -> Self {
+        self.layout = layout;
+        self.max_partitions = max_partitions.max(1);
+        self
     }
 
     async fn try_insert(&self, rows: &[EventRow], token: &str) -> clickhouse::error::Result<()> {
@@ -77,6 +99,9 @@ impl ClickHouseWriter {
             .insert::<EventRow>(&self.table)
             .await?
             .with_setting("insert_deduplication_token", token)
+            // Through a Distributed table (cluster layout) the insert is
+            // acknowledged only once every shard has its rows.
+            .with_setting("distributed_foreground_insert", "1")
             .with_timeouts(Some(self.timeout), Some(self.timeout));
         for row in rows {
             insert.write(row).await?;
@@ -87,7 +112,16 @@ impl ClickHouseWriter {
 
 impl RowWriter for ClickHouseWriter {
     async fn insert(&self, rows: &[EventRow], token: &str) -> Result<(), WriteError> {
-        self.try_insert(rows, token).await.map_err(|e| classify(&e))
+        let chunks = split_by_partition(rows, self.layout, self.max_partitions);
+        if let [one] = chunks.as_slice() {
+            return self.try_insert(one, token).await.map_err(|e| classify(&e));
+        }
+        for (k, chunk) in chunks.iter().enumerate() {
+            self.try_insert(chunk, &format!("{token}/{k}"))
+                .await
+                .map_err(|e| classify(&e))?;
+        }
+        Ok(())
     }
 }
 

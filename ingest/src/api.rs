@@ -19,6 +19,7 @@ use tower_http::trace::TraceLayer;
 use trailhouse_common::health::{self, Health};
 use trailhouse_common::telemetry::{continue_trace, outgoing_traceparent};
 use trailhouse_schemas::event::{parse_input, validate, FieldError, Stamp, SystemStamp};
+use trailhouse_schemas::retention::RetentionPolicy;
 use trailhouse_schemas::AuditEvent;
 
 use crate::auth::{KeyStore, Principal};
@@ -58,6 +59,8 @@ pub struct AppState<S> {
     /// in flight then are still served.
     pub broker_up: Arc<AtomicBool>,
     pub redactor: Redactor,
+    /// Each org's retention class, stamped on its events.
+    pub retention: RetentionPolicy,
 }
 
 /// `POST /v1/events` query parameters.
@@ -371,6 +374,7 @@ async fn post_events<S: EventSink>(
         .into_iter()
         .map(|mut event| {
             state.redactor.apply(&mut event);
+            event.retention_days = Some(state.retention.days_for(&event.org_id));
             Envelope {
                 event,
                 traceparent: traceparent.clone(),
@@ -425,6 +429,7 @@ mod tests {
             health,
             broker_up: Arc::new(AtomicBool::new(true)),
             redactor: Redactor::default(),
+            retention: RetentionPolicy::default(),
         });
         (s, sink)
     }
@@ -489,6 +494,25 @@ mod tests {
         assert_eq!(st, StatusCode::ACCEPTED);
         assert_eq!(body["ids"].as_array().map(Vec::len), Some(2));
         assert_eq!(sink.taken().len(), 5);
+    }
+
+    #[tokio::test]
+    async fn events_carry_their_orgs_retention_class_not_the_clients() {
+        let (s, sink) = state();
+        let mut st = Arc::try_unwrap(s).ok().expect("sole owner");
+        st.retention = RetentionPolicy::parse(30, "acme=365").expect("policy");
+        let s = Arc::new(st);
+        let globex = r#"{"org_id":"globex","action":{"type":"user.login"}}"#;
+        let (code, body) = post(
+            &s,
+            Some("gw-key"),
+            "application/json",
+            format!("[{EV},{globex}]"),
+        )
+        .await;
+        assert_eq!(code, StatusCode::ACCEPTED, "{body}");
+        let days: Vec<Option<u16>> = sink.taken().iter().map(|e| e.retention_days).collect();
+        assert_eq!(days, vec![Some(365), Some(30)]);
     }
 
     #[tokio::test]
@@ -716,6 +740,7 @@ mod tests {
             health,
             broker_up: Arc::new(AtomicBool::new(true)),
             redactor: Redactor::default(),
+            retention: RetentionPolicy::default(),
         });
         let router = app(s);
         let req = || {

@@ -23,6 +23,7 @@ use trailhouse_common::health::Health;
 use trailhouse_common::kafka::KafkaArgs;
 use trailhouse_common::serve::{serve_until, spawn_probe};
 use trailhouse_common::shutdown::Shutdown;
+use trailhouse_schemas::retention::RetentionPolicy;
 
 pub use api::{app, AppState, Limits};
 pub use auth::KeyStore;
@@ -81,6 +82,13 @@ pub struct IngestConfig {
     )]
     pub redact_opaque_body: String,
     /// Deadline for draining requests and flushing the producer on shutdown.
+    /// Retention class (days) of orgs not listed in `retention_orgs`; one of
+    /// 7, 30, 90, 180, 365, 730, 1095, 2555.
+    #[arg(long, env = "TRAILHOUSE_RETENTION_DEFAULT_DAYS", default_value_t = trailhouse_schemas::retention::DEFAULT_RETENTION_DAYS)]
+    pub retention_default_days: u16,
+    /// Per-org retention classes: `acme=365,globex=30`.
+    #[arg(long, env = "TRAILHOUSE_RETENTION_ORGS", default_value = "")]
+    pub retention_orgs: String,
     #[arg(
         long,
         env = "TRAILHOUSE_INGEST_SHUTDOWN_TIMEOUT_SECS",
@@ -101,7 +109,7 @@ pub enum Error {
 }
 
 impl IngestConfig {
-    pub fn validate(&self) -> Result<(KeyStore, Redactor), Error> {
+    pub fn validate(&self) -> Result<(KeyStore, Redactor, RetentionPolicy), Error> {
         self.kafka
             .validate()
             .map_err(|e| Error::Config(e.to_string()))?;
@@ -125,7 +133,9 @@ impl IngestConfig {
         }
         let redactor = Redactor::parse(&self.redact, &self.redact_opaque_body)
             .map_err(|e| Error::Config(e.to_string()))?;
-        Ok((keys, redactor))
+        let retention = RetentionPolicy::parse(self.retention_default_days, &self.retention_orgs)
+            .map_err(|e| Error::Config(e.to_string()))?;
+        Ok((keys, redactor, retention))
     }
 
     fn request_timeout(&self) -> Duration {
@@ -140,7 +150,7 @@ pub async fn run(
     listener: TcpListener,
     shutdown: Shutdown,
 ) -> Result<(), Error> {
-    let (keys, redactor) = config.validate()?;
+    let (keys, redactor, retention) = config.validate()?;
     let settings = ProducerSettings {
         compression: config.compression.clone(),
         message_timeout: Duration::from_millis(config.ack_timeout_ms),
@@ -170,6 +180,7 @@ pub async fn run(
         health: health.clone(),
         broker_up: broker_up.clone(),
         redactor,
+        retention,
     });
     // Readiness follows the broker; while the broker is down, posts are
     // refused at once, so the probe runs often enough to make that short.

@@ -22,7 +22,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Run the service (the default).
-    Serve(IngestConfig),
+    Serve(Box<IngestConfig>),
     /// Generate a new API key and print it with the hash to configure.
     NewKey {
         /// Org (or service name) the key is for.
@@ -64,7 +64,7 @@ async fn main() -> anyhow::Result<()> {
             println!("topic {} ready", kafka.topic);
             return Ok(());
         }
-        Some(Cmd::Serve(c)) => c,
+        Some(Cmd::Serve(c)) => *c,
         None => cli.serve,
     };
     let _telemetry = trailhouse_common::telemetry::init("trailhouse-ingest")?;

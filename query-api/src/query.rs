@@ -215,6 +215,23 @@ impl Filter {
     }
 }
 
+/// The `LIKE` pattern matching paths that contain `needle`, ignoring case.
+/// The expression `lowerUTF8(request_path) LIKE pattern` is the one the
+/// `idx_path` n-gram index serves (it does not serve
+/// `positionCaseInsensitiveUTF8`); `%`, `_` and `\` in the needle are escaped.
+pub fn contains_pattern(needle: &str) -> String {
+    let mut out = String::with_capacity(needle.len() + 2);
+    out.push('%');
+    for c in needle.to_lowercase().chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('%');
+    out
+}
+
 fn contains_ci(hay: &str, needle: &str) -> bool {
     hay.to_lowercase().contains(&needle.to_lowercase())
 }
@@ -304,13 +321,14 @@ impl Builder {
                     format!("startsWith(request_path, {p})")
                 }
                 Cond::PathContains(p) => {
-                    let p = self.param("path", "String", p.clone());
-                    format!("positionCaseInsensitiveUTF8(request_path, {p}) > 0")
+                    let p = self.param("path", "String", contains_pattern(p));
+                    format!("lowerUTF8(request_path) LIKE {p}")
                 }
                 Cond::Search(q) => {
+                    let pat = self.param("search_path", "String", contains_pattern(q));
                     let p = self.param("search", "String", q.clone());
                     format!(
-                        "(positionCaseInsensitiveUTF8(request_path, {p}) > 0 OR actor_id = {p} OR workspace_id = {p})"
+                        "(lowerUTF8(request_path) LIKE {pat} OR actor_id = {p} OR workspace_id = {p})"
                     )
                 }
                 Cond::From(t) => {
@@ -397,6 +415,12 @@ pub fn build_get(f: &Filter, id: Uuid) -> Sql {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn contains_patterns_escape_like_wildcards() {
+        assert_eq!(contains_pattern("Users"), "%users%");
+        assert_eq!(contains_pattern("a_b%c\\"), "%a\\_b\\%c\\\\%");
+    }
 
     fn tail(sql: &Sql) -> &str {
         sql.text.split(" FROM events ").nth(1).unwrap_or("")

@@ -4,7 +4,8 @@
 -- re-forms exactly those batches, with the same deduplication tokens, so an
 -- insert that succeeded before the crash is dropped by ClickHouse instead of
 -- being repeated. Old ranges expire; only the last few minutes matter.
-CREATE TABLE IF NOT EXISTS consumer_state
+-- A template like 0001 (placeholders filled by the topology).
+CREATE TABLE IF NOT EXISTS ${TABLE}${ON_CLUSTER}
 (
     consumer_group String,
     topic String,
@@ -13,6 +14,7 @@ CREATE TABLE IF NOT EXISTS consumer_state
     last_offset Int64,
     written_at DateTime DEFAULT now()
 )
-ENGINE = ReplacingMergeTree
+ENGINE = ${ENGINE:ReplacingMergeTree}
 ORDER BY (consumer_group, topic, partition, first_offset)
 TTL written_at + INTERVAL 7 DAY
+${DISTRIBUTED:cityHash64(consumer_group, topic, partition)}

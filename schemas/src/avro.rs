@@ -29,6 +29,7 @@ const HEADER_LEN: usize = 10;
 pub const SCHEMA_SOURCES: &[(u32, &str)] = &[
     (1, include_str!("../avro/audit_event.v1.avsc")),
     (2, include_str!("../avro/audit_event.v2.avsc")),
+    (3, include_str!("../avro/audit_event.v3.avsc")),
 ];
 
 /// Errors of the Avro codec.
@@ -128,6 +129,8 @@ struct AvroEvent {
     request: Option<AvroRequest>,
     #[serde(default)]
     metadata: BTreeMap<String, String>,
+    #[serde(default)]
+    retention_days: Option<i32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -240,6 +243,7 @@ impl From<&AuditEvent> for AvroEvent {
                 body: rq.body.clone(),
             }),
             metadata: e.metadata.clone(),
+            retention_days: e.retention_days.map(i32::from),
         }
     }
 }
@@ -285,9 +289,22 @@ impl TryFrom<AvroEvent> for AuditEvent {
                 body: rq.body,
             },
         };
+        let retention_days = a
+            .retention_days
+            .map(|d| {
+                u16::try_from(d)
+                    .ok()
+                    .filter(|d| *d > 0)
+                    .ok_or_else(|| AvroError::Invalid {
+                        field: "retention_days",
+                        reason: format!("{d} out of range"),
+                    })
+            })
+            .transpose()?;
         Ok(AuditEvent {
             id,
             org_id: a.org_id,
+            retention_days,
             environment_id: a.environment_id,
             workspace_id: a.workspace_id,
             workspace_name: a.workspace_name,

@@ -148,6 +148,11 @@ pub struct AuditEvent {
     pub request: Request,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub metadata: BTreeMap<String, String>,
+    /// Days the event is kept: its org's retention class, set by the ingest
+    /// service from configuration (never taken from the client's input).
+    /// Absent means the deployment's default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention_days: Option<u16>,
 }
 
 /// Timestamps as RFC 3339 UTC with exactly six fractional digits.
@@ -493,6 +498,7 @@ pub fn validate(input: EventInput, stamp: &impl Stamp) -> Result<AuditEvent, Vec
         (Some(org_id), Some(created_at), Some(action)) if c.errors.is_empty() => Ok(AuditEvent {
             id: id.unwrap_or_else(|| stamp.new_id(created_at)),
             org_id,
+            retention_days: None,
             environment_id,
             workspace_id,
             workspace_name,

@@ -112,6 +112,11 @@ pub(crate) fn arb_event() -> impl proptest::strategy::Strategy<Value = AuditEven
         |((id, org, env, ws, wsn), (c, r), who, what, req, metadata)| AuditEvent {
             id: Uuid::from_u128(id.max(1)),
             org_id: org,
+            retention_days: if id % 3 == 0 {
+                None
+            } else {
+                Some(crate::retention::RETENTION_CLASSES[(id % 8) as usize])
+            },
             environment_id: env,
             workspace_id: ws,
             workspace_name: wsn,

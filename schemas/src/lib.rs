@@ -3,13 +3,17 @@
 //! * [`event`]: the canonical event, its JSON input shape and validation;
 //! * [`avro`]: Avro single-object encoding as carried in Kafka, with schema evolution;
 //! * [`row`]: the ClickHouse row and its mapping to and from the event;
-//! * [`migrations`]: the ClickHouse DDL, versioned;
+//! * [`migrations`]: the ClickHouse DDL, versioned templates;
+//! * [`layout`]: storage layouts and topologies the DDL is rendered for;
+//! * [`retention`]: retention classes, per-org policy, partition expiry;
 //! * [`examples`]: example payloads used by tests and demo data.
 
 pub mod avro;
 pub mod event;
 pub mod examples;
+pub mod layout;
 pub mod migrations;
+pub mod retention;
 pub mod row;
 
 pub use avro::{decode, encode, AvroError};

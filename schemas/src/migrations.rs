@@ -1,11 +1,17 @@
-//! ClickHouse migrations, versioned and embedded. Applying them is the job of
-//! the `trailhouse-migrate` command; this module only lists them.
+//! ClickHouse migrations, versioned and embedded. Each is a template rendered
+//! for a [`Target`] (layout and topology), so the single-node and the cluster
+//! DDL come from one source. Applying them is the job of the
+//! `trailhouse-migrate` command; this module only lists and renders them.
+
+use crate::layout::Target;
 
 /// One migration: a version, a name, and one or more statements separated by `;` lines.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Migration {
     pub version: u32,
     pub name: &'static str,
+    /// The logical table the template creates (`${TABLE}`).
+    pub table: &'static str,
     pub sql: &'static str,
 }
 
@@ -14,21 +20,29 @@ pub const MIGRATIONS: &[Migration] = &[
     Migration {
         version: 1,
         name: "events",
+        table: "events",
         sql: include_str!("../migrations/0001_events.sql"),
     },
     Migration {
         version: 2,
         name: "consumer_state",
+        table: "consumer_state",
         sql: include_str!("../migrations/0002_consumer_state.sql"),
     },
 ];
 
 impl Migration {
-    /// The statements of this migration, comments stripped.
-    pub fn statements(&self) -> Vec<String> {
+    /// The migration's DDL for `target`.
+    pub fn render(&self, target: &Target) -> String {
+        target.render(self.table, self.sql)
+    }
+
+    /// The statements of this migration for `target`, comments stripped.
+    pub fn statements(&self, target: &Target) -> Vec<String> {
+        let sql = self.render(target);
         let mut out = Vec::new();
         let mut current = String::new();
-        for line in self.sql.lines() {
+        for line in sql.lines() {
             let trimmed = line.trim();
             if trimmed.starts_with("--") || trimmed.is_empty() {
                 continue;
@@ -47,11 +61,12 @@ impl Migration {
         out
     }
 
-    /// A stable checksum of the migration text (FNV-1a 64), recorded when
-    /// applied, so that an edited, already-applied migration is detected.
-    pub fn checksum(&self) -> String {
+    /// A stable checksum of the rendered DDL (FNV-1a 64), recorded when
+    /// applied, so that an edited, already-applied migration, or one
+    /// rendered for another layout, is detected.
+    pub fn checksum(&self, target: &Target) -> String {
         let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-        for b in self.sql.bytes() {
+        for b in self.render(target).bytes() {
             h ^= u64::from(b);
             h = h.wrapping_mul(0x0000_0100_0000_01b3);
         }
@@ -75,13 +90,45 @@ mod tests {
         let m = Migration {
             version: 9,
             name: "t",
+            table: "t",
             sql: "-- c\nCREATE TABLE a (x UInt8)\nENGINE = Memory;\n\nDROP TABLE b;\n",
         };
+        let t = Target::default();
         assert_eq!(
-            m.statements(),
+            m.statements(&t),
             vec!["CREATE TABLE a (x UInt8)\nENGINE = Memory", "DROP TABLE b"]
         );
-        assert_eq!(MIGRATIONS[0].statements().len(), 1);
-        assert_ne!(m.checksum(), MIGRATIONS[0].checksum());
+        assert_eq!(MIGRATIONS[0].statements(&t).len(), 1);
+        assert_ne!(m.checksum(&t), MIGRATIONS[0].checksum(&t));
+    }
+
+    #[test]
+    fn every_placeholder_is_filled_for_every_target() {
+        use crate::layout::{ClusterName, Layout, Topology};
+        for layout in [Layout::Fleet, Layout::OrgDay] {
+            for topology in [
+                Topology::SingleNode,
+                Topology::Cluster(ClusterName::new("main").expect("test value")),
+            ] {
+                let t = Target { layout, topology };
+                for m in MIGRATIONS {
+                    let sql = m.render(&t);
+                    assert!(!sql.contains("${"), "{}: {sql}", t.variant());
+                    let n = m.statements(&t).len();
+                    let want = if t.topology == Topology::SingleNode {
+                        1
+                    } else {
+                        2
+                    };
+                    assert_eq!(n, want, "{} {}", m.name, t.variant());
+                }
+            }
+        }
+        let fleet = MIGRATIONS[0].checksum(&Target::default());
+        let org_day = MIGRATIONS[0].checksum(&Target {
+            layout: Layout::OrgDay,
+            topology: Topology::SingleNode,
+        });
+        assert_ne!(fleet, org_day);
     }
 }

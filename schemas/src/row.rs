@@ -60,6 +60,8 @@ pub struct EventRow {
     pub received_at: DateTime<Utc>,
     pub kafka_partition: i32,
     pub kafka_offset: i64,
+    /// The event's retention class; the deployment default when the event has none.
+    pub retention_days: u16,
 }
 
 /// The column list of [`EventRow`], for `SELECT` statements.
@@ -69,7 +71,7 @@ auth_sub, auth_app_client_id, auth_account_id, source, action_type, action_descr
 resource_type, resource_id, resource_name, request_method, request_url, request_path, \
 request_status, request_duration_ms, request_ip, request_user_agent, request_query, \
 request_path_params, request_headers, request_body, metadata, received_at, kafka_partition, \
-kafka_offset";
+kafka_offset, retention_days";
 
 fn s(v: &Option<String>) -> String {
     v.clone().unwrap_or_default()
@@ -124,6 +126,9 @@ impl EventRow {
             received_at: e.received_at,
             kafka_partition: lineage.partition,
             kafka_offset: lineage.offset,
+            retention_days: e
+                .retention_days
+                .unwrap_or(crate::retention::DEFAULT_RETENTION_DAYS),
         }
     }
 
@@ -137,6 +142,7 @@ impl EventRow {
         AuditEvent {
             id: self.id,
             org_id: self.org_id,
+            retention_days: Some(self.retention_days),
             environment_id: o(self.environment_id),
             workspace_id: o(self.workspace_id),
             workspace_name: o(self.workspace_name),
@@ -194,6 +200,7 @@ impl EventRow {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::retention::DEFAULT_RETENTION_DAYS;
     use proptest::prelude::*;
 
     #[test]
@@ -213,7 +220,12 @@ mod tests {
                     offset: 9
                 }
             );
-            assert_eq!(row.into_event(), e);
+            // An event without a retention class is stored with the default.
+            let stored = AuditEvent {
+                retention_days: Some(e.retention_days.unwrap_or(DEFAULT_RETENTION_DAYS)),
+                ..e
+            };
+            assert_eq!(row.into_event(), stored);
         }
     }
 
@@ -227,7 +239,11 @@ mod tests {
         #[test]
         fn arbitrary_events_round_trip_through_rows(e in crate::examples::arb_event()) {
             let row = EventRow::from_event(&e, Lineage::default());
-            prop_assert_eq!(row.into_event(), e);
+            let stored = AuditEvent {
+                retention_days: Some(e.retention_days.unwrap_or(DEFAULT_RETENTION_DAYS)),
+                ..e
+            };
+            prop_assert_eq!(row.into_event(), stored);
         }
     }
 }

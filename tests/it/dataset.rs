@@ -113,6 +113,7 @@ pub fn events(org: &str, n: usize, old: usize, seed: u64, now: DateTime<Utc>) ->
             AuditEvent {
                 id: Uuid::from_u64_pair(seed, i as u64),
                 org_id: org.to_string(),
+                retention_days: None,
                 environment_id: some(rng.pick(&ENVS)),
                 workspace_id: some(ws),
                 workspace_name: some(ws).map(|w| format!("Workspace {w}")),

@@ -8,3 +8,4 @@ mod faults;
 mod ingest;
 mod pipeline;
 mod query;
+mod storage;

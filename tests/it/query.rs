@@ -1380,7 +1380,10 @@ fn arb_case() -> impl proptest::strategy::Strategy<Value = Case> {
         proptest::option::of(prop_oneof![
             Just("tickets".to_string()),
             Just("SEARCH".to_string()),
-            Just("users/1".to_string())
+            Just("users/1".to_string()),
+            // LIKE wildcards must match literally.
+            Just("_".to_string()),
+            Just("%".to_string())
         ]),
         proptest::option::of(0usize..1200),
         proptest::option::of(0usize..1200),
