@@ -215,10 +215,13 @@ async fn skipped(client: &Client, sql: &Sql) -> anyhow::Result<String> {
         .filter_map(|l| l.split("Granules: ").nth(1))
         .collect();
     let skip = lines.iter().any(|l| l.trim_end().ends_with(" Skip"));
-    Ok(match (granules.get(2), granules.last(), skip) {
+    Ok(match (granules.get(3), granules.last(), skip) {
         (Some(key), Some(last), true) => format!("{key} → {last}"),
         (Some(key), _, false) => format!("{key} (no skip index)"),
-        _ => "?".into(),
+        _ => {
+            eprintln!("unexpected EXPLAIN output:\n{}", lines.join("\n"));
+            "?".into()
+        }
     })
 }
 
@@ -415,18 +418,25 @@ async fn compression_report(client: &Client) -> anyhow::Result<()> {
         .await?;
     let cols: Vec<ColumnSize> = client
         .query(
-            "SELECT name, data_compressed_bytes AS compressed, data_uncompressed_bytes AS uncompressed \
-             FROM system.columns WHERE database = currentDatabase() AND table = 'events' \
-             ORDER BY compressed DESC",
+            "SELECT column AS name, sum(column_data_compressed_bytes) AS compressed, \
+             sum(column_data_uncompressed_bytes) AS uncompressed FROM system.parts_columns \
+             WHERE database = currentDatabase() AND table = 'events' AND active \
+             GROUP BY name ORDER BY compressed DESC",
         )
         .fetch_all()
         .await?;
-    let (c, u) = cols.iter().fold((0u64, 0u64), |(c, u), x| {
-        (c + x.compressed, u + x.uncompressed)
-    });
+    // Whole-table sizes come from the parts (known for compact parts too).
+    let (c, u): (u64, u64) = client
+        .query(
+            "SELECT sum(data_compressed_bytes), sum(data_uncompressed_bytes) FROM system.parts \
+             WHERE database = currentDatabase() AND table = 'events' AND active",
+        )
+        .fetch_one()
+        .await?;
     println!("### Compression (1,000 orgs or the first run, after merges)\n");
     let mut rows: Vec<Vec<String>> = cols
         .iter()
+        .filter(|x| x.compressed > 0)
         .take(12)
         .map(|x| {
             vec![
