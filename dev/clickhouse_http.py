@@ -8,7 +8,8 @@ sends, with the same semantics as a real server:
 * the query in the `query` URL parameter and/or the request body, or as a
   `multipart/form-data` field named `query` (what clients send together with
   server-side parameters);
-* `INSERT ... FORMAT X` with the rows in the body, streamed into the engine;
+* `INSERT ... FORMAT X` with the rows in the body (written to a temporary
+  file and inserted with `FROM INFILE`, so the engine's errors reach the client);
 * `default_format`, `database`, server-side parameters `param_<name>`;
 * every other URL parameter is a setting that applies to that request only;
 * errors as HTTP 500 with the `Code: N. DB::Exception: ...` text and the
@@ -26,8 +27,10 @@ import gzip
 import hmac
 import json
 import logging
+import os
 import re
 import sys
+import tempfile
 import threading
 import time
 import zlib
@@ -103,6 +106,7 @@ class Engine:
     def __init__(self, path):
         self.conn = chdb.connect(path)
         self.lock = threading.Lock()
+        self.tmpdir = tempfile.mkdtemp(prefix="ch-insert-")
 
     def _setting_state(self, name):
         out = self.conn.query(
@@ -128,18 +132,21 @@ class Engine:
                     restore.append((name, self._setting_state(name)))
                     self.conn.query(f"SET {name} = {quote(value)}")
                 if data is not None:
-                    head, in_fmt, first = data
-                    ins = self.conn.send_insert(head, in_fmt)
+                    # Not chdb's streaming insert: it reports success for
+                    # blocks the engine refuses when writing them (e.g. too
+                    # many partitions), losing the rows. FROM INFILE raises
+                    # the engine's error as a server would.
+                    head, in_fmt, chunks = data
+                    fd, path = tempfile.mkstemp(suffix=".bin", dir=self.tmpdir)
                     try:
-                        for chunk in first:
-                            if chunk:
-                                ins.append(chunk)
-                        res = ins.finish()
-                    except BaseException:
-                        ins.cancel()
-                        raise
-                    return b"", {"written_rows": str(res.rows_written),
-                                 "written_bytes": str(res.bytes_written)}
+                        with os.fdopen(fd, "wb") as f:
+                            for chunk in chunks:
+                                f.write(chunk)
+                        res = self.conn.query(f"{head} FROM INFILE '{path}' FORMAT {in_fmt}")
+                    finally:
+                        os.unlink(path)
+                    written = getattr(res, "rows_written", None) if res is not None else None
+                    return b"", {"written_rows": str(written() if callable(written) else 0)}
                 res = self.conn.query(sql, fmt, params=params)
                 body = res.bytes() if res is not None else b""
                 return body, {"read_rows": str(res.rows_read()) if res is not None else "0",
