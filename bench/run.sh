@@ -36,4 +36,8 @@ if ! "$VENV/bin/python" -c "import matplotlib" 2>/dev/null; then
   "$VENV/bin/pip" install --quiet --disable-pip-version-check "matplotlib==3.10.7"
 fi
 "$VENV/bin/python" bench/plot.py "$out/results.json" "$out"
+
+say "storage layouts"
+if [[ $quick == 1 ]]; then layout_args=(--quick --orgs 10,1000); else layout_args=(); fi
+"$ROOT/target/$profile/layouts" --clickhouse "http://127.0.0.1:$CLICKHOUSE_PORT" "${layout_args[@]}" | tee "$out/layouts.md"
 say "results in $out"

@@ -29,7 +29,9 @@ AUTH = ["client", "clientCredentials", "signedPayload", "workbench", "api_key", 
 
 def events(seed):
     rnd = random.Random(seed)
-    start = datetime(2026, 11, 15, tzinfo=timezone.utc)
+    # The last seven days: events older than their org's retention class
+    # would be dropped by the table's TTL.
+    start = datetime.now(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=7)
     for org, count in ORGS.items():
         users = [(f"usr_{i}", f"user{i}@{org[4:]}.example", f"User {i}") for i in range(20)]
         for n in range(count):

@@ -59,8 +59,7 @@ CREATE TABLE IF NOT EXISTS ${TABLE}${ON_CLUSTER}
     INDEX idx_actor_id actor_id TYPE bloom_filter(0.01) GRANULARITY 1,
     INDEX idx_actor_email actor_email TYPE bloom_filter(0.01) GRANULARITY 1,
     INDEX idx_resource_id resource_id TYPE bloom_filter(0.01) GRANULARITY 1,
-    INDEX idx_request_ip request_ip TYPE bloom_filter(0.01) GRANULARITY 1,
-    INDEX idx_workspace_id workspace_id TYPE bloom_filter(0.01) GRANULARITY 1
+    INDEX idx_request_ip request_ip TYPE bloom_filter(0.01) GRANULARITY 1
 )
 ENGINE = ${ENGINE:MergeTree}
 PARTITION BY ${PARTITION_BY}

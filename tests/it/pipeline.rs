@@ -20,9 +20,12 @@ const ACTIONS: [&str; 4] = [
 /// A realistic event; every third event shares its timestamp with the next.
 fn event(i: usize) -> Value {
     let org = ORGS[i % ORGS.len()];
+    // Recent: events older than their retention class (90 days by default)
+    // are dropped by the table's TTL.
+    static BASE: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
+    let base = *BASE.get_or_init(|| (chrono::Utc::now().timestamp() - 86_400) * 1_000_000);
     let ts =
-        chrono::DateTime::from_timestamp_micros(1_772_000_000_000_000 + (i as i64 / 3) * 1_000)
-            .unwrap_or_default();
+        chrono::DateTime::from_timestamp_micros(base + (i as i64 / 3) * 1_000).unwrap_or_default();
     json!({
         "id": uuid::Uuid::new_v4().to_string(),
         "org_id": org,
@@ -45,7 +48,9 @@ fn event(i: usize) -> Value {
 
 /// The canonical form we expect back (minus the server-stamped `received_at`).
 fn expected(v: &Value) -> Value {
-    let e = validate(parse_input(v.clone()).expect("parse"), &SystemStamp).expect("valid");
+    let mut e = validate(parse_input(v.clone()).expect("parse"), &SystemStamp).expect("valid");
+    // Stamped by ingest from its retention configuration (the default here).
+    e.retention_days = Some(trailhouse_schemas::retention::DEFAULT_RETENTION_DAYS);
     let mut out = serde_json::to_value(e).expect("json");
     out.as_object_mut().map(|o| o.remove("received_at"));
     out
@@ -251,7 +256,12 @@ async fn events_written_with_the_old_schema_still_arrive() {
     let mut e = trailhouse_schemas::examples::all()[0].clone();
     e.workspace_name = None;
     e.metadata.clear();
+    // Within the default retention (older events are dropped by the TTL).
+    e.created_at =
+        chrono::DateTime::from_timestamp(chrono::Utc::now().timestamp() - 3600, 0).expect("time");
     let bytes = trailhouse_schemas::avro::encode_as_version(&e, 1).expect("v1");
+    // v1 has no retention class: stored with the default.
+    e.retention_days = Some(trailhouse_schemas::retention::DEFAULT_RETENTION_DAYS);
     let producer: FutureProducer = env.kafka.client_config().create().expect("producer");
     producer
         .send(

@@ -363,7 +363,9 @@ async fn index_report(client: &Client, rows: &[EventRow]) -> anyhow::Result<Vec<
         .find(|r| r.org_id == org)
         .context("org has rows")?;
     let f = Filter::new(&org);
-    let path_piece: String = sample.request_path.chars().skip(8).take(12).collect();
+    // The path's tail holds its ids: a selective search, as users make.
+    let tail: Vec<char> = sample.request_path.chars().collect();
+    let path_piece: String = tail[tail.len().saturating_sub(9)..].iter().collect();
     type Case<'a> = (String, Filter, Option<(&'a str, String)>);
     let mut cases: Vec<Case> = vec![(
         format!("path contains {path_piece:?}"),

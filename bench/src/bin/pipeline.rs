@@ -178,6 +178,30 @@ async fn raw_produce(
     Ok((sent, sent as f64 / started.elapsed().as_secs_f64()))
 }
 
+/// A row as the JSONEachRow object a Kafka-engine table of the same columns reads.
+fn json_row(r: &EventRow) -> Value {
+    let t = |d: &DateTime<Utc>| d.format("%Y-%m-%d %H:%M:%S%.6f").to_string();
+    json!({
+        "org_id": r.org_id, "created_at": t(&r.created_at), "id": r.id.to_string(),
+        "environment_id": r.environment_id, "workspace_id": r.workspace_id,
+        "workspace_name": r.workspace_name, "actor_type": r.actor_type, "actor_id": r.actor_id,
+        "actor_email": r.actor_email, "actor_name": r.actor_name, "auth_type": r.auth_type,
+        "auth_client_id": r.auth_client_id, "auth_sub": r.auth_sub,
+        "auth_app_client_id": r.auth_app_client_id, "auth_account_id": r.auth_account_id,
+        "source": r.source, "action_type": r.action_type,
+        "action_description": r.action_description, "resource_type": r.resource_type,
+        "resource_id": r.resource_id, "resource_name": r.resource_name,
+        "request_method": r.request_method, "request_url": r.request_url,
+        "request_path": r.request_path, "request_status": r.request_status,
+        "request_duration_ms": r.request_duration_ms, "request_ip": r.request_ip,
+        "request_user_agent": r.request_user_agent, "request_query": r.request_query,
+        "request_path_params": r.request_path_params, "request_headers": r.request_headers,
+        "request_body": r.request_body, "metadata": r.metadata,
+        "received_at": t(&r.received_at), "kafka_partition": r.kafka_partition,
+        "kafka_offset": r.kafka_offset, "retention_days": r.retention_days,
+    })
+}
+
 impl Bench {
     fn kafka(&self, topic: &str) -> KafkaArgs {
         KafkaArgs::local(self.args.kafka.clone(), topic.to_string())
@@ -570,14 +594,90 @@ impl Bench {
         Ok(n as f64 / started.elapsed().as_secs_f64())
     }
 
+    /// What a ClickHouse user would run instead of our consumer: the Kafka
+    /// table engine reading the same events as JSONEachRow from a topic of
+    /// their own, and a materialized view into the same `events` table.
+    /// Events/s from the first stored row to the last, like the consumer's.
+    async fn kafka_engine_once(&self, n: usize, tag: &str) -> anyhow::Result<f64> {
+        let topic = format!("bench.{}.kengine.{tag}", self.run_id);
+        let kafka = self.kafka(&topic);
+        ensure_topic(&kafka, &topic, 1, 1).await?;
+        let mut g = self.generator(1000, 1, 1);
+        let payloads: Vec<(String, Vec<u8>)> = (0..n)
+            .map(|i| {
+                let row = EventRow::from_event(
+                    &g.event(None),
+                    Lineage {
+                        partition: 0,
+                        offset: i as i64,
+                    },
+                );
+                Ok((row.org_id.clone(), serde_json::to_vec(&json_row(&row))?))
+            })
+            .collect::<anyhow::Result<_>>()?;
+        raw_produce(&kafka, &topic, &payloads, None).await?;
+        let db = format!("bench_{}_{}", self.run_id, tag.replace('.', "_"));
+        let ch = self.ch(&db);
+        migrate(&ch).await?;
+        let client = ch.client();
+        let columns: Vec<(String, String)> = client
+            .query(
+                "SELECT name, type FROM system.columns \
+                 WHERE database = currentDatabase() AND table = 'events' ORDER BY position",
+            )
+            .fetch_all()
+            .await?;
+        let list: Vec<String> = columns.iter().map(|(n, t)| format!("{n} {t}")).collect();
+        client
+            .query(&format!(
+                "CREATE TABLE events_queue ({}) ENGINE = Kafka SETTINGS \
+                 kafka_broker_list = ?, kafka_topic_list = ?, kafka_group_name = ?, \
+                 kafka_format = 'JSONEachRow', kafka_num_consumers = 1, \
+                 kafka_max_block_size = 50000",
+                list.join(", ")
+            ))
+            .bind(&self.args.kafka)
+            .bind(&topic)
+            .bind(format!("{topic}.group"))
+            .execute()
+            .await?;
+        let started = Instant::now();
+        client
+            .query("CREATE MATERIALIZED VIEW events_mv TO events AS SELECT * FROM events_queue")
+            .execute()
+            .await?;
+        let mut first = None;
+        let deadline = started + Duration::from_secs(600);
+        loop {
+            let c = Self::count(&ch).await;
+            if c > 0 && first.is_none() {
+                first = Some(Instant::now());
+            }
+            if c >= n as u64 {
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!("kafka engine {tag}: only {c} of {n} rows after 10 minutes");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let done = Instant::now();
+        // Stop consuming before the database goes away.
+        client.query("DROP TABLE events_mv").execute().await?;
+        client.query("DROP TABLE events_queue").execute().await?;
+        Ok(first.map_or(0.0, |f| n as f64 / (done - f).as_secs_f64().max(1e-3)))
+    }
+
     /// 2, 5 and 6: consumer throughput vs the raw insert, by partitions and
     /// consumers, with peak RSS at two volumes.
     async fn consumer(&mut self) -> anyhow::Result<()> {
         let n = self.plan.consume_events;
         let mut raw = Vec::new();
+        let mut engine = Vec::new();
         let mut by_p: HashMap<usize, (Vec<f64>, Vec<f64>, f64)> = HashMap::new();
         for run in 0..self.plan.runs {
             raw.push(self.raw_insert(n, &format!("raw{run}")).await?);
+            engine.push(self.kafka_engine_once(n, &format!("kengine{run}")).await?);
             for p in [1usize, 2, 4] {
                 let (eps, join, rss) = self.consume_once(p, n, &format!("p{p}.r{run}")).await?;
                 let m = by_p.entry(p).or_default();
@@ -601,6 +701,19 @@ impl Bench {
             "–".into(),
             "1.00×".into(),
         ]];
+        let engine = Spread::of(&engine);
+        rows.push(vec![
+            "ClickHouse Kafka engine + materialized view, JSONEachRow (alternative)".into(),
+            format!(
+                "{} ({}–{})",
+                fmt_rate(engine.median),
+                fmt_rate(engine.min),
+                fmt_rate(engine.max)
+            ),
+            "–".into(),
+            "(in the server)".into(),
+            format!("{:.2}×", engine.median / raw.median),
+        ]);
         let mut scaling = Vec::new();
         for p in [1usize, 2, 4] {
             let Some((eps, join, rss)) = by_p.get(&p) else {
@@ -622,7 +735,8 @@ impl Bench {
             scaling.push(
                 json!({"partitions": p, "consumers": p, "events_per_sec": spread_json(&eps),
                 "first_row_after_secs": spread_json(&join), "peak_rss_mib_per_process": rss,
-                "ratio_to_raw_insert": eps.median / raw.median}),
+                "ratio_to_raw_insert": eps.median / raw.median,
+                "ratio_to_kafka_engine": eps.median / engine.median}),
             );
         }
         self.table(
@@ -644,7 +758,8 @@ impl Bench {
         );
         self.report.insert(
             "consumer".into(),
-            json!({"events": n, "raw_insert_events_per_sec": spread_json(&raw), "scaling": scaling,
+            json!({"events": n, "raw_insert_events_per_sec": spread_json(&raw),
+                   "kafka_engine_events_per_sec": spread_json(&engine), "scaling": scaling,
                    "peak_rss_mib_at_double_volume": rss_double}),
         );
         Ok(())
