@@ -674,10 +674,18 @@ impl Bench {
         let n = self.plan.consume_events;
         let mut raw = Vec::new();
         let mut engine = Vec::new();
+        let mut engine_error: Option<String> = None;
         let mut by_p: HashMap<usize, (Vec<f64>, Vec<f64>, f64)> = HashMap::new();
         for run in 0..self.plan.runs {
             raw.push(self.raw_insert(n, &format!("raw{run}")).await?);
-            engine.push(self.kafka_engine_once(n, &format!("kengine{run}")).await?);
+            if engine_error.is_none() {
+                match self.kafka_engine_once(n, &format!("kengine{run}")).await {
+                    Ok(eps) => engine.push(eps),
+                    // An engine without a working Kafka table engine: the
+                    // comparison is reported as not measured, with why.
+                    Err(e) => engine_error = Some(format!("{e:#}")),
+                }
+            }
             for p in [1usize, 2, 4] {
                 let (eps, join, rss) = self.consume_once(p, n, &format!("p{p}.r{run}")).await?;
                 let m = by_p.entry(p).or_default();
@@ -701,18 +709,22 @@ impl Bench {
             "–".into(),
             "1.00×".into(),
         ]];
-        let engine = Spread::of(&engine);
+        let engine = (engine_error.is_none() && !engine.is_empty()).then(|| Spread::of(&engine));
         rows.push(vec![
             "ClickHouse Kafka engine + materialized view, JSONEachRow (alternative)".into(),
-            format!(
-                "{} ({}–{})",
-                fmt_rate(engine.median),
-                fmt_rate(engine.min),
-                fmt_rate(engine.max)
-            ),
+            match (&engine, &engine_error) {
+                (Some(e), _) => format!(
+                    "{} ({}–{})",
+                    fmt_rate(e.median),
+                    fmt_rate(e.min),
+                    fmt_rate(e.max)
+                ),
+                (None, Some(err)) => format!("not measured: {}", err.replace('\n', " ")),
+                (None, None) => "not measured".into(),
+            },
             "–".into(),
             "(in the server)".into(),
-            format!("{:.2}×", engine.median / raw.median),
+            engine.map_or("–".into(), |e| format!("{:.2}×", e.median / raw.median)),
         ]);
         let mut scaling = Vec::new();
         for p in [1usize, 2, 4] {
@@ -736,7 +748,7 @@ impl Bench {
                 json!({"partitions": p, "consumers": p, "events_per_sec": spread_json(&eps),
                 "first_row_after_secs": spread_json(&join), "peak_rss_mib_per_process": rss,
                 "ratio_to_raw_insert": eps.median / raw.median,
-                "ratio_to_kafka_engine": eps.median / engine.median}),
+                "ratio_to_kafka_engine": engine.map(|e| eps.median / e.median)}),
             );
         }
         self.table(
@@ -759,7 +771,8 @@ impl Bench {
         self.report.insert(
             "consumer".into(),
             json!({"events": n, "raw_insert_events_per_sec": spread_json(&raw),
-                   "kafka_engine_events_per_sec": spread_json(&engine), "scaling": scaling,
+                   "kafka_engine_events_per_sec": engine.as_ref().map(spread_json),
+                   "kafka_engine_error": engine_error, "scaling": scaling,
                    "peak_rss_mib_at_double_volume": rss_double}),
         );
         Ok(())
