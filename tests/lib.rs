@@ -89,22 +89,7 @@ impl TestEnv {
     /// A migrated database only (no topic): for tests of the query API that
     /// write their rows straight into ClickHouse.
     pub async fn clickhouse_only(test: &str) -> TestEnv {
-        init_logs();
-        let name = unique_name("t", test);
-        let ch = std::env::var("TRAILHOUSE_TEST_CLICKHOUSE")
-            .unwrap_or_else(|_| "http://127.0.0.1:8123".into());
-        let clickhouse = ClickHouseArgs::local(ch, name.clone());
-        migrate(&clickhouse).await.expect("migrate");
-        TestEnv {
-            kafka: KafkaArgs::local("127.0.0.1:1", format!("{name}.unused")),
-            name,
-            clickhouse,
-            shutdown: Shutdown::new(),
-            http: reqwest::Client::new(),
-            ingest_url: None,
-            query_url: None,
-            tasks: Vec::new(),
-        }
+        TestEnv::clickhouse_for(test, &trailhouse_schemas::layout::Target::default()).await
     }
 
     /// A database migrated to `target` only (no topic).

@@ -507,6 +507,31 @@ impl Bench {
             .unwrap_or(0)
     }
 
+    /// Waits until `events` holds `n` rows (at most 10 minutes after
+    /// `started`); returns when the first row appeared and when the last did.
+    async fn wait_rows(
+        ch: &ClickHouseArgs,
+        n: usize,
+        started: Instant,
+        what: &str,
+    ) -> anyhow::Result<(Option<Instant>, Instant)> {
+        let mut first = None;
+        let deadline = started + Duration::from_secs(600);
+        loop {
+            let c = Self::count(ch).await;
+            if c > 0 && first.is_none() {
+                first = Some(Instant::now());
+            }
+            if c >= n as u64 {
+                return Ok((first, Instant::now()));
+            }
+            if Instant::now() > deadline {
+                bail!("{what}: only {c} of {n} rows after 10 minutes");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Events/s of the consumer(s) from first row to last, and peak RSS.
     async fn consume_once(
         &self,
@@ -524,22 +549,7 @@ impl Bench {
         let consumers = self
             .start_consumers(&topic, &db, partitions, &format!("consumer-{tag}"))
             .await?;
-        let mut first = None;
-        let deadline = started + Duration::from_secs(600);
-        loop {
-            let c = Self::count(&ch).await;
-            if c > 0 && first.is_none() {
-                first = Some(Instant::now());
-            }
-            if c >= n as u64 {
-                break;
-            }
-            if Instant::now() > deadline {
-                bail!("consumer {tag}: only {c} of {n} rows after 10 minutes");
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        let done = Instant::now();
+        let (first, done) = Self::wait_rows(&ch, n, started, &format!("consumer {tag}")).await?;
         let rss = consumers.iter().map(Service::peak_mib).fold(0.0, f64::max);
         drop(consumers);
         let join = first.map_or(0.0, |f| (f - started).as_secs_f64());
@@ -646,22 +656,8 @@ impl Bench {
             .query("CREATE MATERIALIZED VIEW events_mv TO events AS SELECT * FROM events_queue")
             .execute()
             .await?;
-        let mut first = None;
-        let deadline = started + Duration::from_secs(600);
-        loop {
-            let c = Self::count(&ch).await;
-            if c > 0 && first.is_none() {
-                first = Some(Instant::now());
-            }
-            if c >= n as u64 {
-                break;
-            }
-            if Instant::now() > deadline {
-                bail!("kafka engine {tag}: only {c} of {n} rows after 10 minutes");
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        let done = Instant::now();
+        let (first, done) =
+            Self::wait_rows(&ch, n, started, &format!("kafka engine {tag}")).await?;
         // Stop consuming before the database goes away.
         client.query("DROP TABLE events_mv").execute().await?;
         client.query("DROP TABLE events_queue").execute().await?;
