@@ -220,15 +220,22 @@ impl Filter {
 /// `idx_path` n-gram index serves (it does not serve
 /// `positionCaseInsensitiveUTF8`); `%`, `_` and `\` in the needle are escaped.
 pub fn contains_pattern(needle: &str) -> String {
-    let mut out = String::with_capacity(needle.len() + 2);
-    out.push('%');
-    for c in needle.to_lowercase().chars() {
+    format!("%{}%", like_escaped_lowercase(needle))
+}
+
+/// The `LIKE` pattern matching lowercase paths that start with `prefix` lowercased.
+pub fn prefix_pattern(prefix: &str) -> String {
+    format!("{}%", like_escaped_lowercase(prefix))
+}
+
+fn like_escaped_lowercase(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    for c in s.to_lowercase().chars() {
         if matches!(c, '%' | '_' | '\\') {
             out.push('\\');
         }
         out.push(c);
     }
-    out.push('%');
     out
 }
 
@@ -317,8 +324,12 @@ impl Builder {
                     parts.join(" AND ")
                 }
                 Cond::PathPrefix(p) => {
+                    // The LIKE on the lowercase path lets the `idx_path`
+                    // n-gram index skip granules; `startsWith` keeps the
+                    // match exact (case-sensitive).
+                    let lp = self.param("path_prefix_lower", "String", prefix_pattern(p));
                     let p = self.param("path_prefix", "String", p.clone());
-                    format!("startsWith(request_path, {p})")
+                    format!("(lowerUTF8(request_path) LIKE {lp} AND startsWith(request_path, {p}))")
                 }
                 Cond::PathContains(p) => {
                     let p = self.param("path", "String", contains_pattern(p));
@@ -419,6 +430,7 @@ mod tests {
     #[test]
     fn contains_patterns_escape_like_wildcards() {
         assert_eq!(contains_pattern("Users"), "%users%");
+        assert_eq!(prefix_pattern("/API/v1_"), "/api/v1\\_%");
         assert_eq!(contains_pattern("a_b%c\\"), "%a\\_b\\%c\\\\%");
     }
 

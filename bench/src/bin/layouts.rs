@@ -367,11 +367,30 @@ async fn index_report(client: &Client, rows: &[EventRow]) -> anyhow::Result<Vec<
     let tail: Vec<char> = sample.request_path.chars().collect();
     let path_piece: String = tail[tail.len().saturating_sub(9)..].iter().collect();
     type Case<'a> = (String, Filter, Option<(&'a str, String)>);
-    let mut cases: Vec<Case> = vec![(
-        format!("path contains {path_piece:?}"),
-        f.clone().and(Cond::PathContains(path_piece.clone())),
-        None,
-    )];
+    let prefix: String = sample.request_path.chars().take(16).collect();
+    let status = sample.request_status.unwrap_or(200);
+    let mut cases: Vec<Case> = vec![
+        (
+            format!("path contains {path_piece:?}"),
+            f.clone().and(Cond::PathContains(path_piece.clone())),
+            None,
+        ),
+        (
+            format!("path starts with {prefix:?}"),
+            f.clone().and(Cond::PathPrefix(prefix.clone())),
+            None,
+        ),
+        (
+            format!("organisation-log search {path_piece:?} (path, actor or workspace)"),
+            f.clone().and(Cond::Search(path_piece.clone())),
+            None,
+        ),
+        (
+            format!("request_status = {status}"),
+            f.clone().and(Cond::StatusIn(vec![status])),
+            Some(("request_status", status.to_string())),
+        ),
+    ];
     for field in Field::ALL {
         let v = field.of(sample).to_string();
         if v.is_empty() {
