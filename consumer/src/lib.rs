@@ -951,6 +951,13 @@ pub async fn run(
                 .await;
         })
     });
+    // Read before joining the group, so the join never waits on this query.
+    let layout = trailhouse_common::clickhouse::installed_target(&config.clickhouse.client())
+        .await
+        .map_err(|e| Error::Config(format!("reading the storage layout: {e}")))?
+        .map(|t| t.layout)
+        .unwrap_or_default();
+    tracing::info!(%layout, "storage layout");
     let mut kc = config.kafka.client_config();
     kc.set("group.id", &config.group)
         .set("enable.auto.commit", "false")
@@ -984,12 +991,6 @@ pub async fn run(
         .dlq_topic
         .clone()
         .unwrap_or_else(|| format!("{}.dlq", config.kafka.topic));
-    let layout = trailhouse_common::clickhouse::installed_target(&config.clickhouse.client())
-        .await
-        .map_err(|e| Error::Config(format!("reading the storage layout: {e}")))?
-        .map(|t| t.layout)
-        .unwrap_or_default();
-    tracing::info!(%layout, "storage layout");
     let mut lp = Loop {
         consumer: Arc::new(consumer),
         writer: Arc::new(

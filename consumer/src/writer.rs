@@ -93,7 +93,7 @@ impl ClickHouseWriter {
         self
     }
 
-    async fn try_insert(&self, rows: &[EventRow], token: &str) -> clickhouse::error::Result<()> {
+    async fn try_insert(&self, rows: &[&EventRow], token: &str) -> clickhouse::error::Result<()> {
         let mut insert = self
             .client
             .insert::<EventRow>(&self.table)
@@ -103,7 +103,7 @@ impl ClickHouseWriter {
             // acknowledged only once every shard has its rows.
             .with_setting("distributed_foreground_insert", "1")
             .with_timeouts(Some(self.timeout), Some(self.timeout));
-        for row in rows {
+        for &row in rows {
             insert.write(row).await?;
         }
         insert.end().await

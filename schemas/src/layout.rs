@@ -93,21 +93,27 @@ pub fn split_by_partition(
     rows: &[EventRow],
     layout: Layout,
     max_partitions: usize,
-) -> Vec<Vec<EventRow>> {
+) -> Vec<Vec<&EventRow>> {
     let max = max_partitions.max(1);
-    let mut groups: std::collections::BTreeMap<PartitionKey, Vec<EventRow>> =
+    // Most batches fit (always, in the fleet layout): count keys until the
+    // limit is passed and hand the batch back as it is, without grouping.
+    let mut keys = std::collections::BTreeSet::new();
+    for r in rows {
+        keys.insert(layout.partition_of(r));
+        if keys.len() > max {
+            break;
+        }
+    }
+    if keys.len() <= max {
+        return vec![rows.iter().collect()];
+    }
+    let mut groups: std::collections::BTreeMap<PartitionKey, Vec<&EventRow>> =
         std::collections::BTreeMap::new();
     for r in rows {
-        groups
-            .entry(layout.partition_of(r))
-            .or_default()
-            .push(r.clone());
-    }
-    if groups.len() <= max {
-        return vec![rows.to_vec()];
+        groups.entry(layout.partition_of(r)).or_default().push(r);
     }
     let mut out = Vec::new();
-    let mut current: Vec<EventRow> = Vec::new();
+    let mut current: Vec<&EventRow> = Vec::new();
     for (i, (_, group)) in groups.into_iter().enumerate() {
         if i > 0 && i % max == 0 {
             out.push(std::mem::take(&mut current));
@@ -355,7 +361,7 @@ mod tests {
         // Fleet: 5 partitions, within the limit: one insert, original order.
         assert_eq!(
             split_by_partition(&rows, Layout::Fleet, 5),
-            vec![rows.clone()]
+            vec![rows.iter().collect::<Vec<_>>()]
         );
         // Org-day: up to 35 partitions, limit 10.
         let parts = split_by_partition(&rows, Layout::OrgDay, 10);
