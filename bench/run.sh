@@ -37,6 +37,10 @@ if ! "$VENV/bin/python" -c "import matplotlib" 2>/dev/null; then
 fi
 "$VENV/bin/python" bench/plot.py "$out/results.json" "$out"
 
+say "codec stages"
+if [[ $quick == 1 ]]; then codec_args=(--quick); else codec_args=(); fi
+"$ROOT/target/$profile/codec" "${codec_args[@]}" | tee "$out/codec.md"
+
 say "storage layouts"
 if [[ $quick == 1 ]]; then layout_args=(--quick --orgs 10,1000); else layout_args=(); fi
 "$ROOT/target/$profile/layouts" --clickhouse "http://127.0.0.1:$CLICKHOUSE_PORT" "${layout_args[@]}" | tee "$out/layouts.md"
