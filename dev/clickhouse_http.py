@@ -17,6 +17,10 @@ sends, with the same semantics as a real server:
 * user/password checked when configured (Basic auth, `X-ClickHouse-User` /
   `X-ClickHouse-Key` headers, or `user` / `password` URL parameters).
 
+The embedded engine cannot run `ENGINE = Kafka` tables, and one whose
+creation it refused still blocks its next start; such a `CREATE` is refused
+here before it reaches the engine (error 344, SUPPORT_IS_DISABLED).
+
 The engine allows one process per data directory and one statement at a time
 per connection, so requests are serialized.
 """
@@ -54,6 +58,7 @@ INSERT_FORMAT = re.compile(
 )
 SETTING_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 CODE = re.compile(r"Code:\s*(\d+)")
+KAFKA_TABLE = re.compile(r"^\s*(CREATE|ATTACH)\b[^;]*\bENGINE\s*=\s*Kafka\b", re.I | re.S)
 CHUNK = 1 << 20
 
 
@@ -120,6 +125,10 @@ class Engine:
 
     def execute(self, sql, data, fmt, database, params, settings):
         """Runs one request; returns (body bytes, summary dict)."""
+        if sql and KAFKA_TABLE.search(sql):
+            raise ClickHouseError(
+                344, "Code: 344. DB::Exception: the local engine does not run Kafka tables "
+                "(ENGINE = Kafka); use a ClickHouse server. (SUPPORT_IS_DISABLED)")
         with self.lock:
             restore = []
             try:

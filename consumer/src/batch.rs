@@ -1,9 +1,11 @@
-//! Pure batching: rows of one Kafka partition accumulate until a row, byte or
-//! age limit is reached. A batch covers a contiguous offset range, which also
-//! names its ClickHouse deduplication token.
+//! Pure batching: rows of one Kafka partition accumulate, encoded as they
+//! arrive, until a row, byte (of encoded RowBinary) or age limit is reached.
+//! A batch covers a contiguous offset range, which also names its ClickHouse
+//! deduplication token.
 
 use std::time::{Duration, Instant};
 
+use trailhouse_schemas::rowbinary::EncodedRows;
 use trailhouse_schemas::EventRow;
 
 /// When a batch is flushed.
@@ -30,9 +32,8 @@ pub struct Batch {
     pub partition: i32,
     pub first_offset: i64,
     pub last_offset: i64,
-    pub rows: Vec<EventRow>,
-    /// Kafka payload bytes of the rows (a proxy for the encoded size).
-    pub bytes: usize,
+    /// The rows, encoded; what a batch holds in memory.
+    pub rows: EncodedRows,
     pub started: Instant,
 }
 
@@ -42,19 +43,23 @@ impl Batch {
             partition,
             first_offset: offset,
             last_offset: offset - 1,
-            rows: Vec::new(),
-            bytes: 0,
+            rows: EncodedRows::new(),
             started: now,
         }
     }
 
-    /// Records that `offset` was consumed, with its row if it had a valid one.
-    pub fn push(&mut self, offset: i64, row: Option<EventRow>, bytes: usize) {
+    /// Records that `offset` was consumed, with its row (encoded now) if it
+    /// had a valid one.
+    pub fn push(&mut self, offset: i64, row: Option<&EventRow>) {
         self.last_offset = offset;
-        self.bytes += bytes;
         if let Some(r) = row {
             self.rows.push(r);
         }
+    }
+
+    /// Encoded RowBinary bytes of the rows.
+    pub fn bytes(&self) -> usize {
+        self.rows.byte_len()
     }
 
     /// Offsets consumed into this batch.
@@ -63,7 +68,7 @@ impl Batch {
     }
 
     pub fn is_full(&self, limits: &BatchLimits) -> bool {
-        self.rows.len() >= limits.max_rows || self.bytes >= limits.max_bytes
+        self.rows.len() >= limits.max_rows || self.rows.byte_len() >= limits.max_bytes
     }
 
     pub fn is_due(&self, limits: &BatchLimits, now: Instant) -> bool {
@@ -94,7 +99,7 @@ mod tests {
         let t0 = Instant::now();
         let limits = BatchLimits {
             max_rows: 2,
-            max_bytes: 100,
+            max_bytes: 10_000,
             max_age: Duration::from_millis(10),
         };
         let mut b = Batch::new(3, 10, t0);
@@ -102,17 +107,29 @@ mod tests {
             !b.is_due(&limits, t0 + Duration::from_secs(1)),
             "empty batches are never due"
         );
-        b.push(10, Some(row()), 10);
+        b.push(10, Some(&row()));
         assert!(!b.is_full(&limits));
         assert!(b.is_due(&limits, t0 + Duration::from_millis(10)));
-        b.push(11, None, 10);
+        b.push(11, None);
         assert!(!b.is_full(&limits), "skipped offsets are not rows");
-        b.push(12, Some(row()), 10);
+        b.push(12, Some(&row()));
         assert!(b.is_full(&limits));
         assert_eq!(b.len_offsets(), 3);
         assert_eq!(b.dedup_token("events"), "events:3:10-12");
-        let mut big = Batch::new(0, 0, t0);
-        big.push(0, Some(row()), 100);
-        assert!(big.is_full(&limits));
+        // The byte limit counts encoded bytes.
+        let mut one = Batch::new(0, 0, t0);
+        one.push(0, Some(&row()));
+        let size = one.bytes();
+        assert!(size > 0);
+        let tight = BatchLimits {
+            max_bytes: size,
+            ..limits
+        };
+        assert!(one.is_full(&tight));
+        let roomy = BatchLimits {
+            max_bytes: size + 1,
+            ..limits
+        };
+        assert!(!one.is_full(&roomy));
     }
 }

@@ -63,8 +63,10 @@ pub struct ConsumerConfig {
         default_value = "127.0.0.1:8082"
     )]
     pub listen: std::net::SocketAddr,
+    /// A batch is sealed at this many rows.
     #[arg(long, env = "TRAILHOUSE_CONSUMER_BATCH_ROWS", default_value_t = 50_000)]
     pub batch_rows: usize,
+    /// A batch is sealed at this many bytes of encoded rows (RowBinary).
     #[arg(long, env = "TRAILHOUSE_CONSUMER_BATCH_BYTES", default_value_t = 32 * 1024 * 1024)]
     pub batch_bytes: usize,
     #[arg(
@@ -594,7 +596,6 @@ impl<W: RowWriter, S: StateStore, D: DeadLetters> Loop<W, S, D> {
             Some(bytes) => trailhouse_schemas::decode(bytes).map_err(|e| e.to_string()),
             None => Err("message has no payload".to_string()),
         };
-        let bytes = payload.as_ref().map_or(0, Vec::len);
         let Some(open) = self.open.get_mut(&partition) else {
             return Ok(());
         };
@@ -605,7 +606,7 @@ impl<W: RowWriter, S: StateStore, D: DeadLetters> Loop<W, S, D> {
             Ok(event) => {
                 let _ = self.guard.observe(false);
                 let row = EventRow::from_event(&event, Lineage { partition, offset });
-                open.batch.push(offset, Some(row), bytes);
+                open.batch.push(offset, Some(&row));
             }
             Err(error) => {
                 self.guard.observe(true).map_err(|reason| Error::Poison {
@@ -635,7 +636,7 @@ impl<W: RowWriter, S: StateStore, D: DeadLetters> Loop<W, S, D> {
                     )
                     .await
                 }));
-                open.batch.push(offset, None, bytes);
+                open.batch.push(offset, None);
             }
         }
         if open.reached_end() || open.batch.is_full(&self.limits) {
@@ -701,7 +702,7 @@ impl<W: RowWriter, S: StateStore, D: DeadLetters> Loop<W, S, D> {
             let token = batch.dedup_token(&self.topic);
             let age = batch.started.elapsed();
             ::metrics::histogram!(metrics::BATCH_ROWS).record(batch.rows.len() as f64);
-            ::metrics::histogram!(metrics::BATCH_BYTES).record(batch.bytes as f64);
+            ::metrics::histogram!(metrics::BATCH_BYTES).record(batch.bytes() as f64);
             ::metrics::histogram!(metrics::BATCH_AGE_SECONDS).record(age.as_secs_f64());
             let span = tracing::info_span!("batch", topic = %self.topic, partition = batch.partition,
                 first_offset = range.first, last_offset = range.last, rows = batch.rows.len(),

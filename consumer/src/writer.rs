@@ -2,9 +2,11 @@
 
 use std::time::Duration;
 
+use bytes::Bytes;
 use clickhouse::Client;
-use trailhouse_schemas::layout::{split_by_partition, Layout};
-use trailhouse_schemas::EventRow;
+use trailhouse_schemas::layout::Layout;
+use trailhouse_schemas::rowbinary::{self, EncodedRows};
+use trailhouse_schemas::EVENT_COLUMNS;
 
 /// An insert that did not succeed.
 #[derive(Debug, thiserror::Error)]
@@ -46,16 +48,18 @@ pub fn classify(e: &clickhouse::error::Error) -> WriteError {
     }
 }
 
-/// Inserts batches of rows.
+/// Inserts batches of encoded rows.
 pub trait RowWriter: Send + Sync + 'static {
     fn insert(
         &self,
-        rows: &[EventRow],
+        rows: &EncodedRows,
         dedup_token: &str,
     ) -> impl std::future::Future<Output = Result<(), WriteError>> + Send;
 }
 
-/// Inserts with the `clickhouse` crate (RowBinary over HTTP).
+/// Inserts `RowBinaryWithNamesAndTypes` over HTTP with the `clickhouse`
+/// crate; the server checks the header's column names and types against the
+/// table before it reads a row.
 ///
 /// Each insert touches at most `max_partitions` table partitions (ClickHouse
 /// rejects blocks over `max_partitions_per_insert_block`, and every partition
@@ -93,30 +97,37 @@ impl ClickHouseWriter {
         self
     }
 
-    async fn try_insert(&self, rows: &[&EventRow], token: &str) -> clickhouse::error::Result<()> {
+    async fn try_insert(&self, rows: &[u8], token: &str) -> clickhouse::error::Result<()> {
+        /// Chunks sent (and compressed) at a time.
+        const CHUNK: usize = 1 << 20;
+        let sql = format!(
+            "INSERT INTO {} ({EVENT_COLUMNS}) FORMAT {}",
+            self.table,
+            rowbinary::FORMAT
+        );
         let mut insert = self
             .client
-            .insert::<EventRow>(&self.table)
-            .await?
+            .insert_formatted_with(sql)
             .with_setting("insert_deduplication_token", token)
             // Through a Distributed table (cluster layout) the insert is
             // acknowledged only once every shard has its rows.
             .with_setting("distributed_foreground_insert", "1")
             .with_timeouts(Some(self.timeout), Some(self.timeout));
-        for &row in rows {
-            insert.write(row).await?;
+        insert.send(Bytes::from_static(rowbinary::header())).await?;
+        for chunk in rows.chunks(CHUNK) {
+            insert.send(Bytes::copy_from_slice(chunk)).await?;
         }
         insert.end().await
     }
 }
 
 impl RowWriter for ClickHouseWriter {
-    async fn insert(&self, rows: &[EventRow], token: &str) -> Result<(), WriteError> {
-        let chunks = split_by_partition(rows, self.layout, self.max_partitions);
-        if let [one] = chunks.as_slice() {
+    async fn insert(&self, rows: &EncodedRows, token: &str) -> Result<(), WriteError> {
+        let inserts = rows.inserts(self.layout, self.max_partitions);
+        if let [one] = inserts.as_slice() {
             return self.try_insert(one, token).await.map_err(|e| classify(&e));
         }
-        for (k, chunk) in chunks.iter().enumerate() {
+        for (k, chunk) in inserts.iter().enumerate() {
             self.try_insert(chunk, &format!("{token}/{k}"))
                 .await
                 .map_err(|e| classify(&e))?;

@@ -85,37 +85,32 @@ pub enum PartitionKey {
     OrgDay { org_id: String, day: u32 },
 }
 
-/// Splits a batch into inserts that each touch at most `max_partitions`
-/// partitions. Deterministic: the same rows always split the same way, so a
-/// replayed batch repeats the same inserts with the same tokens. A batch
-/// within the limit is returned whole, in its original order.
-pub fn split_by_partition(
-    rows: &[EventRow],
-    layout: Layout,
-    max_partitions: usize,
-) -> Vec<Vec<&EventRow>> {
+/// Groups rows, given by their partition keys, into inserts that each touch
+/// at most `max_partitions` partitions: row indices per insert, or `None`
+/// when all rows fit in one insert (always, in the fleet layout).
+/// Deterministic: the same keys always split the same way, so a replayed
+/// batch repeats the same inserts with the same tokens.
+pub fn split_by_partition<K: Ord>(keys: &[K], max_partitions: usize) -> Option<Vec<Vec<usize>>> {
     let max = max_partitions.max(1);
-    // Most batches fit (always, in the fleet layout): count keys until the
-    // limit is passed and hand the batch back as it is, without grouping.
-    let mut keys = std::collections::BTreeSet::new();
-    for r in rows {
-        keys.insert(layout.partition_of(r));
-        if keys.len() > max {
+    // Most batches fit: count distinct keys until the limit is passed.
+    let mut distinct = std::collections::BTreeSet::new();
+    for k in keys {
+        distinct.insert(k);
+        if distinct.len() > max {
             break;
         }
     }
-    if keys.len() <= max {
-        return vec![rows.iter().collect()];
+    if distinct.len() <= max {
+        return None;
     }
-    let mut groups: std::collections::BTreeMap<PartitionKey, Vec<&EventRow>> =
-        std::collections::BTreeMap::new();
-    for r in rows {
-        groups.entry(layout.partition_of(r)).or_default().push(r);
+    let mut groups: std::collections::BTreeMap<&K, Vec<usize>> = std::collections::BTreeMap::new();
+    for (i, k) in keys.iter().enumerate() {
+        groups.entry(k).or_default().push(i);
     }
     let mut out = Vec::new();
-    let mut current: Vec<&EventRow> = Vec::new();
-    for (i, (_, group)) in groups.into_iter().enumerate() {
-        if i > 0 && i % max == 0 {
+    let mut current = Vec::new();
+    for (n, (_, group)) in groups.into_iter().enumerate() {
+        if n > 0 && n % max == 0 {
             out.push(std::mem::take(&mut current));
         }
         current.extend(group);
@@ -123,7 +118,7 @@ pub fn split_by_partition(
     if !current.is_empty() {
         out.push(current);
     }
-    out
+    Some(out)
 }
 
 /// Single node or a cluster.
@@ -358,22 +353,23 @@ mod tests {
         let rows: Vec<EventRow> = (0..50)
             .map(|i| row(&format!("org{}", i % 7), 1 + i % 5, 90))
             .collect();
-        // Fleet: 5 partitions, within the limit: one insert, original order.
-        assert_eq!(
-            split_by_partition(&rows, Layout::Fleet, 5),
-            vec![rows.iter().collect::<Vec<_>>()]
-        );
+        let keys = |layout: Layout| -> Vec<PartitionKey> {
+            rows.iter().map(|r| layout.partition_of(r)).collect()
+        };
+        // Fleet: 5 partitions, within the limit: one insert.
+        assert_eq!(split_by_partition(&keys(Layout::Fleet), 5), None);
         // Org-day: up to 35 partitions, limit 10.
-        let parts = split_by_partition(&rows, Layout::OrgDay, 10);
+        let org_day = keys(Layout::OrgDay);
+        let parts = split_by_partition(&org_day, 10).expect("split");
         assert!(parts.len() > 1);
-        let mut seen = 0;
+        let mut seen: Vec<usize> = Vec::new();
         for p in &parts {
-            let keys: std::collections::BTreeSet<_> =
-                p.iter().map(|r| Layout::OrgDay.partition_of(r)).collect();
-            assert!(keys.len() <= 10, "{}", keys.len());
-            seen += p.len();
+            let distinct: std::collections::BTreeSet<_> = p.iter().map(|&i| &org_day[i]).collect();
+            assert!(distinct.len() <= 10, "{}", distinct.len());
+            seen.extend(p);
         }
-        assert_eq!(seen, rows.len());
-        assert_eq!(parts, split_by_partition(&rows, Layout::OrgDay, 10));
+        seen.sort_unstable();
+        assert_eq!(seen, (0..rows.len()).collect::<Vec<_>>());
+        assert_eq!(Some(parts), split_by_partition(&org_day, 10));
     }
 }

@@ -15,6 +15,7 @@ pub mod layout;
 pub mod migrations;
 pub mod retention;
 pub mod row;
+pub mod rowbinary;
 
 pub use avro::{decode, encode, AvroError};
 pub use event::{parse_input, validate, AuditEvent, EventInput, FieldError, Stamp, SystemStamp};

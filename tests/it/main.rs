@@ -8,4 +8,5 @@ mod faults;
 mod ingest;
 mod pipeline;
 mod query;
+mod rowbinary;
 mod storage;

@@ -12,6 +12,7 @@ use trailhouse_consumer::writer::{ClickHouseWriter, RowWriter};
 use trailhouse_query_api::query::{build_page, Cond, Field, Filter, Order, Page, Start};
 use trailhouse_schemas::layout::{ClusterName, Layout, Target, Topology};
 use trailhouse_schemas::migrations::MIGRATIONS;
+use trailhouse_schemas::rowbinary::EncodedRows;
 use trailhouse_schemas::EventRow;
 use trailhouse_tests::TestEnv;
 
@@ -107,10 +108,17 @@ async fn org_day_inserts_are_split_under_the_partition_limit_and_deduplicated() 
         .flat_map(|o| rows_of(&format!("org{o}"), 25, 5, 90, o))
         .collect();
     let timeout = Duration::from_secs(30);
-    // (Unsplit, a ClickHouse server refuses the block: more than
-    // max_partitions_per_insert_block = 100 partitions. The local engine's
-    // streaming insert loses that error, see ARCHITECTURE.md, so it is not
-    // asserted here; the split itself is unit-tested in the schemas crate.)
+    let rows: EncodedRows = rows.iter().collect();
+    // Unsplit, the server refuses the block (more than
+    // max_partitions_per_insert_block = 100 partitions) and stores nothing.
+    let unsplit = ClickHouseWriter::new(env.clickhouse.client(), "events", timeout)
+        .with_layout(Layout::OrgDay, 1000);
+    let refused = unsplit.insert(&rows, "t:0:0-999:whole").await;
+    assert!(
+        refused.is_err(),
+        "an insert over the partition limit was accepted"
+    );
+    assert_eq!(count(&env, "SELECT count() FROM events").await, 0);
     // Split into inserts of at most 60 partitions; twice, as a retry would.
     let writer = ClickHouseWriter::new(env.clickhouse.client(), "events", timeout)
         .with_layout(Layout::OrgDay, 60);

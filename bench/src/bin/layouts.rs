@@ -18,7 +18,8 @@ use trailhouse_common::clickhouse::{migrate_to, ClickHouseArgs};
 use trailhouse_consumer::writer::{ClickHouseWriter, RowWriter};
 use trailhouse_query_api::cursor::Position;
 use trailhouse_query_api::query::{build_page, Cond, Field, Filter, Order, Page, Sql, Start};
-use trailhouse_schemas::layout::{split_by_partition, Layout, Target, Topology};
+use trailhouse_schemas::layout::{split_by_partition, Layout, PartitionKey, Target, Topology};
+use trailhouse_schemas::rowbinary::EncodedRows;
 use trailhouse_schemas::{EventRow, Lineage};
 
 #[derive(Parser)]
@@ -108,14 +109,17 @@ async fn load(ch: &ClickHouseArgs, layout: Layout, rows: &[EventRow], plan: &Pla
             out.finished = false;
             break;
         }
-        for chunk in split_by_partition(batch, layout, 100) {
+        let keys: Vec<PartitionKey> = batch.iter().map(|r| layout.partition_of(r)).collect();
+        let groups =
+            split_by_partition(&keys, 100).unwrap_or_else(|| vec![(0..keys.len()).collect()]);
+        for g in groups {
             out.inserts += 1;
-            let mut keys: Vec<_> = chunk.iter().map(|r| layout.partition_of(r)).collect();
-            keys.sort();
-            keys.dedup();
-            out.parts_created += keys.len();
+            let distinct: std::collections::BTreeSet<&PartitionKey> =
+                g.iter().map(|&i| &keys[i]).collect();
+            out.parts_created += distinct.len();
         }
-        match writer.insert(batch, &format!("bench:0:{i}")).await {
+        let encoded: EncodedRows = batch.iter().collect();
+        match writer.insert(&encoded, &format!("bench:0:{i}")).await {
             Ok(()) => out.rows += batch.len(),
             Err(e) => {
                 out.failed += 1;

@@ -552,6 +552,7 @@ impl Bench {
         let (first, done) = Self::wait_rows(&ch, n, started, &format!("consumer {tag}")).await?;
         let rss = consumers.iter().map(Service::peak_mib).fold(0.0, f64::max);
         drop(consumers);
+        self.drop_database(&db).await;
         let join = first.map_or(0.0, |f| (f - started).as_secs_f64());
         let steady = first.map_or(0.0, |f| n as f64 / (done - f).as_secs_f64().max(1e-3));
         Ok((steady, join, rss))
@@ -601,7 +602,9 @@ impl Bench {
         while let Some(r) = pending.next().await {
             r?;
         }
-        Ok(n as f64 / started.elapsed().as_secs_f64())
+        let eps = n as f64 / started.elapsed().as_secs_f64();
+        self.drop_database(&db).await;
+        Ok(eps)
     }
 
     /// What a ClickHouse user would run instead of our consumer: the Kafka
@@ -609,6 +612,23 @@ impl Bench {
     /// their own, and a materialized view into the same `events` table.
     /// Events/s from the first stored row to the last, like the consumer's.
     async fn kafka_engine_once(&self, n: usize, tag: &str) -> anyhow::Result<f64> {
+        let db = format!("bench_{}_{}", self.run_id, tag.replace('.', "_"));
+        let result = self.kafka_engine_run(n, tag, &db).await;
+        // Also when the engine refused the Kafka table: a server may keep a
+        // half-created one, and fail to start with it later.
+        self.drop_database(&db).await;
+        result
+    }
+
+    /// Drops a database this run created (best effort: a leftover only costs disk).
+    async fn drop_database(&self, db: &str) {
+        let sql = format!("DROP DATABASE IF EXISTS {db} SYNC");
+        if let Err(e) = self.ch("default").client().query(&sql).execute().await {
+            eprintln!("dropping {db}: {e}");
+        }
+    }
+
+    async fn kafka_engine_run(&self, n: usize, tag: &str, db: &str) -> anyhow::Result<f64> {
         let topic = format!("bench.{}.kengine.{tag}", self.run_id);
         let kafka = self.kafka(&topic);
         ensure_topic(&kafka, &topic, 1, 1).await?;
@@ -626,8 +646,7 @@ impl Bench {
             })
             .collect::<anyhow::Result<_>>()?;
         raw_produce(&kafka, &topic, &payloads, None).await?;
-        let db = format!("bench_{}_{}", self.run_id, tag.replace('.', "_"));
-        let ch = self.ch(&db);
+        let ch = self.ch(db);
         migrate(&ch).await?;
         let client = ch.client();
         let columns: Vec<(String, String)> = client
