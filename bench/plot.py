@@ -41,9 +41,15 @@ def main(path, out):
         bars("ingest.png", "Ingest throughput vs raw producer", labels, rows)
     if "consumer" in r:
         c = r["consumer"]
-        labels = ["raw RowBinary insert"] + [f"consumer ×{s['consumers']}" for s in c["scaling"]]
-        rows = [spread(c["raw_insert_events_per_sec"])] + [spread(s["events_per_sec"]) for s in c["scaling"]]
-        bars("consumer.png", "Consumer throughput and scaling", labels, rows)
+        labels = ["raw RowBinary insert"]
+        rows = [spread(c["raw_insert_events_per_sec"])]
+        for s in c["scaling"]:
+            if "kafka_fetch_ceiling_events_per_sec" in s:
+                labels.append(f"fetch only ×{s['partitions']}")
+                rows.append(spread(s["kafka_fetch_ceiling_events_per_sec"]))
+            labels.append(f"consumer ×{s['consumers']}")
+            rows.append(spread(s["events_per_sec"]))
+        bars("consumer.png", "Consumer throughput and scaling vs its ceilings", labels, rows)
     if "query" in r:
         q = r["query"]["results"]
         fig, ax = plt.subplots(figsize=(7, 4))

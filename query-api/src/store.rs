@@ -3,7 +3,7 @@
 use trailhouse_schemas::EventRow;
 
 use crate::cursor::Position;
-use crate::query::{build_page, Filter, Page, Sql, Start};
+use crate::query::{build_page, time_windows, Filter, Page, Sql, Start};
 
 /// A read that failed.
 #[derive(Debug, thiserror::Error)]
@@ -46,16 +46,33 @@ pub fn position(r: &EventRow) -> Position {
     }
 }
 
-/// Runs one page: fetches `limit + 1` rows to learn whether more exist, puts
-/// a backward page back into the requested order, and works out the
+/// Runs one page: fetches `limit + 1` rows to learn whether more exist (in
+/// the page's time windows, nearest first, until it has them), puts a
+/// backward page back into the requested order, and works out the
 /// neighbouring positions.
 pub async fn fetch_page<S: EventStore>(
     store: &S,
     filter: &Filter,
     page: &Page,
 ) -> Result<Fetched, StoreError> {
-    let mut rows = store.fetch(&build_page(filter, page)).await?;
     let limit = page.limit as usize;
+    let mut rows = Vec::new();
+    for window in time_windows(filter, page, chrono::Utc::now()) {
+        let mut f = filter.clone();
+        for c in window {
+            f.push(c);
+        }
+        let missing = (limit + 1).saturating_sub(rows.len());
+        // `build_page` reads one row more than the page's limit.
+        let part = Page {
+            limit: u32::try_from(missing.saturating_sub(1)).unwrap_or(u32::MAX),
+            ..*page
+        };
+        rows.extend(store.fetch(&build_page(&f, &part)).await?);
+        if rows.len() > limit {
+            break;
+        }
+    }
     let has_more = rows.len() > limit;
     rows.truncate(limit);
     let (first, last) = match page.start {

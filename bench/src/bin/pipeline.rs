@@ -16,7 +16,9 @@ use chrono::{DateTime, Utc};
 use clap::Parser;
 use futures::stream::{FuturesUnordered, StreamExt};
 use futures::FutureExt;
+use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::Message;
 use serde_json::{json, Value};
 use trailhouse_bench::gen::{org_name, Generator, Shape};
 use trailhouse_bench::service::{free_port, Binaries, Service};
@@ -48,6 +50,11 @@ struct Args {
     /// Events in the query benchmark's table (default: 10M, quick: 200k).
     #[arg(long)]
     query_events: Option<usize>,
+    /// Events pre-filled for each consumer run (default: 50k, quick: 20k).
+    /// The local broker's fetch cost grows with the backlog (see
+    /// docs/benchmarks.md); against Apache Kafka use e.g. 1,000,000.
+    #[arg(long)]
+    consume_events: Option<usize>,
     /// Only these sections (ingest, consumer, freshness, query); all by default.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
@@ -60,7 +67,8 @@ struct Plan {
     runs: usize,
     ingest_secs: f64,
     consume_events: usize,
-    fresh_rate: usize,
+    /// Steady ingest rates of the freshness runs, events/s.
+    fresh_rates: Vec<usize>,
     fresh_secs: u64,
     query_events: usize,
     query_repeats: usize,
@@ -73,8 +81,8 @@ impl Plan {
             Plan {
                 runs: 1,
                 ingest_secs: 2.0,
-                consume_events: 20_000,
-                fresh_rate: 500,
+                consume_events: a.consume_events.unwrap_or(20_000),
+                fresh_rates: vec![500],
                 fresh_secs: 10,
                 query_events: a.query_events.unwrap_or(200_000),
                 query_repeats: 5,
@@ -84,8 +92,8 @@ impl Plan {
             Plan {
                 runs: 3,
                 ingest_secs: 10.0,
-                consume_events: 300_000,
-                fresh_rate: 5_000,
+                consume_events: a.consume_events.unwrap_or(50_000),
+                fresh_rates: vec![1_000, 5_000],
                 fresh_secs: 60,
                 query_events: a.query_events.unwrap_or(10_000_000),
                 query_repeats: 30,
@@ -558,6 +566,63 @@ impl Bench {
         Ok((steady, join, rss))
     }
 
+    /// The Kafka ceiling: bare rdkafka consumers (one per partition, in one
+    /// group, with the consumer's fetch settings) reading the same kind of
+    /// pre-filled topic, no decoding, no ClickHouse. Events/s from the first
+    /// message to the last.
+    async fn raw_fetch(&self, partitions: usize, n: usize, tag: &str) -> anyhow::Result<f64> {
+        let topic = format!("bench.{}.fetch.{tag}", self.run_id);
+        self.prefill(&topic, partitions as i32, n, partitions as u64)
+            .await?;
+        let mut readers = Vec::new();
+        for _ in 0..partitions {
+            let c: StreamConsumer = self
+                .kafka(&topic)
+                .client_config()
+                .set("group.id", format!("{topic}.group"))
+                .set("enable.auto.commit", "false")
+                .set("auto.offset.reset", "earliest")
+                .set("queued.max.messages.kbytes", "16384")
+                .create()?;
+            c.subscribe(&[&topic])?;
+            readers.push(c);
+        }
+        let first = Arc::new(std::sync::Mutex::new(None::<Instant>));
+        let total = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let mut tasks = Vec::new();
+        for c in readers {
+            let (first, total) = (first.clone(), total.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut bytes = 0usize;
+                while total.load(std::sync::atomic::Ordering::SeqCst) < n {
+                    let Ok(m) = tokio::time::timeout(Duration::from_millis(500), c.recv()).await
+                    else {
+                        continue;
+                    };
+                    let m = m?;
+                    bytes += m.payload().map_or(0, <[u8]>::len);
+                    if let Ok(mut f) = first.lock() {
+                        f.get_or_insert_with(Instant::now);
+                    }
+                    total.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                }
+                Ok::<usize, anyhow::Error>(bytes)
+            }));
+        }
+        let all = futures::future::join_all(tasks);
+        tokio::time::timeout(Duration::from_secs(600), all)
+            .await
+            .context("fetch ceiling: not every event read within 10 minutes")?
+            .into_iter()
+            .try_for_each(|r| r.map_err(anyhow::Error::from).and_then(|r| r.map(|_| ())))?;
+        let started = first
+            .lock()
+            .ok()
+            .and_then(|f| *f)
+            .context("fetch ceiling: no message read")?;
+        Ok(n as f64 / started.elapsed().as_secs_f64().max(1e-3))
+    }
+
     /// The ceiling: the same rows inserted with the `clickhouse` crate
     /// (RowBinary, two inserts in flight, batches of the consumer's size).
     async fn raw_insert(&self, n: usize, tag: &str) -> anyhow::Result<f64> {
@@ -691,6 +756,7 @@ impl Bench {
         let mut engine = Vec::new();
         let mut engine_error: Option<String> = None;
         let mut by_p: HashMap<usize, (Vec<f64>, Vec<f64>, f64)> = HashMap::new();
+        let mut fetch: HashMap<usize, Vec<f64>> = HashMap::new();
         for run in 0..self.plan.runs {
             raw.push(self.raw_insert(n, &format!("raw{run}")).await?);
             if engine_error.is_none() {
@@ -702,6 +768,8 @@ impl Bench {
                 }
             }
             for p in [1usize, 2, 4] {
+                let f = self.raw_fetch(p, n, &format!("p{p}.r{run}")).await?;
+                fetch.entry(p).or_default().push(f);
                 let (eps, join, rss) = self.consume_once(p, n, &format!("p{p}.r{run}")).await?;
                 let m = by_p.entry(p).or_default();
                 m.0.push(eps);
@@ -723,6 +791,7 @@ impl Bench {
             "–".into(),
             "–".into(),
             "1.00×".into(),
+            "–".into(),
         ]];
         let engine = (engine_error.is_none() && !engine.is_empty()).then(|| Spread::of(&engine));
         rows.push(vec![
@@ -740,6 +809,7 @@ impl Bench {
             "–".into(),
             "(in the server)".into(),
             engine.map_or("–".into(), |e| format!("{:.2}×", e.median / raw.median)),
+            "–".into(),
         ]);
         let mut scaling = Vec::new();
         for p in [1usize, 2, 4] {
@@ -747,6 +817,20 @@ impl Bench {
                 continue;
             };
             let (eps, join) = (Spread::of(eps), Spread::of(join));
+            let ceiling = Spread::of(fetch.get(&p).map_or(&[][..], Vec::as_slice));
+            rows.push(vec![
+                format!("raw rdkafka fetch only, {p} partition(s) (Kafka ceiling)"),
+                format!(
+                    "{} ({}–{})",
+                    fmt_rate(ceiling.median),
+                    fmt_rate(ceiling.min),
+                    fmt_rate(ceiling.max)
+                ),
+                "–".into(),
+                "–".into(),
+                format!("{:.2}×", ceiling.median / raw.median),
+                "1.00×".into(),
+            ]);
             rows.push(vec![
                 format!("consumer: {p} partition(s), {p} process(es)"),
                 format!(
@@ -758,9 +842,12 @@ impl Bench {
                 format!("{:.1}", join.median),
                 format!("{rss:.0}"),
                 format!("{:.2}×", eps.median / raw.median),
+                format!("{:.2}×", eps.median / ceiling.median),
             ]);
             scaling.push(
                 json!({"partitions": p, "consumers": p, "events_per_sec": spread_json(&eps),
+                "kafka_fetch_ceiling_events_per_sec": spread_json(&ceiling),
+                "ratio_to_kafka_fetch": eps.median / ceiling.median,
                 "first_row_after_secs": spread_json(&join), "peak_rss_mib_per_process": rss,
                 "ratio_to_raw_insert": eps.median / raw.median,
                 "ratio_to_kafka_engine": engine.map(|e| eps.median / e.median)}),
@@ -774,6 +861,7 @@ impl Bench {
                 "first row after s",
                 "peak RSS MiB / process",
                 "vs raw insert",
+                "vs Kafka fetch",
             ],
             &rows,
             &format!(
@@ -825,20 +913,60 @@ impl Bench {
     }
 
     /// 3: from ingest's 202 to visible through the query API, at a steady rate.
+    /// 3: freshness at each configured rate.
     async fn freshness(&mut self) -> anyhow::Result<()> {
+        let mut rows = Vec::new();
+        let mut runs = Vec::new();
+        for rate in self.plan.fresh_rates.clone() {
+            let (row, run) = self.freshness_at(rate).await?;
+            rows.push(row);
+            runs.push(run);
+        }
+        self.table(
+            "Freshness (ingest 202 → visible in the query API)",
+            &[
+                "target rate ev/s",
+                "accepted ev/s",
+                "markers seen / acknowledged",
+                "p50 ms",
+                "p99 ms",
+                "rejected requests",
+                "peak RSS MiB ingest / consumer",
+            ],
+            &rows,
+            &format!(
+                "{} s of steady load per rate, in requests of 100 events plus a marker event every \
+                 200 ms; latency is from a marker's 202 to its first appearance in `GET /v1/events`, \
+                 polled every 20 ms (so figures include up to 20 ms of polling delay). Markers not \
+                 visible 30 s after the load stopped are not in the percentiles (seen < \
+                 acknowledged). Rejected requests were answered 503 (ingest backpressure). \
+                 Consumer batch age limit: its default.",
+                self.plan.fresh_secs
+            ),
+        );
+        self.report
+            .insert("freshness".into(), json!({ "runs": runs }));
+        Ok(())
+    }
+
+    async fn freshness_at(&self, rate: usize) -> anyhow::Result<(Vec<String>, Value)> {
         let (key, hash) = self.service_key()?;
         let secret = format!("bench-{}", uuid::Uuid::new_v4().simple());
-        let topic = format!("bench.{}.fresh", self.run_id);
+        let topic = format!("bench.{}.fresh{rate}", self.run_id);
         let kafka = self.kafka(&topic);
         ensure_topic(&kafka, &topic, 2, 1).await?;
         ensure_topic(&kafka, &format!("{topic}.dlq"), 1, 1).await?;
-        let db = format!("bench_{}_fresh", self.run_id);
+        let db = format!("bench_{}_fresh{rate}", self.run_id);
         migrate(&self.ch(&db)).await?;
-        let ingest = self.start_ingest(&topic, &hash, "fresh-ingest").await?;
-        let consumers = self
-            .start_consumers(&topic, &db, 1, "fresh-consumer")
+        let ingest = self
+            .start_ingest(&topic, &hash, &format!("fresh{rate}-ingest"))
             .await?;
-        let query = self.start_query_api(&db, &secret, "fresh-query").await?;
+        let consumers = self
+            .start_consumers(&topic, &db, 1, &format!("fresh{rate}-consumer"))
+            .await?;
+        let query = self
+            .start_query_api(&db, &secret, &format!("fresh{rate}-query"))
+            .await?;
         let marker_org = "org_fresh";
         let token = self.token(&secret, marker_org)?;
         let client = reqwest::Client::new();
@@ -871,7 +999,7 @@ impl Bench {
         // event of its own org every 200 ms.
         let mut g = self.generator(1000, 1, 3);
         let batch = 100usize;
-        let interval = Duration::from_secs_f64(batch as f64 / self.plan.fresh_rate as f64);
+        let interval = Duration::from_secs_f64(batch as f64 / rate as f64);
         let started = Instant::now();
         let mut ticker = tokio::time::interval(interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
@@ -879,6 +1007,7 @@ impl Bench {
         let mut next_marker = Instant::now();
         let mut sent = 0usize;
         let mut failures = 0usize;
+        let mut taken = 0usize;
         while started.elapsed() < Duration::from_secs(self.plan.fresh_secs) {
             ticker.tick().await;
             let body: Vec<Value> = (0..batch)
@@ -889,7 +1018,16 @@ impl Bench {
                 .bearer_auth(&key)
                 .json(&body)
                 .send();
-            load.push(async move { req.await.is_ok_and(|r| r.status().as_u16() == 202) }.boxed());
+            load.push(
+                async move {
+                    if req.await.is_ok_and(|r| r.status().as_u16() == 202) {
+                        batch
+                    } else {
+                        0
+                    }
+                }
+                .boxed(),
+            );
             sent += batch;
             if Instant::now() >= next_marker {
                 next_marker += Duration::from_millis(200);
@@ -906,23 +1044,26 @@ impl Bench {
                 load.push(
                     async move {
                         let r = client.post(&url).bearer_auth(&key).json(&body).send().await;
-                        let ok = r.is_ok_and(|r| r.status().as_u16() == 202);
-                        if ok {
+                        if r.is_ok_and(|r| r.status().as_u16() == 202) {
                             acked.lock().await.insert(id, Instant::now());
+                            1
+                        } else {
+                            0
                         }
-                        ok
                     }
                     .boxed(),
                 );
             }
-            while let Some(Some(ok)) = load.next().now_or_never() {
-                failures += usize::from(!ok);
+            while let Some(Some(accepted)) = load.next().now_or_never() {
+                failures += usize::from(accepted == 0);
+                taken += accepted;
             }
         }
-        while let Some(ok) = load.next().await {
-            failures += usize::from(!ok);
+        while let Some(accepted) = load.next().await {
+            failures += usize::from(accepted == 0);
+            taken += accepted;
         }
-        let achieved = sent as f64 / started.elapsed().as_secs_f64();
+        let achieved = taken as f64 / started.elapsed().as_secs_f64();
         // Let the last markers arrive.
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline && seen.lock().await.len() < acked.lock().await.len() {
@@ -945,34 +1086,23 @@ impl Bench {
         let ingest_rss = ingest.peak_mib();
         let consumer_rss = consumers.iter().map(Service::peak_mib).fold(0.0, f64::max);
         drop((ingest, consumers, query));
-        self.table(
-            "Freshness (ingest 202 → visible in the query API)",
-            &["target rate ev/s", "achieved ev/s", "markers seen / sent", "p50 ms", "p99 ms", "rejected requests"],
-            &[vec![
-                self.plan.fresh_rate.to_string(),
-                format!("{achieved:.0}"),
-                format!("{} / {}", lat.len(), acked.len()),
-                format!("{p50:.0}"),
-                format!("{p99:.0}"),
-                failures.to_string(),
-            ]],
-            &format!(
-                "{} s of steady load; the query API is polled every 20 ms, so figures include up to \
-                 20 ms of polling delay. Consumer batch age limit: its default. Peak RSS during \
-                 the run: ingest {ingest_rss:.0} MiB, consumer {consumer_rss:.0} MiB.",
-                self.plan.fresh_secs
-            ),
-        );
-        self.report.insert(
-            "freshness".into(),
-            json!({"target_rate": self.plan.fresh_rate, "achieved_rate": achieved, "markers_sent": acked.len(),
-                   "markers_seen": lat.len(), "p50_ms": p50, "p99_ms": p99, "rejected_requests": failures,
-                   "ingest_peak_rss_mib": ingest_rss, "consumer_peak_rss_mib": consumer_rss}),
-        );
-        Ok(())
+        self.drop_database(&db).await;
+        let row = vec![
+            rate.to_string(),
+            format!("{achieved:.0}"),
+            format!("{} / {}", lat.len(), acked.len()),
+            format!("{p50:.0}"),
+            format!("{p99:.0}"),
+            failures.to_string(),
+            format!("{ingest_rss:.0} / {consumer_rss:.0}"),
+        ];
+        let run = json!({"target_rate": rate, "accepted_rate": achieved, "events_sent": sent,
+               "markers_acknowledged": acked.len(), "markers_seen": lat.len(), "p50_ms": p50,
+               "p99_ms": p99, "rejected_requests": failures, "ingest_peak_rss_mib": ingest_rss,
+               "consumer_peak_rss_mib": consumer_rss});
+        Ok((row, run))
     }
 
-    /// Loads the query table once per size and seed (kept between runs).
     async fn query_table(&self) -> anyhow::Result<(String, ClickHouseArgs)> {
         let n = self.plan.query_events;
         let db = format!("bench_query_{n}_{}", self.args.seed);
