@@ -80,7 +80,8 @@ pub fn header() -> &'static [u8] {
     })
 }
 
-fn uvarint(out: &mut Vec<u8>, mut v: u64) {
+/// An unsigned LEB128 varint (RowBinary lengths; Avro's zig-zag longs).
+pub(crate) fn uvarint(out: &mut Vec<u8>, mut v: u64) {
     while v >= 0x80 {
         out.push((v as u8) | 0x80);
         v >>= 7;

@@ -16,13 +16,9 @@ use crate::event::{Actor, AuditEvent, Auth, Resource};
 
 // ---- writing ----
 
+/// An Avro `long`: the zig-zag mapped value as an unsigned varint.
 fn long(out: &mut Vec<u8>, v: i64) {
-    let mut z = ((v << 1) ^ (v >> 63)) as u64;
-    while z >= 0x80 {
-        out.push((z as u8) | 0x80);
-        z >>= 7;
-    }
-    out.push(z as u8);
+    crate::rowbinary::uvarint(out, ((v << 1) ^ (v >> 63)) as u64);
 }
 
 fn string(out: &mut Vec<u8>, s: &str) {
