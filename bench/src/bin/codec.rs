@@ -14,6 +14,7 @@ use trailhouse_bench::gen::{Generator, Shape};
 use trailhouse_bench::{machine, print_table, Spread};
 use trailhouse_schemas::avro::{decode_generic, encode_generic};
 use trailhouse_schemas::row::Lineage;
+use trailhouse_schemas::rowbinary::EncodedRows;
 use trailhouse_schemas::{decode, encode, EventRow};
 
 #[derive(Parser, Debug)]
@@ -71,6 +72,23 @@ fn main() -> anyhow::Result<()> {
             ));
         }
     });
+    let rows: Vec<EventRow> = events
+        .iter()
+        .enumerate()
+        .map(|(i, e)| {
+            EventRow::from_event(
+                e,
+                Lineage {
+                    partition: 0,
+                    offset: i as i64,
+                },
+            )
+        })
+        .collect();
+    let rowbinary_t = time_per_event(runs, n, || {
+        let encoded: EncodedRows = rows.iter().collect();
+        black_box(encoded.byte_len());
+    });
     let encode_t = time_per_event(runs, n, || {
         for e in &events {
             black_box(encode(black_box(e)).ok());
@@ -112,6 +130,7 @@ fn main() -> anyhow::Result<()> {
             row("Avro decode (consumer)", &decode_t, Some(&decode_generic_t)),
             row("Avro encode (ingest)", &encode_t, Some(&encode_generic_t)),
             row("event → row (consumer)", &row_t, None),
+            row("row → RowBinary (consumer)", &rowbinary_t, None),
         ],
     );
     Ok(())
