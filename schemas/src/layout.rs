@@ -6,7 +6,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use chrono::Datelike;
+use chrono::{DateTime, Datelike, Utc};
 
 use crate::row::EventRow;
 
@@ -41,15 +41,20 @@ impl Layout {
     /// The partition a row belongs to, as ClickHouse computes it from
     /// [`Layout::partition_by`].
     pub fn partition_of(self, row: &EventRow) -> PartitionKey {
-        let d = row.created_at.date_naive();
+        self.key(&row.org_id, row.created_at, row.retention_days)
+    }
+
+    /// The partition of a row with these column values.
+    pub fn key(self, org_id: &str, created_at: DateTime<Utc>, retention_days: u16) -> PartitionKey {
+        let d = created_at.date_naive();
         let day = d.year().unsigned_abs() * 10_000 + d.month() * 100 + d.day();
         match self {
             Layout::Fleet => PartitionKey::Fleet {
-                retention_days: row.retention_days,
+                retention_days,
                 day,
             },
             Layout::OrgDay => PartitionKey::OrgDay {
-                org_id: row.org_id.clone(),
+                org_id: org_id.to_string(),
                 day,
             },
         }

@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use std::ops::Range;
 use std::sync::OnceLock;
 
-use chrono::{DateTime, Datelike, Utc};
+use chrono::{DateTime, Utc};
 
 use crate::layout::{Layout, PartitionKey};
 use crate::row::EventRow;
@@ -231,18 +231,12 @@ impl EncodedRows {
         micros.copy_from_slice(&row[org_end..org_end + 8]);
         let created_at =
             DateTime::from_timestamp_micros(i64::from_le_bytes(micros)).unwrap_or_default();
-        let d = created_at.date_naive();
-        let day = d.year().unsigned_abs() * 10_000 + d.month() * 100 + d.day();
-        match layout {
-            Layout::Fleet => PartitionKey::Fleet {
-                retention_days: u16::from_le_bytes([row[row.len() - 2], row[row.len() - 1]]),
-                day,
-            },
-            Layout::OrgDay => PartitionKey::OrgDay {
-                org_id: String::from_utf8_lossy(&row[at..org_end]).into_owned(),
-                day,
-            },
-        }
+        let retention_days = u16::from_le_bytes([row[row.len() - 2], row[row.len() - 1]]);
+        let org_id = match layout {
+            Layout::Fleet => Cow::Borrowed(""),
+            Layout::OrgDay => String::from_utf8_lossy(&row[at..org_end]),
+        };
+        layout.key(&org_id, created_at, retention_days)
     }
 
     /// Splits the rows into inserts that each touch at most `max_partitions`
