@@ -603,3 +603,177 @@ pub async fn verdict(ch: &ClickHouseArgs, sent: &Sent, timeout: Duration) -> Ver
         unexpected: ids.difference(&sent.ids).count(),
     }
 }
+
+/// Where each Kafka partition of a fault test stands, for a stall or a
+/// failed verdict: the broker's high watermark, the group's committed
+/// offset, what ClickHouse holds from it, and which group member the broker
+/// says owns it. Tells a consumer that stopped fetching from a partition
+/// the broker assigned to nobody (or to a member that has gone).
+pub async fn diagnose(kafka: &KafkaArgs, ch: &ClickHouseArgs, group: &str) -> String {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use std::fmt::Write;
+
+    #[derive(clickhouse::Row, serde::Deserialize)]
+    struct Stored {
+        partition: i32,
+        rows: u64,
+        max_offset: i64,
+    }
+    let stored: Vec<Stored> = ch
+        .client()
+        .query(
+            "SELECT kafka_partition AS partition, count() AS rows, max(kafka_offset) AS max_offset \
+             FROM events GROUP BY partition ORDER BY partition",
+        )
+        .fetch_all()
+        .await
+        .unwrap_or_default();
+    let (kafka, group) = (kafka.clone(), group.to_string());
+    let broker_side = tokio::task::spawn_blocking(move || {
+        let timeout = Duration::from_secs(5);
+        let reader: BaseConsumer = match kafka
+            .client_config()
+            .set("group.id", &group)
+            .set("enable.auto.commit", "false")
+            .set("log_level", "0")
+            .create()
+        {
+            Ok(c) => c,
+            Err(e) => return format!("no diagnostic client: {e}\n"),
+        };
+        let mut out = String::new();
+        let partitions = reader
+            .fetch_metadata(Some(&kafka.topic), timeout)
+            .ok()
+            .and_then(|m| m.topics().first().map(|t| t.partitions().len() as i32))
+            .unwrap_or(0);
+        let mut tpl = rdkafka::TopicPartitionList::new();
+        for p in 0..partitions {
+            tpl.add_partition(&kafka.topic, p);
+        }
+        let committed = reader.committed_offsets(tpl, timeout).ok();
+        let owners = group_owners(&reader, &group, &kafka.topic, timeout);
+        for p in 0..partitions {
+            let high = reader
+                .fetch_watermarks(&kafka.topic, p, timeout)
+                .map(|(_, h)| h.to_string())
+                .unwrap_or_else(|e| format!("? ({e})"));
+            let commit = committed
+                .as_ref()
+                .and_then(|c| c.find_partition(&kafka.topic, p))
+                .map(|e| format!("{:?}", e.offset()))
+                .unwrap_or_else(|| "?".into());
+            let owner = owners
+                .iter()
+                .filter(|(_, ps)| ps.contains(&p))
+                .map(|(m, _)| m.as_str())
+                .collect::<Vec<_>>()
+                .join(",");
+            let owner = if owners.is_empty() {
+                String::new()
+            } else {
+                format!(", owner [{owner}]")
+            };
+            let _ = writeln!(
+                out,
+                "  partition {p}: high watermark {high}, committed {commit}{owner}"
+            );
+        }
+        if owners.is_empty() {
+            let _ = writeln!(
+                out,
+                "  group members and assignments: not reported by the broker"
+            );
+        }
+        out
+    })
+    .await
+    .unwrap_or_else(|e| format!("diagnostic task failed: {e}\n"));
+    let mut out = broker_side;
+    for s in stored {
+        let _ = writeln!(
+            out,
+            "  stored from partition {}: {} rows, up to offset {}",
+            s.partition, s.rows, s.max_offset
+        );
+    }
+    out
+}
+
+/// Each member of `group` with the partitions of `topic` the broker assigned it.
+fn group_owners(
+    reader: &rdkafka::consumer::BaseConsumer,
+    group: &str,
+    topic: &str,
+    timeout: Duration,
+) -> Vec<(String, Vec<i32>)> {
+    use rdkafka::consumer::Consumer;
+    let Ok(list) = reader.fetch_group_list(Some(group), timeout) else {
+        return Vec::new();
+    };
+    list.groups()
+        .iter()
+        .flat_map(|g| g.members())
+        .map(|m| {
+            let name = format!("{}@{}", m.client_id(), m.id());
+            (
+                name,
+                m.assignment()
+                    .map(|a| assigned(a, topic))
+                    .unwrap_or_default(),
+            )
+        })
+        .collect()
+}
+
+/// The partitions of `topic` in a consumer-protocol member assignment:
+/// version (i16), then per topic a name (i16 length + bytes) and the
+/// partitions (i32 count + i32 each), then user data.
+fn assigned(bytes: &[u8], topic: &str) -> Vec<i32> {
+    fn take<const N: usize>(b: &mut &[u8]) -> Option<[u8; N]> {
+        let (head, rest) = b.split_first_chunk::<N>()?;
+        *b = rest;
+        Some(*head)
+    }
+    let mut b = bytes;
+    let mut out = Vec::new();
+    let parse = |b: &mut &[u8], out: &mut Vec<i32>| -> Option<()> {
+        take::<2>(b)?;
+        let topics = i32::from_be_bytes(take::<4>(b)?);
+        for _ in 0..topics.max(0) {
+            let len = i16::from_be_bytes(take::<2>(b)?).max(0) as usize;
+            let name = b.get(..len)?.to_vec();
+            *b = b.get(len..)?;
+            let n = i32::from_be_bytes(take::<4>(b)?);
+            for _ in 0..n.max(0) {
+                let p = i32::from_be_bytes(take::<4>(b)?);
+                if name == topic.as_bytes() {
+                    out.push(p);
+                }
+            }
+        }
+        Some(())
+    };
+    let _ = parse(&mut b, &mut out);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn member_assignments_are_read_per_topic() {
+        let mut b: Vec<u8> = vec![0, 1, 0, 0, 0, 2];
+        for (name, parts) in [("a", vec![0i32, 3]), ("other", vec![1])] {
+            b.extend_from_slice(&(name.len() as i16).to_be_bytes());
+            b.extend_from_slice(name.as_bytes());
+            b.extend_from_slice(&(parts.len() as i32).to_be_bytes());
+            for p in parts {
+                b.extend_from_slice(&p.to_be_bytes());
+            }
+        }
+        b.extend_from_slice(&[0, 0, 0, 0]);
+        assert_eq!(super::assigned(&b, "a"), vec![0, 3]);
+        assert_eq!(super::assigned(&b, "other"), vec![1]);
+        assert!(super::assigned(&b[..9], "a").is_empty());
+    }
+}

@@ -202,6 +202,7 @@ impl TestEnv {
             poison_window: 1000,
             poison_max_ratio: 0.1,
             poison_max_consecutive: 100,
+            pause_after_ms: 1000,
             paused_not_ready_secs: 60,
             test_crash_after_insert: None,
             session_timeout_ms: 10_000,

@@ -11,6 +11,7 @@
 //! ClickHouse. Poison messages go to a dead-letter topic. See
 //! `docs/ARCHITECTURE.md` for the protocol.
 
+pub mod backpressure;
 pub mod batch;
 pub mod dlq;
 pub mod metrics;
@@ -21,6 +22,8 @@ pub mod writer;
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use backpressure::{Backpressure, Step};
 
 use clap::Args;
 use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
@@ -140,6 +143,17 @@ pub struct ConsumerConfig {
         default_value_t = 100
     )]
     pub poison_max_consecutive: usize,
+    /// While inserts are behind, the consumer first stops taking messages
+    /// (librdkafka keeps what it fetched, up to 16 MiB, then stops
+    /// fetching); past this delay it pauses its partitions, which drops
+    /// the prefetched messages but keeps rebalances served. See
+    /// `backpressure`.
+    #[arg(
+        long,
+        env = "TRAILHOUSE_CONSUMER_PAUSE_AFTER_MS",
+        default_value_t = 1000
+    )]
+    pub pause_after_ms: u64,
     /// Report not-ready after being paused (backpressure) this long.
     #[arg(
         long,
@@ -506,14 +520,13 @@ struct Loop<W, S, D> {
     plans: BTreeMap<i32, Plan>,
     in_flight: VecDeque<InFlight>,
     guard: PoisonGuard,
-    paused_since: Option<Instant>,
+    pressure: Backpressure,
+    pause_after: Duration,
     crash_after_insert: Option<u64>,
     committed_batches: u64,
     /// Messages received while the state store could not be read; accepted
     /// in order once it can (partitions stay paused meanwhile).
     deferred: VecDeque<Received>,
-    /// The offset after the last message received, per partition.
-    next_offsets: BTreeMap<i32, i64>,
     /// When to try the deferred messages again, and since when they wait.
     deferred_retry: Option<(Instant, Duration, Instant)>,
 }
@@ -655,7 +668,6 @@ impl<W: RowWriter, S: StateStore, D: DeadLetters> Loop<W, S, D> {
 
     /// Drops what was not sent for a partition and forgets its plan.
     fn forget(&mut self, partition: i32) {
-        self.next_offsets.remove(&partition);
         let dropped = usize::from(self.open.remove(&partition).is_some())
             + self
                 .sealed
@@ -780,7 +792,6 @@ impl<W: RowWriter, S: StateStore, D: DeadLetters> Loop<W, S, D> {
     /// Accepts a message, or defers it (and everything after it) while the
     /// state store cannot be read. Never sleeps: a timer retries.
     async fn receive(&mut self, m: Received) -> Result<(), Error> {
-        self.next_offsets.insert(m.partition, m.offset + 1);
         if !self.deferred.is_empty() {
             self.deferred.push_back(m);
             return Ok(());
@@ -829,50 +840,43 @@ impl<W: RowWriter, S: StateStore, D: DeadLetters> Loop<W, S, D> {
             .map(|(at, _, _)| at.saturating_duration_since(Instant::now()))
     }
 
+    /// Holds, pauses or resumes the fetch side (see [`backpressure`]).
     fn backpressure(&mut self, health: &Health, not_ready_after: Duration) {
         let congested = (!self.sealed.is_empty() && self.in_flight.len() >= self.max_in_flight)
             || !self.deferred.is_empty();
-        match (congested, self.paused_since) {
-            (true, None) => {
+        let now = Instant::now();
+        match self.pressure.observe(congested, self.pause_after, now) {
+            Step::Take | Step::Hold => {}
+            Step::Pause => {
                 if let Ok(tpl) = self.consumer.assignment() {
-                    if self.consumer.pause(&tpl).is_ok() {
-                        tracing::info!("inserts are behind: pausing partitions");
-                        self.paused_since = Some(Instant::now());
-                        ::metrics::gauge!(metrics::PAUSED).set(1.0);
+                    match self.consumer.pause(&tpl) {
+                        Ok(()) => tracing::info!("inserts are behind: pausing partitions"),
+                        Err(e) => tracing::warn!(error = %e, "pausing partitions failed"),
                     }
                 }
+                ::metrics::gauge!(metrics::PAUSED).set(1.0);
             }
-            (false, Some(_)) => {
+            Step::Paused => {
+                if self
+                    .pressure
+                    .paused_for(now)
+                    .is_some_and(|d| d > not_ready_after)
+                {
+                    health.set_ready(false);
+                }
+            }
+            Step::Resume => {
+                // librdkafka resumes each partition at the message after the
+                // last one this loop took.
                 if let Ok(tpl) = self.consumer.assignment() {
-                    let _ = self.consumer.resume(&tpl);
-                    // Restart each fetch explicitly at the next offset the
-                    // loop expects, so no broker-side fetch state from before
-                    // the pause can leave a partition idle.
-                    for e in tpl.elements() {
-                        if let Some(next) = self.next_offsets.get(&e.partition()) {
-                            let consumer = self.consumer.clone();
-                            let (topic, p, next) = (self.topic.clone(), e.partition(), *next);
-                            let r = tokio::task::block_in_place(|| {
-                                consumer.seek(
-                                    &topic,
-                                    p,
-                                    Offset::Offset(next),
-                                    Duration::from_secs(1),
-                                )
-                            });
-                            if let Err(err) = r {
-                                tracing::warn!(partition = p, error = %err, "seek after resume failed");
-                            }
-                        }
+                    if let Err(e) = self.consumer.resume(&tpl) {
+                        tracing::warn!(error = %e, "resuming partitions failed");
                     }
                 }
                 tracing::info!("resuming partitions");
-                self.paused_since = None;
                 ::metrics::gauge!(metrics::PAUSED).set(0.0);
                 health.set_ready(true);
             }
-            (true, Some(since)) if since.elapsed() > not_ready_after => health.set_ready(false),
-            _ => {}
         }
     }
 
@@ -1021,11 +1025,11 @@ pub async fn run(
             config.poison_max_ratio,
             config.poison_max_consecutive,
         ),
-        paused_since: None,
+        pressure: Backpressure::default(),
+        pause_after: Duration::from_millis(config.pause_after_ms),
         crash_after_insert: config.test_crash_after_insert,
         committed_batches: 0,
         deferred: VecDeque::new(),
-        next_offsets: BTreeMap::new(),
         deferred_retry: None,
     };
     health.set_ready(true);
@@ -1036,6 +1040,11 @@ pub async fn run(
         loop {
             let wait = lp.next_due_in();
             let deferred_due = lp.deferred_due_in();
+            let holding = lp.pressure.holding();
+            let hold_wait = lp
+                .pressure
+                .pause_due_in(lp.pause_after, Instant::now())
+                .map_or(wait, |d| d.min(wait));
             tokio::select! {
                 _ = shutdown.wait() => break,
                 done = head_done(&mut lp.in_flight) => {
@@ -1044,7 +1053,9 @@ pub async fn run(
                         lp.commit(f.partition, f.range, rows)?;
                     }
                 }
-                r = tokio::time::timeout(wait, lp.consumer.recv()) => match r {
+                // While holding, messages stay in librdkafka's bounded queue.
+                _ = tokio::time::sleep(hold_wait), if holding => {}
+                r = tokio::time::timeout(wait, lp.consumer.recv()), if !holding => match r {
                     Err(_) => {}
                     Ok(Ok(m)) => {
                         let (p, o) = (m.partition(), m.offset());
@@ -1078,7 +1089,7 @@ pub async fn run(
             }
             if lp.consumer.context().take_assigned() {
                 // The new assignment fetches; re-evaluate backpressure.
-                lp.paused_since = None;
+                lp.pressure.assigned();
                 ::metrics::gauge!(metrics::PAUSED).set(0.0);
             }
             lp.seal_due(false);
