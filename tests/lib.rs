@@ -219,6 +219,20 @@ impl TestEnv {
         }));
     }
 
+    /// [`TestEnv::start_consumer`] serving health and metrics; returns its URL.
+    pub async fn start_consumer_serving(&mut self) -> String {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        let config = self.consumer_config();
+        let shutdown = self.shutdown.clone();
+        self.tasks.push(tokio::spawn(async move {
+            trailhouse_consumer::run(config, Some(listener), shutdown)
+                .await
+                .expect("consumer run");
+        }));
+        url
+    }
+
     pub async fn start_query_api(&mut self) -> String {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let url = format!("http://{}", listener.local_addr().expect("addr"));

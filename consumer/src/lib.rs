@@ -325,7 +325,56 @@ impl RebalanceContext {
     }
 }
 
-impl ClientContext for RebalanceContext {}
+impl ClientContext for RebalanceContext {
+    /// Publishes the lag per partition from librdkafka's statistics, which
+    /// come from what the fetches and commits already returned. (Asking the
+    /// broker for watermarks instead puts a request with a short timeout
+    /// behind the connection's fetch; when a fetch is slow, that request
+    /// times out, librdkafka drops the connection with the fetch on it,
+    /// and a slow broker never completes a fetch again.)
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        let partitions = statistics.topics.values().flat_map(|t| {
+            t.partitions.iter().map(|(p, s)| PartitionOffsets {
+                partition: *p,
+                fetching: !matches!(s.fetch_state.as_str(), "none" | "stopped" | "stopping"),
+                committed: s.committed_offset,
+                low: s.lo_offset,
+                high: s.hi_offset,
+            })
+        });
+        for (p, lag) in lag_by_partition(partitions) {
+            ::metrics::gauge!(metrics::LAG, "partition" => p.to_string()).set(lag as f64);
+        }
+    }
+}
+
+/// One partition's offsets in librdkafka's statistics (negative: unknown).
+#[derive(Debug, Clone, Copy)]
+struct PartitionOffsets {
+    partition: i32,
+    fetching: bool,
+    committed: i64,
+    low: i64,
+    high: i64,
+}
+
+/// Messages not yet committed (so not yet known to be in ClickHouse), per
+/// partition this consumer fetches. A partition without a committed offset
+/// starts at the low watermark (`auto.offset.reset = earliest`). The
+/// internal partition (-1) and unknown watermarks are left out.
+fn lag_by_partition(partitions: impl Iterator<Item = PartitionOffsets>) -> Vec<(i32, i64)> {
+    partitions
+        .filter(|o| o.partition >= 0 && o.fetching && o.high >= 0)
+        .map(|o| {
+            let from = if o.committed >= 0 {
+                o.committed
+            } else {
+                o.low.max(0)
+            };
+            (o.partition, (o.high - from).max(0))
+        })
+        .collect()
+}
 
 impl ConsumerContext for RebalanceContext {
     fn pre_rebalance(&self, _: &rdkafka::consumer::BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
@@ -894,33 +943,6 @@ impl<W: RowWriter, S: StateStore, D: DeadLetters> Loop<W, S, D> {
             .unwrap_or(self.limits.max_age)
             .max(Duration::from_millis(5))
     }
-
-    /// Publishes the lag of each assigned partition.
-    fn report_lag(&self) {
-        let Ok(assignment) = self.consumer.assignment() else {
-            return;
-        };
-        let Ok(positions) = self.consumer.position() else {
-            return;
-        };
-        for e in assignment.elements() {
-            let p = e.partition();
-            let Ok((_, high)) =
-                self.consumer
-                    .fetch_watermarks(&self.topic, p, Duration::from_secs(1))
-            else {
-                continue;
-            };
-            let pos = positions
-                .find_partition(&self.topic, p)
-                .and_then(|x| x.offset().to_raw())
-                .filter(|o| *o >= 0);
-            if let Some(pos) = pos {
-                ::metrics::gauge!(metrics::LAG, "partition" => p.to_string())
-                    .set((high - pos).max(0) as f64);
-            }
-        }
-    }
 }
 
 /// Awaits the head of the in-flight queue (pending forever when empty).
@@ -971,6 +993,8 @@ pub async fn run(
         .set("session.timeout.ms", config.session_timeout_ms.to_string())
         // What is fetched ahead while inserts are behind stays bounded.
         .set("queued.max.messages.kbytes", "16384")
+        // The lag metric comes from the statistics (see `stats`).
+        .set("statistics.interval.ms", "10000")
         .set(
             "max.poll.interval.ms",
             (config.retry_horizon_secs * 1000 + 60_000).to_string(),
@@ -1035,7 +1059,6 @@ pub async fn run(
     health.set_ready(true);
     tracing::info!(topic = %config.kafka.topic, group = %config.group, "consumer started");
     let not_ready_after = Duration::from_secs(config.paused_not_ready_secs);
-    let mut lag_tick = tokio::time::interval(Duration::from_secs(10));
     let result = async {
         loop {
             let wait = lp.next_due_in();
@@ -1082,7 +1105,6 @@ pub async fn run(
                 _ = tokio::time::sleep(deferred_due.unwrap_or(Duration::from_secs(3600))), if deferred_due.is_some() => {
                     lp.retry_deferred().await?;
                 }
-                _ = lag_tick.tick() => tokio::task::block_in_place(|| lp.report_lag()),
             }
             for rp in lp.consumer.context().take_revoked() {
                 lp.forget(rp);
@@ -1140,6 +1162,33 @@ pub async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lag_counts_from_the_committed_offset_of_partitions_being_fetched() {
+        let o = |partition, fetching, committed, low, high| PartitionOffsets {
+            partition,
+            fetching,
+            committed,
+            low,
+            high,
+        };
+        let lag = lag_by_partition(
+            [
+                o(0, true, 40, 0, 100),
+                // Never committed: everything from the low watermark.
+                o(1, true, -1001, 10, 25),
+                // Not fetched by this consumer (revoked), or the internal
+                // partition, or no watermark yet: no figure.
+                o(2, false, 5, 0, 50),
+                o(-1, true, 0, 0, 9),
+                o(3, true, 7, 0, -1001),
+                // A commit newer than the watermark the stats saw.
+                o(4, true, 60, 0, 50),
+            ]
+            .into_iter(),
+        );
+        assert_eq!(lag, vec![(0, 60), (1, 15), (4, 0)]);
+    }
 
     #[test]
     fn revokes_wait_for_the_partitions_in_flight_tasks_only() {

@@ -293,3 +293,50 @@ async fn events_written_with_the_old_schema_still_arrive() {
     }
     env.stop().await;
 }
+
+/// The lag metric comes from librdkafka's statistics (no watermark
+/// requests of our own on the fetch connection): after everything is
+/// stored and committed, each partition reports 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consumer_reports_lag_per_partition() {
+    let mut env = TestEnv::new("lag", 2).await;
+    let sent = trailhouse_tests::faults::produce(&env.kafka, 3_000, None).await;
+    let url = env.start_consumer_serving().await;
+    let (stored, _) = trailhouse_tests::faults::wait_for_rows(
+        &env.clickhouse,
+        sent.ids.len() as u64,
+        Duration::from_secs(120),
+    )
+    .await;
+    assert_eq!(stored, 3_000);
+    let http = reqwest::Client::new();
+    let lag = |text: &str, p: u32| -> Option<f64> {
+        let name = format!("trailhouse_consumer_lag_messages{{partition=\"{p}\"}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(name.as_str()))
+            .and_then(|v| v.trim().parse().ok())
+    };
+    // Statistics arrive every 10 s.
+    let deadline = Instant::now() + Duration::from_secs(40);
+    let mut last = String::new();
+    while Instant::now() < deadline {
+        last = http
+            .get(format!("{url}/metrics"))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("body");
+        if lag(&last, 0) == Some(0.0) && lag(&last, 1) == Some(0.0) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert_eq!(
+        (lag(&last, 0), lag(&last, 1)),
+        (Some(0.0), Some(0.0)),
+        "lag per partition once all is committed:\n{last}"
+    );
+    env.stop().await;
+}
