@@ -172,9 +172,10 @@ impl Broker {
 /// fault the consumer must survive anyway, so tests whose subject is
 /// something else (rebalances, poison messages) run their broker under this
 /// watchdog and report how often it stepped in. A test may also ask for a
-/// restart: Tansu 0.6.0 sometimes stops serving one client's requests (they
-/// time out in librdkafka while its single storage task spins on SQLite
-/// fetch queries), which only a broker restart clears.
+/// restart, when a consumer restart alone did not get rows moving again.
+/// (Most of the "stops serving one client" stalls once blamed on the broker
+/// were the consumer's own lag request cutting its fetch connection; see
+/// "Metrics" in docs/ARCHITECTURE.md.)
 pub struct Watched {
     address: String,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,

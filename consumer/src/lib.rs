@@ -574,7 +574,7 @@ struct Loop<W, S, D> {
     crash_after_insert: Option<u64>,
     committed_batches: u64,
     /// Messages received while the state store could not be read; accepted
-    /// in order once it can (partitions stay paused meanwhile).
+    /// in order once it can (the loop holds, then pauses, meanwhile).
     deferred: VecDeque<Received>,
     /// When to try the deferred messages again, and since when they wait.
     deferred_retry: Option<(Instant, Duration, Instant)>,

@@ -26,6 +26,8 @@ struct Setup {
     broker: Option<Watched>,
     /// What the supervision restarted, and why.
     restarts: std::sync::Mutex<Vec<String>>,
+    /// The logs of the consumers started with [`Setup::other_consumer`].
+    other_logs: std::sync::Mutex<Vec<PathBuf>>,
 }
 
 impl Setup {
@@ -63,6 +65,7 @@ impl Setup {
             log,
             broker: own,
             restarts: std::sync::Mutex::default(),
+            other_logs: std::sync::Mutex::default(),
         }
     }
 
@@ -76,13 +79,13 @@ impl Setup {
 
     /// A second kind of consumer in the group, logging to its own file.
     fn other_consumer(&self, label: &str, extra: &[(&str, String)]) -> Proc {
-        consumer(
-            &self.kafka,
-            &self.ch,
-            &self.group(),
-            extra,
-            &self.log.with_extension(format!("{label}.log")),
-        )
+        let log = self.log.with_extension(format!("{label}.log"));
+        if let Ok(mut logs) = self.other_logs.lock() {
+            if !logs.contains(&log) {
+                logs.push(log.clone());
+            }
+        }
+        consumer(&self.kafka, &self.ch, &self.group(), extra, &log)
     }
 
     /// Where each partition stands (see [`faults::diagnose`]).
@@ -94,10 +97,11 @@ impl Setup {
     /// consumer whenever it exits, as a deployment's restart policy would
     /// (a consumer stops when a failure outlasts its retry horizon). When
     /// nothing moves for 45 s it prints where each partition stands and
-    /// restarts the consumer with SIGTERM, so it leaves the group (the local
-    /// broker sometimes stops answering one client's fetches); when that
-    /// does not help either, it restarts the broker too (the local broker's
-    /// stall; see `Watched`). Each restart is recorded for [`Setup::check`].
+    /// restarts the consumer with SIGTERM, so it leaves the group and the
+    /// group rebalances (the local broker has left a partition without an
+    /// owner; see docs/ARCHITECTURE.md); when that does not help either, it
+    /// restarts the broker too (see `Watched`). Each restart is recorded for
+    /// [`Setup::check`].
     async fn supervise_until(
         &self,
         target: u64,
@@ -128,7 +132,7 @@ impl Setup {
                     "the consumer"
                 };
                 println!(
-                    "{}: no progress for 45 s at {now} rows; restarting {what}\n{}",
+                    "{}: no progress for 45 s at {now} rows\n{}",
                     self.name,
                     self.diagnose().await
                 );
@@ -193,7 +197,12 @@ impl Setup {
             v.duplicates == 0 && v.lost == 0 && v.unexpected == 0 && v.stored == v.produced as u64;
         if !ok {
             let mut logs = String::new();
-            for path in [self.log.clone(), self.log.with_extension("flaky.log")] {
+            let others = self
+                .other_logs
+                .lock()
+                .map(|l| l.clone())
+                .unwrap_or_default();
+            for path in std::iter::once(self.log.clone()).chain(others) {
                 let Ok(log) = std::fs::read_to_string(&path) else {
                     continue;
                 };
