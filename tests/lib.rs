@@ -122,7 +122,7 @@ impl TestEnv {
         let client = self.clickhouse.client();
         for chunk in rows.chunks(20_000) {
             let mut insert = client
-                .insert::<trailhouse_schemas::EventRow>("events")
+                .insert::<trailhouse_schemas::EventRow>(trailhouse_schemas::EVENTS_TABLE)
                 .await
                 .expect("insert");
             for r in chunk {
@@ -183,23 +183,23 @@ impl TestEnv {
     }
 
     pub fn consumer_config(&self) -> trailhouse_consumer::ConsumerConfig {
+        let nz = |n: usize| std::num::NonZeroUsize::new(n).expect("positive");
         trailhouse_consumer::ConsumerConfig {
             kafka: self.kafka.clone(),
             clickhouse: self.clickhouse.clone(),
             group: format!("{}.consumer", self.name),
             instance_id: None,
             listen: "127.0.0.1:0".parse().expect("addr"),
-            batch_rows: 5_000,
-            batch_bytes: 16 * 1024 * 1024,
+            batch_rows: nz(5_000),
+            batch_bytes: nz(16 * 1024 * 1024),
             batch_age_ms: 1000,
             insert_timeout_secs: 30,
             retry_horizon_secs: 60,
-            table: "events".into(),
-            max_partitions_per_insert: 100,
+            max_partitions_per_insert: nz(100),
             shutdown_timeout_secs: 20,
-            max_in_flight: 2,
+            max_in_flight: nz(2),
             dlq_topic: None,
-            poison_window: 1000,
+            poison_window: nz(1000),
             poison_max_ratio: 0.1,
             poison_max_consecutive: 100,
             pause_after_ms: 1000,

@@ -1,6 +1,6 @@
 //! ClickHouse connection settings and the migration runner.
 
-use clap::Args;
+use clap::{Args, ValueEnum};
 use clickhouse::{Client, Compression};
 use trailhouse_schemas::layout::{ClusterName, InvalidClusterName, Layout, Target, Topology};
 use trailhouse_schemas::migrations::{Migration, MIGRATIONS};
@@ -40,9 +40,27 @@ pub struct ClickHouseArgs {
     #[arg(
         long = "clickhouse-compression",
         env = "TRAILHOUSE_CLICKHOUSE_COMPRESSION",
-        default_value = "lz4"
+        default_value = "lz4",
+        value_enum,
+        ignore_case = true
     )]
-    pub compression: String,
+    pub compression: ClickHouseCompression,
+}
+
+/// Compression of ClickHouse HTTP requests and responses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ClickHouseCompression {
+    Lz4,
+    None,
+}
+
+impl From<ClickHouseCompression> for Compression {
+    fn from(c: ClickHouseCompression) -> Self {
+        match c {
+            ClickHouseCompression::Lz4 => Compression::Lz4,
+            ClickHouseCompression::None => Compression::None,
+        }
+    }
 }
 
 /// ClickHouse settings that cannot work.
@@ -50,8 +68,6 @@ pub struct ClickHouseArgs {
 pub enum ClickHouseConfigError {
     #[error("invalid database name {0:?}: use letters, digits and underscores, starting with a letter or underscore")]
     Database(String),
-    #[error("unknown clickhouse compression {0:?}; use lz4 or none")]
-    Compression(String),
 }
 
 /// True for names we are willing to put into DDL as identifiers.
@@ -69,7 +85,7 @@ impl ClickHouseArgs {
             user: "default".into(),
             password: Secret::default(),
             database: database.into(),
-            compression: "none".into(),
+            compression: ClickHouseCompression::None,
         }
     }
 
@@ -77,16 +93,7 @@ impl ClickHouseArgs {
         if !is_safe_identifier(&self.database) {
             return Err(ClickHouseConfigError::Database(self.database.clone()));
         }
-        self.compression()?;
         Ok(())
-    }
-
-    fn compression(&self) -> Result<Compression, ClickHouseConfigError> {
-        match self.compression.to_ascii_lowercase().as_str() {
-            "none" => Ok(Compression::None),
-            "lz4" => Ok(Compression::Lz4),
-            _ => Err(ClickHouseConfigError::Compression(self.compression.clone())),
-        }
     }
 
     /// A client bound to the configured database.
@@ -100,7 +107,7 @@ impl ClickHouseArgs {
             .with_url(&self.url)
             .with_user(&self.user)
             .with_password(self.password.expose())
-            .with_compression(self.compression().unwrap_or(Compression::None))
+            .with_compression(self.compression.into())
     }
 }
 

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use clap::Args;
+use clap::{Args, ValueEnum};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
@@ -27,16 +27,23 @@ pub struct KafkaArgs {
         default_value = "trailhouse.events"
     )]
     pub topic: String,
-    /// `plaintext`, `ssl`, `sasl_plaintext` or `sasl_ssl`.
+    /// How the connection is secured.
     #[arg(
         long = "kafka-security-protocol",
         env = "TRAILHOUSE_KAFKA_SECURITY_PROTOCOL",
-        default_value = "plaintext"
+        default_value = "plaintext",
+        value_enum,
+        ignore_case = true
     )]
-    pub security_protocol: String,
-    /// `PLAIN`, `SCRAM-SHA-256` or `SCRAM-SHA-512` when SASL is used.
-    #[arg(long = "kafka-sasl-mechanism", env = "TRAILHOUSE_KAFKA_SASL_MECHANISM")]
-    pub sasl_mechanism: Option<String>,
+    pub security_protocol: SecurityProtocol,
+    /// The SASL mechanism, when SASL is used.
+    #[arg(
+        long = "kafka-sasl-mechanism",
+        env = "TRAILHOUSE_KAFKA_SASL_MECHANISM",
+        value_enum,
+        ignore_case = true
+    )]
+    pub sasl_mechanism: Option<SaslMechanism>,
     #[arg(long = "kafka-sasl-username", env = "TRAILHOUSE_KAFKA_SASL_USERNAME")]
     pub sasl_username: Option<String>,
     #[arg(
@@ -53,15 +60,62 @@ pub struct KafkaArgs {
     pub ssl_ca_location: Option<String>,
 }
 
+/// librdkafka's `security.protocol`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+#[value(rename_all = "snake_case")]
+pub enum SecurityProtocol {
+    Plaintext,
+    Ssl,
+    SaslPlaintext,
+    SaslSsl,
+}
+
+impl SecurityProtocol {
+    /// The value librdkafka takes.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SecurityProtocol::Plaintext => "plaintext",
+            SecurityProtocol::Ssl => "ssl",
+            SecurityProtocol::SaslPlaintext => "sasl_plaintext",
+            SecurityProtocol::SaslSsl => "sasl_ssl",
+        }
+    }
+
+    pub fn uses_sasl(self) -> bool {
+        matches!(
+            self,
+            SecurityProtocol::SaslPlaintext | SecurityProtocol::SaslSsl
+        )
+    }
+}
+
+/// librdkafka's `sasl.mechanism`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SaslMechanism {
+    #[value(name = "PLAIN")]
+    Plain,
+    #[value(name = "SCRAM-SHA-256")]
+    ScramSha256,
+    #[value(name = "SCRAM-SHA-512")]
+    ScramSha512,
+}
+
+impl SaslMechanism {
+    /// The value librdkafka takes.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SaslMechanism::Plain => "PLAIN",
+            SaslMechanism::ScramSha256 => "SCRAM-SHA-256",
+            SaslMechanism::ScramSha512 => "SCRAM-SHA-512",
+        }
+    }
+}
+
 /// Kafka settings that cannot work together.
 #[derive(Debug, thiserror::Error)]
 pub enum KafkaConfigError {
-    #[error(
-        "unknown kafka security protocol {0:?}; use plaintext, ssl, sasl_plaintext or sasl_ssl"
-    )]
-    Protocol(String),
-    #[error("kafka security protocol {0} needs --kafka-sasl-mechanism, username and password")]
-    SaslIncomplete(String),
+    #[error("kafka security protocol {} needs --kafka-sasl-mechanism, username and password", .0.as_str())]
+    SaslIncomplete(SecurityProtocol),
     #[error("kafka topic must not be empty")]
     EmptyTopic,
 }
@@ -72,7 +126,7 @@ impl KafkaArgs {
         KafkaArgs {
             brokers: brokers.into(),
             topic: topic.into(),
-            security_protocol: "plaintext".into(),
+            security_protocol: SecurityProtocol::Plaintext,
             sasl_mechanism: None,
             sasl_username: None,
             sasl_password: None,
@@ -84,11 +138,8 @@ impl KafkaArgs {
         if self.topic.trim().is_empty() {
             return Err(KafkaConfigError::EmptyTopic);
         }
-        let p = self.security_protocol.to_ascii_lowercase();
-        if !["plaintext", "ssl", "sasl_plaintext", "sasl_ssl"].contains(&p.as_str()) {
-            return Err(KafkaConfigError::Protocol(self.security_protocol.clone()));
-        }
-        if p.starts_with("sasl")
+        let p = self.security_protocol;
+        if p.uses_sasl()
             && (self.sasl_mechanism.is_none()
                 || self.sasl_username.is_none()
                 || self.sasl_password.is_none())
@@ -102,9 +153,9 @@ impl KafkaArgs {
     pub fn client_config(&self) -> ClientConfig {
         let mut c = ClientConfig::new();
         c.set("bootstrap.servers", &self.brokers)
-            .set("security.protocol", &self.security_protocol);
-        if let Some(m) = &self.sasl_mechanism {
-            c.set("sasl.mechanism", m);
+            .set("security.protocol", self.security_protocol.as_str());
+        if let Some(m) = self.sasl_mechanism {
+            c.set("sasl.mechanism", m.as_str());
         }
         if let Some(u) = &self.sasl_username {
             c.set("sasl.username", u);
@@ -148,17 +199,70 @@ mod tests {
     fn sasl_needs_credentials() {
         let mut k = KafkaArgs::local("b:9092", "t");
         assert!(k.validate().is_ok());
-        k.security_protocol = "sasl_ssl".into();
+        k.security_protocol = SecurityProtocol::SaslSsl;
         assert!(matches!(
             k.validate(),
             Err(KafkaConfigError::SaslIncomplete(_))
         ));
-        k.sasl_mechanism = Some("SCRAM-SHA-512".into());
+        k.sasl_mechanism = Some(SaslMechanism::ScramSha512);
         k.sasl_username = Some("u".into());
         k.sasl_password = Some(Secret::new("p"));
         assert!(k.validate().is_ok());
         assert!(!format!("{k:?}").contains("\"p\""));
-        k.security_protocol = "carrier-pigeon".into();
-        assert!(matches!(k.validate(), Err(KafkaConfigError::Protocol(_))));
+    }
+
+    #[derive(Debug, clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        kafka: KafkaArgs,
+    }
+
+    #[test]
+    fn protocol_and_mechanism_parse_into_their_types() {
+        use clap::Parser;
+        let cases: &[(
+            &[&str],
+            Result<(SecurityProtocol, Option<SaslMechanism>), &str>,
+        )] = &[
+            (&[], Ok((SecurityProtocol::Plaintext, None))),
+            (
+                &[
+                    "--kafka-security-protocol",
+                    "SASL_SSL",
+                    "--kafka-sasl-mechanism",
+                    "scram-sha-256",
+                ],
+                Ok((SecurityProtocol::SaslSsl, Some(SaslMechanism::ScramSha256))),
+            ),
+            (
+                &["--kafka-security-protocol", "ssl"],
+                Ok((SecurityProtocol::Ssl, None)),
+            ),
+            (
+                &["--kafka-security-protocol", "carrier-pigeon"],
+                Err("carrier-pigeon"),
+            ),
+            (&["--kafka-sasl-mechanism", "GSSAPI"], Err("GSSAPI")),
+        ];
+        for (args, want) in cases {
+            let parsed = Cli::try_parse_from(std::iter::once("x").chain(args.iter().copied()));
+            match (parsed, want) {
+                (Ok(c), Ok(w)) => assert_eq!(
+                    (c.kafka.security_protocol, c.kafka.sasl_mechanism),
+                    *w,
+                    "{args:?}"
+                ),
+                (Err(e), Err(bad)) => assert!(e.to_string().contains(bad), "{e}"),
+                (got, _) => panic!("{args:?}: {got:?}"),
+            }
+        }
+        for p in SecurityProtocol::value_variants() {
+            let name = p.to_possible_value().map(|v| v.get_name().to_string());
+            assert_eq!(name.as_deref(), Some(p.as_str()));
+        }
+        for m in SaslMechanism::value_variants() {
+            let name = m.to_possible_value().map(|v| v.get_name().to_string());
+            assert_eq!(name.as_deref(), Some(m.as_str()));
+        }
     }
 }

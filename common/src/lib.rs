@@ -4,6 +4,7 @@
 
 pub mod clickhouse;
 pub mod health;
+pub mod http;
 pub mod kafka;
 pub mod secret;
 pub mod serve;

@@ -4,6 +4,7 @@
 
 use clickhouse::{Client, Row};
 use serde::{Deserialize, Serialize};
+use trailhouse_schemas::STATE_TABLE;
 
 /// A batch's offset range, inclusive.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,11 +73,12 @@ impl StateStore for ClickHouseState {
     async fn load(&self, partition: i32, from: i64) -> Result<Vec<Range>, StateError> {
         let rows = self
             .client
-            .query(
-                "SELECT DISTINCT first_offset, last_offset FROM consumer_state \
-                 WHERE consumer_group = {g:String} AND topic = {t:String} AND partition = {p:Int32} \
-                 AND last_offset >= {from:Int64} ORDER BY first_offset, last_offset",
-            )
+            .query(&format!(
+                "SELECT DISTINCT first_offset, last_offset FROM {STATE_TABLE} \
+                 WHERE consumer_group = {{g:String}} AND topic = {{t:String}} \
+                 AND partition = {{p:Int32}} AND last_offset >= {{from:Int64}} \
+                 ORDER BY first_offset, last_offset"
+            ))
             .param("g", &self.group)
             .param("t", &self.topic)
             .param("p", partition)
@@ -97,7 +99,7 @@ impl StateStore for ClickHouseState {
         let err = |e: clickhouse::error::Error| StateError(e.to_string());
         let mut insert = self
             .client
-            .insert::<StateRow>("consumer_state")
+            .insert::<StateRow>(STATE_TABLE)
             .await
             .map_err(err)?;
         insert
@@ -111,33 +113,5 @@ impl StateStore for ClickHouseState {
             .await
             .map_err(err)?;
         insert.end().await.map_err(err)
-    }
-}
-
-/// Pending ranges in memory (unit tests).
-#[derive(Default, Clone)]
-pub struct MemoryState {
-    pub ranges: std::sync::Arc<std::sync::Mutex<Vec<(i32, Range)>>>,
-}
-
-impl StateStore for MemoryState {
-    async fn load(&self, partition: i32, from: i64) -> Result<Vec<Range>, StateError> {
-        let all = self.ranges.lock().map_err(|e| StateError(e.to_string()))?;
-        let mut v: Vec<Range> = all
-            .iter()
-            .filter(|(p, r)| *p == partition && r.last >= from)
-            .map(|(_, r)| *r)
-            .collect();
-        v.sort_by_key(|r| (r.first, r.last));
-        v.dedup();
-        Ok(v)
-    }
-
-    async fn record(&self, partition: i32, range: Range) -> Result<(), StateError> {
-        self.ranges
-            .lock()
-            .map_err(|e| StateError(e.to_string()))?
-            .push((partition, range));
-        Ok(())
     }
 }

@@ -10,6 +10,7 @@ use clickhouse::Client;
 use trailhouse_common::clickhouse::{installed_target, MigrateError};
 use trailhouse_schemas::layout::{Layout, Target, Topology};
 use trailhouse_schemas::retention::{expired, parse_partition, BadPartition};
+use trailhouse_schemas::EVENTS_TABLE;
 
 /// Storage operation failures.
 #[derive(Debug, thiserror::Error)]
@@ -111,7 +112,7 @@ impl Storage {
     }
 
     fn data_table(&self) -> String {
-        self.target.data_table("events")
+        self.target.data_table(EVENTS_TABLE)
     }
 
     /// `system.<table>` on this node, or on every replica of the cluster.
@@ -166,10 +167,10 @@ impl Storage {
                 .collect();
             let retained: Vec<Retained> = self
                 .client
-                .query(
-                    "SELECT _partition_id AS id, max(retention_days) AS retention FROM events \
-                     WHERE _partition_id IN ? GROUP BY id",
-                )
+                .query(&format!(
+                    "SELECT _partition_id AS id, max(retention_days) AS retention \
+                     FROM {EVENTS_TABLE} WHERE _partition_id IN ? GROUP BY id"
+                ))
                 .bind(ids)
                 .fetch_all()
                 .await?;
@@ -204,7 +205,9 @@ impl Storage {
     async fn count_org(&self, org: &str) -> Result<u64, StorageError> {
         Ok(self
             .client
-            .query("SELECT count() FROM events WHERE org_id = ?")
+            .query(&format!(
+                "SELECT count() FROM {EVENTS_TABLE} WHERE org_id = ?"
+            ))
             .bind(org)
             .fetch_one()
             .await?)

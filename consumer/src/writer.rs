@@ -6,7 +6,7 @@ use bytes::Bytes;
 use clickhouse::Client;
 use trailhouse_schemas::layout::Layout;
 use trailhouse_schemas::rowbinary::{self, EncodedRows};
-use trailhouse_schemas::EVENT_COLUMNS;
+use trailhouse_schemas::{EVENTS_TABLE, EVENT_COLUMNS};
 
 /// An insert that did not succeed.
 #[derive(Debug, thiserror::Error)]
@@ -70,7 +70,6 @@ pub trait RowWriter: Send + Sync + 'static {
 #[derive(Clone)]
 pub struct ClickHouseWriter {
     client: Client,
-    table: String,
     timeout: Duration,
     layout: Layout,
     max_partitions: usize,
@@ -80,10 +79,11 @@ pub struct ClickHouseWriter {
 pub const MAX_PARTITIONS_PER_INSERT: usize = 100;
 
 impl ClickHouseWriter {
-    pub fn new(client: Client, table: impl Into<String>, timeout: Duration) -> Self {
+    /// A writer into the events table ([`EVENTS_TABLE`]) of the client's
+    /// database.
+    pub fn new(client: Client, timeout: Duration) -> Self {
         ClickHouseWriter {
             client,
-            table: table.into(),
             timeout,
             layout: Layout::Fleet,
             max_partitions: MAX_PARTITIONS_PER_INSERT,
@@ -101,8 +101,7 @@ impl ClickHouseWriter {
         /// Chunks sent (and compressed) at a time.
         const CHUNK: usize = 1 << 20;
         let sql = format!(
-            "INSERT INTO {} ({EVENT_COLUMNS}) FORMAT {}",
-            self.table,
+            "INSERT INTO {EVENTS_TABLE} ({EVENT_COLUMNS}) FORMAT {}",
             rowbinary::FORMAT
         );
         let mut insert = self

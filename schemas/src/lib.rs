@@ -19,4 +19,5 @@ pub mod rowbinary;
 
 pub use avro::{decode, encode, AvroError};
 pub use event::{parse_input, validate, AuditEvent, EventInput, FieldError, Stamp, SystemStamp};
+pub use migrations::{EVENTS_TABLE, STATE_TABLE};
 pub use row::{EventRow, Lineage, EVENT_COLUMNS};

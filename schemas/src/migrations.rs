@@ -15,18 +15,25 @@ pub struct Migration {
     pub sql: &'static str,
 }
 
+/// The events table, created by the first migration. Every service and the
+/// admin tool name it through this constant; it is not configurable.
+pub const EVENTS_TABLE: &str = "events";
+
+/// The consumer's recorded batch ranges, created by the second migration.
+pub const STATE_TABLE: &str = "consumer_state";
+
 /// All migrations, in version order.
 pub const MIGRATIONS: &[Migration] = &[
     Migration {
         version: 1,
         name: "events",
-        table: "events",
+        table: EVENTS_TABLE,
         sql: include_str!("../migrations/0001_events.sql"),
     },
     Migration {
         version: 2,
         name: "consumer_state",
-        table: "consumer_state",
+        table: STATE_TABLE,
         sql: include_str!("../migrations/0002_consumer_state.sql"),
     },
 ];

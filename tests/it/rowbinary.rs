@@ -91,7 +91,7 @@ fn arb_row(now: i64) -> impl Strategy<Value = EventRow> {
 fn arbitrary_rows_read_back_exactly() {
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let env = rt.block_on(TestEnv::clickhouse_only("rowbinary"));
-    let writer = ClickHouseWriter::new(env.clickhouse.client(), "events", Duration::from_secs(30));
+    let writer = ClickHouseWriter::new(env.clickhouse.client(), Duration::from_secs(30));
     let now = Utc::now().timestamp_micros();
     let case = std::sync::atomic::AtomicU32::new(0);
     let config = ProptestConfig {
@@ -129,7 +129,7 @@ async fn a_table_with_other_column_types_refuses_the_insert() {
         .execute()
         .await
         .expect("alter");
-    let writer = ClickHouseWriter::new(client.clone(), "events", Duration::from_secs(30));
+    let writer = ClickHouseWriter::new(client.clone(), Duration::from_secs(30));
     let rows = crate::dataset::rows(&crate::dataset::events(
         "acme",
         10,

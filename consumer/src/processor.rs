@@ -1,0 +1,185 @@
+//! The driver: owns the source (Kafka, or the in-memory one of the tests),
+//! feeds the [`Pipeline`] and applies what it returns — commit requests in
+//! order, hold / pause / resume for backpressure, revokes — until shutdown,
+//! then drains within its deadline.
+
+use std::time::{Duration, Instant};
+
+use trailhouse_common::health::Health;
+use trailhouse_common::shutdown::Shutdown;
+
+use crate::backpressure::{Backpressure, Step};
+use crate::dlq::DeadLetters;
+use crate::pipeline::{CommitRequest, Pipeline, Received};
+use crate::state::StateStore;
+use crate::writer::RowWriter;
+use crate::{metrics, Error};
+
+/// What changed in the assignment since the last look.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Rebalanced {
+    /// Partitions taken away (their in-flight inserts were waited for).
+    pub revoked: Vec<i32>,
+    /// Partitions were assigned (they fetch unpaused).
+    pub assigned: bool,
+}
+
+/// A receive that failed; the driver logs it and polls again.
+#[derive(Debug, thiserror::Error)]
+#[error("source: {0}")]
+pub struct SourceError(pub String);
+
+/// The port to the message source: a consumer group member.
+pub trait Source: Send {
+    /// The next message. Must be cancel-safe: the driver races it against
+    /// timers and finished inserts.
+    fn recv(&mut self) -> impl std::future::Future<Output = Result<Received, SourceError>> + Send;
+    /// Revokes and assignments since the last call (rebalance callbacks run
+    /// inside [`Source::recv`]).
+    fn rebalanced(&mut self) -> Rebalanced;
+    /// Commits a partition up to `next_offset`. A failed commit (the
+    /// partition moved) is harmless: the next owner replays the recorded
+    /// range, and ClickHouse drops the repeated insert by its token.
+    fn commit(&mut self, request: CommitRequest);
+    /// Stops fetching the assigned partitions (still serving rebalances).
+    fn pause(&mut self);
+    /// Fetches the assigned partitions again, each from the message after
+    /// the last one taken.
+    fn resume(&mut self);
+}
+
+/// The driver's own settings.
+#[derive(Debug, Clone, Copy)]
+pub struct DriverSettings {
+    /// A congestion this long turns a hold into a pause.
+    pub pause_after: Duration,
+    /// Paused this long, the consumer reports not ready.
+    pub not_ready_after: Duration,
+    /// How long the drain on shutdown may take.
+    pub drain_deadline: Duration,
+}
+
+/// Runs until `shutdown` fires (or an error that outlasted its retries),
+/// then seals and inserts the open batches and commits them, within the
+/// drain deadline.
+pub async fn run<Src, W, S, D>(
+    source: &mut Src,
+    pipeline: &mut Pipeline<W, S, D>,
+    shutdown: &Shutdown,
+    health: &Health,
+    settings: DriverSettings,
+) -> Result<(), Error>
+where
+    Src: Source,
+    W: RowWriter,
+    S: StateStore,
+    D: DeadLetters,
+{
+    let mut pressure = Backpressure::default();
+    loop {
+        let wait = pipeline.next_due_in();
+        let deferred_due = pipeline.deferred_due_in();
+        let holding = pressure.holding();
+        let hold_wait = pressure
+            .pause_due_in(settings.pause_after, Instant::now())
+            .map_or(wait, |d| d.min(wait));
+        tokio::select! {
+            _ = shutdown.wait() => break,
+            done = pipeline.completed() => {
+                if let Some(request) = done? {
+                    source.commit(request);
+                }
+            }
+            // While holding, messages stay in the source's bounded queue.
+            _ = tokio::time::sleep(hold_wait), if holding => {}
+            r = tokio::time::timeout(wait, source.recv()), if !holding => match r {
+                Err(_) => {}
+                Ok(Ok(m)) => {
+                    // Rebalance callbacks ran inside this receive: forget the
+                    // revoked partitions before accepting a message that may
+                    // belong to a re-assignment.
+                    apply_rebalance(source, pipeline, &mut pressure);
+                    pipeline.receive(m).await?;
+                }
+                Ok(Err(e)) => tracing::warn!(error = %e, "kafka consume error"),
+            },
+            _ = tokio::time::sleep(deferred_due.unwrap_or(Duration::from_secs(3600))), if deferred_due.is_some() => {
+                pipeline.retry_deferred().await?;
+            }
+        }
+        apply_rebalance(source, pipeline, &mut pressure);
+        pipeline.flush(false);
+        backpressure(source, pipeline, &mut pressure, health, settings);
+    }
+    health.set_ready(false);
+    tracing::info!("draining: inserting open batches");
+    let drain = async {
+        pipeline.flush(true);
+        while !pipeline.is_idle() {
+            if let Some(request) = pipeline.completed().await? {
+                source.commit(request);
+            }
+            pipeline.flush(true);
+        }
+        Ok::<(), Error>(())
+    };
+    match tokio::time::timeout(settings.drain_deadline, drain).await {
+        Ok(r) => r,
+        Err(_) => {
+            tracing::warn!(
+                deadline_secs = settings.drain_deadline.as_secs(),
+                "drain deadline passed; exiting with open batches uncommitted (they will be read again)"
+            );
+            Ok(())
+        }
+    }
+}
+
+fn apply_rebalance<Src: Source, W: RowWriter, S: StateStore, D: DeadLetters>(
+    source: &mut Src,
+    pipeline: &mut Pipeline<W, S, D>,
+    pressure: &mut Backpressure,
+) {
+    let Rebalanced { revoked, assigned } = source.rebalanced();
+    for p in revoked {
+        pipeline.revoke(p);
+    }
+    if assigned {
+        // The new assignment fetches; re-evaluate backpressure.
+        pressure.assigned();
+        ::metrics::gauge!(metrics::PAUSED).set(0.0);
+    }
+}
+
+/// Holds, pauses or resumes the source (see [`crate::backpressure`]).
+fn backpressure<Src: Source, W: RowWriter, S: StateStore, D: DeadLetters>(
+    source: &mut Src,
+    pipeline: &Pipeline<W, S, D>,
+    pressure: &mut Backpressure,
+    health: &Health,
+    settings: DriverSettings,
+) {
+    let now = Instant::now();
+    match pressure.observe(pipeline.congested(), settings.pause_after, now) {
+        Step::Take | Step::Hold => {}
+        Step::Pause => {
+            tracing::info!("inserts are behind: pausing partitions");
+            source.pause();
+            ::metrics::gauge!(metrics::PAUSED).set(1.0);
+        }
+        Step::Paused => {
+            if pressure
+                .paused_for(now)
+                .is_some_and(|d| d > settings.not_ready_after)
+            {
+                health.set_ready(false);
+            }
+        }
+        Step::Resume => {
+            tracing::info!("resuming partitions");
+            source.resume();
+            ::metrics::gauge!(metrics::PAUSED).set(0.0);
+            health.set_ready(true);
+        }
+    }
+}
