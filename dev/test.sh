@@ -16,6 +16,8 @@ say "cargo fmt --check"
 cargo fmt --all --check
 say "cargo build"
 cargo build --workspace --all-targets --locked
+say "the audit layer crate pulls no server dependencies"
+bash dev/check_layer_deps.sh
 say "cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 say "python checks of the dev server"

@@ -302,10 +302,11 @@ mod tests {
         assert!(!is_safe_identifier("1abc"));
         assert!(!is_safe_identifier("a`; DROP"));
         assert!(!is_safe_identifier(""));
-        let mut a = ClickHouseArgs::local("http://x", "ok");
+        let a = ClickHouseArgs::local("http://x", "ok");
         assert!(a.validate().is_ok());
-        a.compression = "snappy".into();
-        assert!(a.validate().is_err());
+        assert!(ClickHouseArgs::local("http://x", "no-dashes")
+            .validate()
+            .is_err());
         assert!(!format!(
             "{:?}",
             ClickHouseArgs {
@@ -314,5 +315,28 @@ mod tests {
             }
         )
         .contains("pw\""));
+    }
+
+    #[derive(Debug, clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        clickhouse: ClickHouseArgs,
+    }
+
+    #[test]
+    fn compression_parses_into_its_type() {
+        use clap::Parser;
+        let parse = |args: &[&str]| {
+            Cli::try_parse_from(std::iter::once("x").chain(args.iter().copied()))
+                .map(|c| c.clickhouse.compression)
+                .map_err(|e| e.to_string())
+        };
+        assert_eq!(parse(&[]), Ok(ClickHouseCompression::Lz4));
+        assert_eq!(
+            parse(&["--clickhouse-compression", "NONE"]),
+            Ok(ClickHouseCompression::None)
+        );
+        let e = parse(&["--clickhouse-compression", "snappy"]).expect_err("unknown");
+        assert!(e.contains("snappy"), "{e}");
     }
 }

@@ -220,10 +220,8 @@ mod tests {
     #[test]
     fn protocol_and_mechanism_parse_into_their_types() {
         use clap::Parser;
-        let cases: &[(
-            &[&str],
-            Result<(SecurityProtocol, Option<SaslMechanism>), &str>,
-        )] = &[
+        type Parsed = Result<(SecurityProtocol, Option<SaslMechanism>), &'static str>;
+        let cases: &[(&[&str], Parsed)] = &[
             (&[], Ok((SecurityProtocol::Plaintext, None))),
             (
                 &[

@@ -2,304 +2,17 @@
 //! that only a fault test covered against live engines is a table row or a
 //! property here.
 
-use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use proptest::prelude::*;
 
+mod harness;
+
 use super::*;
 use crate::testing::{assert_stored_once, MemoryDeadLetters, MemoryState, MemoryWriter, VecSource};
-
-const TOPIC: &str = "audit";
-
-type TestPipeline = Pipeline<MemoryWriter, MemoryState, MemoryDeadLetters>;
-
-fn valid_payload() -> Vec<u8> {
-    static BYTES: OnceLock<Vec<u8>> = OnceLock::new();
-    BYTES
-        .get_or_init(|| {
-            let event = trailhouse_schemas::examples::all().remove(0);
-            trailhouse_schemas::encode(&event).expect("example encodes")
-        })
-        .clone()
-}
-
-fn message(partition: i32, offset: i64, poison: bool) -> Received {
-    Received {
-        partition,
-        offset,
-        key: Some(b"org".to_vec()),
-        payload: (!poison).then(valid_payload),
-        traceparent: None,
-    }
-}
-
-fn is_valid(m: &Received) -> bool {
-    m.payload.is_some()
-}
-
-/// Logs of `sizes[p]` messages per partition; `poison(p, offset)` says which
-/// have no payload.
-fn logs(sizes: &[usize], poison: impl Fn(i32, i64) -> bool) -> BTreeMap<i32, Vec<Received>> {
-    sizes
-        .iter()
-        .enumerate()
-        .map(|(p, n)| {
-            let p = p as i32;
-            (
-                p,
-                (0..*n as i64)
-                    .map(|o| message(p, o, poison(p, o)))
-                    .collect(),
-            )
-        })
-        .collect()
-}
-
-fn settings(max_rows: usize, max_in_flight: usize) -> PipelineSettings {
-    PipelineSettings {
-        topic: TOPIC.into(),
-        limits: BatchLimits {
-            max_rows,
-            max_bytes: usize::MAX,
-            max_age: Duration::from_secs(3600),
-        },
-        horizon: Duration::from_secs(3600),
-        max_in_flight,
-        poison: PoisonGuard::new(1000, 0.5, 100),
-    }
-}
-
-/// The engines one consumer after another talks to, the partition logs, and
-/// the group's committed offsets.
-struct World {
-    writer: MemoryWriter,
-    state: MemoryState,
-    dead_letters: MemoryDeadLetters,
-    logs: BTreeMap<i32, Vec<Received>>,
-    committed: BTreeMap<i32, i64>,
-    /// Where the current member reads next, per partition.
-    position: BTreeMap<i32, i64>,
-    settings: PipelineSettings,
-}
-
-impl World {
-    fn new(logs: BTreeMap<i32, Vec<Received>>, settings: PipelineSettings) -> Self {
-        World {
-            writer: MemoryWriter::default(),
-            state: MemoryState::default(),
-            dead_letters: MemoryDeadLetters::default(),
-            committed: logs.keys().map(|p| (*p, 0)).collect(),
-            position: logs.keys().map(|p| (*p, 0)).collect(),
-            logs,
-            settings,
-        }
-    }
-
-    /// A consumer (re)started: it reads every partition from its committed
-    /// offset.
-    fn start(&mut self) -> TestPipeline {
-        self.position = self.committed.clone();
-        Pipeline::new(
-            Arc::new(self.writer.clone()),
-            Arc::new(self.state.clone()),
-            Arc::new(self.dead_letters.clone()),
-            self.settings.clone(),
-        )
-    }
-
-    /// Feeds up to `n` next messages of `partition`.
-    async fn feed(&mut self, pl: &mut TestPipeline, partition: i32, n: usize) -> Result<(), Error> {
-        for _ in 0..n {
-            let at = self.position[&partition];
-            let Some(m) = self.logs[&partition].get(at as usize).cloned() else {
-                break;
-            };
-            self.position.insert(partition, at + 1);
-            pl.receive(m).await?;
-            pl.flush(false);
-        }
-        Ok(())
-    }
-
-    /// Waits for the next finished batch (a blocked insert times out) and
-    /// commits it when `commit`.
-    async fn complete(
-        &mut self,
-        pl: &mut TestPipeline,
-        commit: bool,
-    ) -> Result<Option<CommitRequest>, Error> {
-        let Ok(done) = tokio::time::timeout(Duration::from_secs(1), pl.completed()).await else {
-            return Ok(None);
-        };
-        let r = done?;
-        if let (Some(r), true) = (r, commit) {
-            let c = self.committed.entry(r.partition).or_insert(0);
-            *c = (*c).max(r.next_offset);
-        }
-        pl.flush(false);
-        Ok(r)
-    }
-
-    /// The revoke callback: waits for the partition's running inserts, then
-    /// the partition is taken away and given back at its committed offset.
-    async fn reassign(&mut self, pl: &mut TestPipeline, partition: i32) {
-        let counts = pl.in_flight_counts();
-        for _ in 0..1000 {
-            if counts.running(partition) == 0 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        pl.revoke(partition);
-        self.position.insert(partition, self.committed[&partition]);
-    }
-
-    /// Seeks a partition back to its committed offset (no revoke); never
-    /// forward, which only a new assignment does.
-    fn rewind(&mut self, partition: i32) {
-        let back = self.committed[&partition].min(self.position[&partition]);
-        self.position.insert(partition, back);
-    }
-
-    /// Runs a healthy consumer to the end of every log.
-    async fn finish(&mut self) {
-        self.writer.block(false);
-        self.writer.fail_next.store(0, Ordering::SeqCst);
-        self.state.down.store(false, Ordering::SeqCst);
-        self.dead_letters.down.store(false, Ordering::SeqCst);
-        let mut pl = self.start();
-        let partitions: Vec<i32> = self.logs.keys().copied().collect();
-        for _ in 0..100 {
-            for &p in &partitions {
-                let n = self.logs[&p].len();
-                self.feed(&mut pl, p, n).await.expect("healthy feed");
-            }
-            pl.retry_deferred().await.expect("state is up");
-            pl.flush(true);
-            while !pl.is_idle() {
-                self.complete(&mut pl, true).await.expect("healthy insert");
-                pl.flush(true);
-            }
-            if self
-                .committed
-                .iter()
-                .all(|(p, c)| *c == self.logs[p].len() as i64)
-            {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        }
-        panic!("never caught up: committed {:?}", self.committed);
-    }
-
-    /// Every valid message stored once, every poison one dead-lettered.
-    fn check(&self) -> usize {
-        let rows = assert_stored_once(TOPIC, &self.logs, is_valid, &self.writer.stored());
-        let lettered: std::collections::BTreeSet<(i32, i64)> =
-            self.dead_letters.offsets().into_iter().collect();
-        for (p, log) in &self.logs {
-            for m in log.iter().filter(|m| !is_valid(m)) {
-                assert!(
-                    lettered.contains(&(*p, m.offset)),
-                    "poison {p}/{} not dead-lettered",
-                    m.offset
-                );
-            }
-        }
-        rows
-    }
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .start_paused(true)
-        .build()
-        .expect("runtime")
-}
-
-/// One step of a scenario.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Op {
-    /// The next `n` messages of a partition.
-    Feed(i32, usize),
-    /// Seal every open batch and start inserts.
-    SealAll,
-    /// Wait for the next finished batch and commit it.
-    Commit,
-    /// Wait for the next finished batch, but its commit is lost (the
-    /// partition moved; the consumer died).
-    LoseCommit,
-    /// The process dies now: running inserts stop where they are.
-    Crash,
-    /// The partition moves away and back (the revoke waits for its inserts).
-    Reassign(i32),
-    /// The partition is re-read from its committed offset, no revoke.
-    Rewind(i32),
-    /// The next `n` insert attempts fail transiently.
-    FailInserts(usize),
-    /// Inserts wait until unblocked (a slow ClickHouse).
-    Block(bool),
-    /// The state store becomes unreachable, or reachable again.
-    StateDown(bool),
-    /// Deferred messages are tried again.
-    RetryDeferred,
-}
-
-/// Runs `ops` against `world`; a run that fails (as the process would exit)
-/// restarts the consumer. Then a healthy consumer reads to the end.
-async fn play(world: &mut World, ops: &[Op]) -> usize {
-    let mut pl = world.start();
-    for op in ops {
-        let step = match *op {
-            Op::Feed(p, n) => world.feed(&mut pl, p, n).await,
-            Op::SealAll => {
-                pl.flush(true);
-                Ok(())
-            }
-            Op::Commit => world.complete(&mut pl, true).await.map(drop),
-            Op::LoseCommit => world.complete(&mut pl, false).await.map(drop),
-            Op::Crash => {
-                drop(pl);
-                pl = world.start();
-                Ok(())
-            }
-            Op::Reassign(p) => {
-                world.reassign(&mut pl, p).await;
-                Ok(())
-            }
-            Op::Rewind(p) => {
-                world.rewind(p);
-                Ok(())
-            }
-            Op::FailInserts(n) => {
-                world.writer.fail_next.store(n, Ordering::SeqCst);
-                Ok(())
-            }
-            Op::Block(on) => {
-                world.writer.block(on);
-                Ok(())
-            }
-            Op::StateDown(on) => {
-                world.state.down.store(on, Ordering::SeqCst);
-                Ok(())
-            }
-            Op::RetryDeferred => pl.retry_deferred().await,
-        };
-        if let Err(e) = step {
-            // The consumer exits uncommitted; a new one takes over.
-            tracing::info!(error = %e, "run failed; restarting");
-            drop(pl);
-            pl = world.start();
-        }
-    }
-    drop(pl);
-    world.finish().await;
-    world.check()
-}
+use harness::*;
 
 use Op::*;
 
@@ -309,7 +22,8 @@ fn protocol_cases_store_every_event_once() {
     //  max in flight, steps, what the case must show)
     type Check = fn(&World);
     let none: Check = |_| {};
-    let cases: Vec<(&str, Vec<usize>, i64, usize, usize, Vec<Op>, Check)> = vec![
+    type Case = (&'static str, Vec<usize>, i64, usize, usize, Vec<Op>, Check);
+    let cases: Vec<Case> = vec![
         (
             "plain run",
             vec![10, 7],
@@ -511,7 +225,8 @@ fn protocol_cases_store_every_event_once() {
 #[test]
 fn poison_limits_stop_the_run_instead_of_dead_lettering() {
     // (case, poison offsets of 20, window, max ratio, max consecutive, trips at)
-    let cases: &[(&str, &[i64], usize, f64, usize, Option<i64>)] = &[
+    type Case = (&'static str, &'static [i64], usize, f64, usize, Option<i64>);
+    let cases: &[Case] = &[
         ("occasional poison passes", &[2, 9, 15], 10, 0.3, 3, None),
         ("a run of poison trips", &[4, 5, 6], 100, 1.0, 3, Some(6)),
         (
