@@ -28,10 +28,7 @@ pub struct Access {
 
 impl Default for Access {
     fn default() -> Self {
-        Access::parse(DEFAULT_ROLE_PERMISSIONS, DEFAULT_DETAIL_HEADERS).unwrap_or(Access {
-            role_permissions: BTreeMap::new(),
-            detail_headers: Vec::new(),
-        })
+        Access::new(RolePermissions::default(), DetailHeaders::default())
     }
 }
 
@@ -46,15 +43,16 @@ pub const DEFAULT_DETAIL_HEADERS: &str =
 #[error("{0}")]
 pub struct AccessConfigError(String);
 
-impl Access {
-    /// Parses the two configuration strings.
-    pub fn parse(role_permissions: &str, detail_headers: &str) -> Result<Self, AccessConfigError> {
+/// Role → the permissions it grants, from `role:permission` pairs separated
+/// by commas.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RolePermissions(pub BTreeMap<String, Vec<String>>);
+
+impl RolePermissions {
+    /// Parses `role:permission` pairs; every pair needs both halves.
+    pub fn parse(s: &str) -> Result<Self, AccessConfigError> {
         let mut map: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        for pair in role_permissions
-            .split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-        {
+        for pair in s.split(',').map(str::trim).filter(|s| !s.is_empty()) {
             let (role, perm) = pair
                 .split_once(':')
                 .filter(|(r, p)| !r.trim().is_empty() && !p.trim().is_empty())
@@ -67,15 +65,53 @@ impl Access {
                 .or_default()
                 .push(perm.trim().to_string());
         }
-        let detail_headers = detail_headers
-            .split(',')
-            .map(|h| h.trim().to_ascii_lowercase())
-            .filter(|h| !h.is_empty())
-            .collect();
-        Ok(Access {
-            role_permissions: map,
-            detail_headers,
-        })
+        Ok(RolePermissions(map))
+    }
+}
+
+/// The grants of [`DEFAULT_ROLE_PERMISSIONS`].
+impl Default for RolePermissions {
+    fn default() -> Self {
+        RolePermissions::parse(DEFAULT_ROLE_PERMISSIONS).unwrap_or(RolePermissions(BTreeMap::new()))
+    }
+}
+
+/// Lower-case header names, from a comma-separated list (every list parses).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DetailHeaders(pub Vec<String>);
+
+impl From<&str> for DetailHeaders {
+    fn from(s: &str) -> Self {
+        DetailHeaders(
+            s.split(',')
+                .map(|h| h.trim().to_ascii_lowercase())
+                .filter(|h| !h.is_empty())
+                .collect(),
+        )
+    }
+}
+
+/// The headers of [`DEFAULT_DETAIL_HEADERS`].
+impl Default for DetailHeaders {
+    fn default() -> Self {
+        DetailHeaders::from(DEFAULT_DETAIL_HEADERS)
+    }
+}
+
+impl Access {
+    pub fn new(role_permissions: RolePermissions, detail_headers: DetailHeaders) -> Self {
+        Access {
+            role_permissions: role_permissions.0,
+            detail_headers: detail_headers.0,
+        }
+    }
+
+    /// Parses the two configuration strings.
+    pub fn parse(role_permissions: &str, detail_headers: &str) -> Result<Self, AccessConfigError> {
+        Ok(Access::new(
+            RolePermissions::parse(role_permissions)?,
+            DetailHeaders::from(detail_headers),
+        ))
     }
 
     /// Whether the token grants `perm`, directly or through a role.
@@ -145,6 +181,30 @@ mod tests {
         assert!(custom.has_permission(&claims(&["auditor"], &[]), VIEW_AUDIT_LOG));
         assert!(!custom.has_permission(&claims(&["admin"], &[]), VIEW_AUDIT_LOG));
         assert!(Access::parse("admin", "").is_err());
+    }
+
+    #[test]
+    fn configuration_values_parse() {
+        let r =
+            RolePermissions::parse(" auditor : viewAuditLog ,auditor:export,,").unwrap_or_default();
+        assert_eq!(
+            r.0.get("auditor").cloned(),
+            Some(vec!["viewAuditLog".to_string(), "export".to_string()])
+        );
+        for bad in ["admin", "admin:", ":viewAuditLog", "a:b,c"] {
+            let e = RolePermissions::parse(bad).err().map(|e| e.to_string());
+            assert!(e.is_some_and(|e| e.contains("role:permission")), "{bad}");
+        }
+        assert_eq!(RolePermissions::parse("").ok().map(|r| r.0.len()), Some(0));
+        assert_eq!(
+            RolePermissions::default().0.keys().collect::<Vec<_>>(),
+            vec!["admin", "owner"]
+        );
+        assert_eq!(
+            DetailHeaders::from(" X-Request-Id ,,Accept").0,
+            vec!["x-request-id", "accept"]
+        );
+        assert_eq!(DetailHeaders::default().0.len(), 9);
     }
 
     #[test]

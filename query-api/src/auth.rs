@@ -40,14 +40,19 @@ pub struct Verifier {
     validation: Validation,
 }
 
-/// Verifier configuration problems.
-#[derive(Debug, thiserror::Error)]
-pub enum KeyError {
-    #[error("unsupported JWT algorithm {0:?}; use HS256, RS256 or ES256")]
-    Algorithm(String),
-    #[error("invalid JWT key: {0}")]
-    Key(String),
+/// A public-key JWT algorithm (HS256 takes a shared secret instead).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum JwtAlgorithm {
+    #[value(name = "RS256")]
+    Rs256,
+    #[value(name = "ES256")]
+    Es256,
 }
+
+/// A public key that does not load.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid JWT key: {0}")]
+pub struct KeyError(String);
 
 impl Verifier {
     /// HS256 with a shared secret (local use).
@@ -56,16 +61,12 @@ impl Verifier {
     }
 
     /// RS256 or ES256 with a PEM public key (production).
-    pub fn public_key(algorithm: &str, pem: &[u8]) -> Result<Self, KeyError> {
+    pub fn public_key(algorithm: JwtAlgorithm, pem: &[u8]) -> Result<Self, KeyError> {
         let (key, alg) = match algorithm {
-            "RS256" => (DecodingKey::from_rsa_pem(pem), Algorithm::RS256),
-            "ES256" => (DecodingKey::from_ec_pem(pem), Algorithm::ES256),
-            other => return Err(KeyError::Algorithm(other.to_string())),
+            JwtAlgorithm::Rs256 => (DecodingKey::from_rsa_pem(pem), Algorithm::RS256),
+            JwtAlgorithm::Es256 => (DecodingKey::from_ec_pem(pem), Algorithm::ES256),
         };
-        Ok(Self::with(
-            key.map_err(|e| KeyError::Key(e.to_string()))?,
-            alg,
-        ))
+        Ok(Self::with(key.map_err(|e| KeyError(e.to_string()))?, alg))
     }
 
     fn with(key: DecodingKey, alg: Algorithm) -> Self {
@@ -158,6 +159,6 @@ mod tests {
             v.verify_header(Some(&format!("Bearer {no_org}"))),
             Err(AuthError::NoOrg)
         ));
-        assert!(Verifier::public_key("HS512", b"").is_err());
+        assert!(Verifier::public_key(JwtAlgorithm::Rs256, b"not a pem").is_err());
     }
 }

@@ -1,10 +1,11 @@
 //! The one error → HTTP status table of the query API, and the JSON body
 //! shape each dialect's clients expect for it.
 
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Value};
+use trailhouse_common::http::status_headers;
 
 use crate::auth::AuthError;
 use crate::store::StoreError;
@@ -168,14 +169,7 @@ impl IntoResponse for Failure {
             tracing::error!(error = %e, "query failed");
         }
         let mut resp = (status, Json(self.body())).into_response();
-        if status == StatusCode::UNAUTHORIZED {
-            resp.headers_mut()
-                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-        }
-        if status == StatusCode::SERVICE_UNAVAILABLE {
-            resp.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-        }
+        status_headers(status, resp.headers_mut());
         resp
     }
 }
@@ -212,5 +206,19 @@ mod tests {
             ApiError::Forbidden("no".into()).shaped(Shape::Torq).body()["code"],
             7
         );
+    }
+
+    #[test]
+    fn responses_carry_the_headers_their_status_implies() {
+        let resp = ApiError::Unauthenticated(AuthError::Missing).into_response();
+        assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(resp.headers()["www-authenticate"], "Bearer");
+        let down = ApiError::Unavailable(StoreError::Unavailable("x".into()));
+        let resp = down.shaped(Shape::Torq).into_response();
+        assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(resp.headers()["retry-after"], "1");
+        let resp = ApiError::NotFound.into_response();
+        assert!(resp.headers().get("retry-after").is_none());
+        assert!(resp.headers().get("www-authenticate").is_none());
     }
 }

@@ -2,7 +2,7 @@
 
 use trailhouse_schemas::EventRow;
 
-use crate::cursor::Position;
+use crate::cursor::{Position, Walk};
 use crate::query::{build_page, time_windows, Filter, Page, Sql, Start};
 
 /// A read that failed.
@@ -26,16 +26,29 @@ pub trait EventStore: Send + Sync + 'static {
         -> impl std::future::Future<Output = Result<u64, StoreError>> + Send;
 }
 
-/// One page of rows in the requested order, and where the walk can go next.
+/// One page of rows in the requested order, and where the walk can go next:
+/// positions as read, or the signed cursors of them (`Fetched<String>`).
 #[derive(Debug, Clone, PartialEq)]
-pub struct Fetched {
+pub struct Fetched<P = Position> {
     pub rows: Vec<EventRow>,
     /// More rows exist beyond this page in the direction of the walk.
     pub has_more: bool,
-    /// Position to continue forward from (the last row), when rows follow.
-    pub next: Option<Position>,
-    /// Position to walk back from (the first row), when rows precede.
-    pub prev: Option<Position>,
+    /// Where to continue forward from (the last row), when rows follow.
+    pub next: Option<P>,
+    /// Where to walk back from (the first row), when rows precede.
+    pub prev: Option<P>,
+}
+
+impl<P> Fetched<P> {
+    /// The same page with `f(walk, p)` in place of each neighbour `p`.
+    pub fn map<Q>(self, f: impl Fn(Walk, P) -> Q) -> Fetched<Q> {
+        Fetched {
+            rows: self.rows,
+            has_more: self.has_more,
+            next: self.next.map(|p| f(Walk::Next, p)),
+            prev: self.prev.map(|p| f(Walk::Prev, p)),
+        }
+    }
 }
 
 /// The keyset position of a row.

@@ -2,27 +2,32 @@
 //! token's org and environment, newest first, `authType` filter, `limit` and
 //! `cursor`.
 
-use std::sync::Arc;
-
 use axum::extract::{RawQuery, State};
-use axum::http::HeaderMap;
+use axum::routing::get;
 use axum::Json;
 use serde_json::{json, Map, Value};
 use trailhouse_schemas::EventRow;
 
-use super::{millis, opt, query_object};
-use crate::api::AppState;
+use super::{millis, opt, or_else, query_object};
+use crate::auth::Claims;
 use crate::error::{ApiError, Failure};
 use crate::params::Params;
 use crate::query::{Cond, Field, Filter};
+use crate::state::{Routes, Shared};
 use crate::store::EventStore;
 
 pub const DIALECT: &str = "atomic";
+pub const PATH: &str = "/audit-log";
 pub const PARAMS: &[&str] = &["authType", "limit", "cursor"];
 pub const ROLE: &str = "workbench";
 pub const AUTH_TYPES: [&str; 4] = ["client", "clientCredentials", "signedPayload", "workbench"];
 pub const DEFAULT_LIMIT: u32 = 100;
 pub const MAX_LIMIT: u32 = 1000;
+
+/// The routes of the Atomic-style API.
+pub fn routes<S: EventStore>() -> Routes<S> {
+    Routes::new().route(PATH, get(list::<S>))
+}
 
 /// The filter of a request.
 pub fn filter(org: &str, environment: Option<&str>, p: &Params) -> Result<Filter, ApiError> {
@@ -56,11 +61,7 @@ pub fn entry(r: &EventRow, cursor: String) -> Value {
             auth.insert(k.into(), json!(v));
         }
     }
-    let url = if r.request_url.is_empty() {
-        &r.request_path
-    } else {
-        &r.request_url
-    };
+    let url = or_else(&r.request_url, &r.request_path);
     json!({
         "id": r.id,
         "url": opt(url),
@@ -83,11 +84,10 @@ pub fn entry(r: &EventRow, cursor: String) -> Value {
 }
 
 pub async fn list<S: EventStore>(
-    State(state): State<Arc<AppState<S>>>,
-    headers: HeaderMap,
+    State(state): State<Shared<S>>,
+    claims: Claims,
     RawQuery(raw): RawQuery,
 ) -> Result<Json<Value>, Failure> {
-    let claims = state.claims(&headers)?;
     state.access.require_role(&claims, ROLE)?;
     let p = Params::parse(raw.as_deref())?;
     let f = filter(&claims.org_id, claims.environment_id.as_deref(), &p)?;

@@ -1,7 +1,9 @@
 //! The API dialects. Each is a thin adapter over the one core: request
 //! parameters → [`crate::query::Filter`] and [`crate::query::Page`] →
-//! parameterised SQL → rows → the dialect's JSON. Each module lists the
-//! parameters it understands (`PARAMS`), which the OpenAPI test checks.
+//! parameterised SQL → rows → the dialect's JSON. Each module exports its
+//! own `routes()` and lists the parameters it understands (`PARAMS`), which
+//! the OpenAPI test checks. Every cursor mode reads its pages through
+//! [`crate::keyset::Keyset`].
 
 pub mod atomic;
 pub mod native;
@@ -13,12 +15,12 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{json, Map, Value};
 use trailhouse_schemas::EventRow;
 
-use crate::api::{binding, AppState};
-use crate::cursor::Cursor;
 use crate::error::ApiError;
+use crate::keyset::{CursorParam, Keyset};
 use crate::params::Params;
-use crate::query::{Filter, Order, Page, Start};
-use crate::store::{fetch_page, position, EventStore};
+use crate::query::{Filter, Order};
+use crate::state::AppState;
+use crate::store::EventStore;
 
 /// A newest-first page of the `{"data": [...], "cursor": "..."}` APIs (the
 /// Atomic-style API and the organisation log): the `cursor` parameter walks
@@ -32,23 +34,14 @@ pub async fn data_page<S: EventStore>(
     limit: u32,
     entry: impl Fn(&EventRow, &dyn Fn(&EventRow) -> String) -> Value,
 ) -> Result<Value, ApiError> {
-    let key = f.key();
-    let b = binding(dialect, f, Order::Desc, &key);
-    let start = match p.one("cursor")? {
-        Some(c) => Start::After(state.next_cursor(&b, "cursor", c)?.pos),
-        None => Start::First,
-    };
-    let page = Page {
-        order: Order::Desc,
-        start,
-        limit,
-    };
-    let fetched = fetch_page(&state.store, f, &page).await?;
-    let after = |r: &EventRow| state.cursors.encode(&b, Cursor::next(position(r)));
-    let data: Vec<Value> = fetched.rows.iter().map(|r| entry(r, &after)).collect();
+    let keyset =
+        Keyset::new(state, dialect, f, Order::Desc, limit).cursor(CursorParam::next("cursor"));
+    let page = keyset.read(p).await?;
+    let after = |r: &EventRow| keyset.cursor_after(r);
+    let data: Vec<Value> = page.rows.iter().map(|r| entry(r, &after)).collect();
     let mut body = json!({ "data": data });
-    if let Some(pos) = fetched.next {
-        body["cursor"] = json!(state.cursors.encode(&b, Cursor::next(pos)));
+    if let Some(c) = page.next {
+        body["cursor"] = json!(c);
     }
     Ok(body)
 }
@@ -56,6 +49,15 @@ pub async fn data_page<S: EventStore>(
 /// UTC with milliseconds and `Z`.
 pub fn millis(t: &DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+/// `s`, or `fallback` when `s` is empty.
+pub fn or_else<'a>(s: &'a str, fallback: &'a str) -> &'a str {
+    if s.is_empty() {
+        fallback
+    } else {
+        s
+    }
 }
 
 /// A non-empty string as JSON, else `null`.

@@ -3,12 +3,11 @@
 //! event as NDJSON or CSV, streamed in constant memory). Unknown parameters
 //! are rejected, so a typo never silently widens a query.
 
-use std::sync::Arc;
-
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, RawQuery, State};
-use axum::http::{header, HeaderMap};
+use axum::http::header;
 use axum::response::{IntoResponse, Response};
+use axum::routing::get;
 use axum::Json;
 use serde_json::{json, Value};
 use trailhouse_schemas::event::format_timestamp;
@@ -16,15 +15,18 @@ use trailhouse_schemas::EventRow;
 use uuid::Uuid;
 
 use crate::access::VIEW_AUDIT_LOG;
-use crate::api::{binding, AppState};
 use crate::auth::Claims;
-use crate::cursor::{Cursor, Walk};
 use crate::error::{ApiError, Failure};
+use crate::keyset::{CursorParam, Keyset};
 use crate::params::{ceil_micros, Params};
 use crate::query::{build_get, Cond, Field, Filter, Order, Page, Start};
+use crate::state::{Routes, Shared};
 use crate::store::{fetch_page, EventStore};
 
 pub const DIALECT: &str = "native";
+pub const LIST_PATH: &str = "/v1/events";
+pub const EXPORT_PATH: &str = "/v1/events/export";
+pub const SHOW_PATH: &str = "/v1/events/{id}";
 pub const DEFAULT_LIMIT: u32 = 100;
 pub const MAX_LIMIT: u32 = 1000;
 /// Rows per ClickHouse read while exporting.
@@ -80,6 +82,14 @@ pub fn list_params() -> Vec<&'static str> {
 /// The parameters of `GET /v1/events/export`.
 pub fn export_params() -> Vec<&'static str> {
     known(&EXPORT_PARAMS)
+}
+
+/// The routes of the native API.
+pub fn routes<S: EventStore>() -> Routes<S> {
+    Routes::new()
+        .route(LIST_PATH, get(list::<S>))
+        .route(EXPORT_PATH, get(export::<S>))
+        .route(SHOW_PATH, get(show::<S>))
 }
 
 /// The token's scope: its org, and its environment and workspace when it
@@ -140,65 +150,33 @@ pub fn filter(mut f: Filter, p: &Params) -> Result<Filter, ApiError> {
     Ok(f)
 }
 
-fn authorize<S>(state: &AppState<S>, headers: &HeaderMap) -> Result<Claims, ApiError> {
-    let claims = state.claims(headers)?;
-    state.access.require(&claims, VIEW_AUDIT_LOG)?;
-    Ok(claims)
-}
-
 pub async fn list<S: EventStore>(
-    State(state): State<Arc<AppState<S>>>,
-    headers: HeaderMap,
+    State(state): State<Shared<S>>,
+    claims: Claims,
     RawQuery(raw): RawQuery,
 ) -> Result<Json<Value>, Failure> {
-    let claims = authorize(&state, &headers)?;
+    state.access.require(&claims, VIEW_AUDIT_LOG)?;
     let p = Params::parse(raw.as_deref())?;
     p.reject_unknown(&list_params())?;
     let f = filter(scope(&claims), &p)?;
     let order = p.order("order", Order::Desc)?;
     let limit = p.size("limit", DEFAULT_LIMIT, MAX_LIMIT)?;
-    let key = f.key();
-    let b = binding(DIALECT, &f, order, &key);
-    let start = match p.one("cursor")? {
-        None => Start::First,
-        Some(c) => match state.cursor(&b, "cursor", c)? {
-            Cursor {
-                walk: Walk::Next,
-                pos,
-                ..
-            } => Start::After(pos),
-            Cursor { pos, .. } => Start::Before(pos),
-        },
-    };
-    let fetched = fetch_page(
-        &state.store,
-        &f,
-        &Page {
-            order,
-            start,
-            limit,
-        },
-    )
-    .await
-    .map_err(ApiError::from)?;
-    let next = fetched
-        .next
-        .map(|pos| state.cursors.encode(&b, Cursor::next(pos)));
-    let prev = fetched
-        .prev
-        .map(|pos| state.cursors.encode(&b, Cursor::prev(pos)));
-    let data: Vec<_> = fetched.rows.into_iter().map(EventRow::into_event).collect();
+    let page = Keyset::new(&state, DIALECT, &f, order, limit)
+        .cursor(CursorParam::either("cursor"))
+        .read(&p)
+        .await?;
+    let data: Vec<_> = page.rows.into_iter().map(EventRow::into_event).collect();
     Ok(Json(
-        json!({"data": data, "next_cursor": next, "prev_cursor": prev}),
+        json!({"data": data, "next_cursor": page.next, "prev_cursor": page.prev}),
     ))
 }
 
 pub async fn show<S: EventStore>(
-    State(state): State<Arc<AppState<S>>>,
-    headers: HeaderMap,
+    State(state): State<Shared<S>>,
     Path(id): Path<String>,
+    claims: Claims,
 ) -> Result<Json<Value>, Failure> {
-    let claims = authorize(&state, &headers)?;
+    state.access.require(&claims, VIEW_AUDIT_LOG)?;
     let id = Uuid::parse_str(&id).map_err(|_| ApiError::bad("id", "must be a UUID"))?;
     let rows = state
         .store
@@ -300,7 +278,7 @@ pub fn csv_record(r: &EventRow) -> String {
 }
 
 struct Export<S> {
-    state: Arc<AppState<S>>,
+    state: Shared<S>,
     filter: Filter,
     order: Order,
     format: Format,
@@ -340,11 +318,11 @@ async fn next_chunk<S: EventStore>(
 }
 
 pub async fn export<S: EventStore>(
-    State(state): State<Arc<AppState<S>>>,
-    headers: HeaderMap,
+    State(state): State<Shared<S>>,
+    claims: Claims,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, Failure> {
-    let claims = authorize(&state, &headers)?;
+    state.access.require(&claims, VIEW_AUDIT_LOG)?;
     let p = Params::parse(raw.as_deref())?;
     p.reject_unknown(&export_params())?;
     let filter = filter(scope(&claims), &p)?;

@@ -3,10 +3,8 @@
 //! request details). Permission `viewAuditLog`; `{org_id}` must be the
 //! token's org.
 
-use std::sync::Arc;
-
 use axum::extract::{Path, RawQuery, State};
-use axum::http::HeaderMap;
+use axum::routing::get;
 use axum::Json;
 use serde_json::{json, Map, Value};
 use trailhouse_schemas::EventRow;
@@ -14,20 +12,29 @@ use uuid::Uuid;
 
 use super::{millis, opt, query_object};
 use crate::access::{Access, VIEW_AUDIT_LOG};
-use crate::api::AppState;
 use crate::auth::Claims;
 use crate::error::{ApiError, Failure};
 use crate::params::Params;
 use crate::query::{build_get, Cond, Filter};
+use crate::state::{Routes, Shared};
 use crate::store::EventStore;
 
 pub const DIALECT: &str = "orglog";
+pub const LIST_PATH: &str = "/api/v1/organizations/{org_id}/audit-logs";
+pub const SHOW_PATH: &str = "/api/v1/organizations/{org_id}/audit-logs/{id}";
 pub const PARAMS: &[&str] = &["search", "limit", "cursor"];
 pub const DEFAULT_LIMIT: u32 = 50;
 pub const MAX_LIMIT: u32 = 500;
 
 /// Auth types that mean "an API key made this request".
 const API_KEY_AUTH: [&str; 4] = ["apiKey", "api_key", "apikey", "api-key"];
+
+/// The routes of the organisation audit log.
+pub fn routes<S: EventStore>() -> Routes<S> {
+    Routes::new()
+        .route(LIST_PATH, get(list::<S>))
+        .route(SHOW_PATH, get(show::<S>))
+}
 
 fn authorize(access: &Access, claims: &Claims, org_id: &str) -> Result<(), ApiError> {
     access.require(claims, VIEW_AUDIT_LOG)?;
@@ -93,12 +100,11 @@ pub fn details(r: &EventRow, access: &Access) -> Value {
 }
 
 pub async fn list<S: EventStore>(
-    State(state): State<Arc<AppState<S>>>,
-    headers: HeaderMap,
+    State(state): State<Shared<S>>,
     Path(org_id): Path<String>,
+    claims: Claims,
     RawQuery(raw): RawQuery,
 ) -> Result<Json<Value>, Failure> {
-    let claims = state.claims(&headers)?;
     authorize(&state.access, &claims, &org_id)?;
     let p = Params::parse(raw.as_deref())?;
     let f = filter(&claims.org_id, &p)?;
@@ -108,11 +114,10 @@ pub async fn list<S: EventStore>(
 }
 
 pub async fn show<S: EventStore>(
-    State(state): State<Arc<AppState<S>>>,
-    headers: HeaderMap,
+    State(state): State<Shared<S>>,
     Path((org_id, id)): Path<(String, String)>,
+    claims: Claims,
 ) -> Result<Json<Value>, Failure> {
-    let claims = state.claims(&headers)?;
     authorize(&state.access, &claims, &org_id)?;
     let id = Uuid::parse_str(&id).map_err(|_| ApiError::bad("id", "must be a UUID"))?;
     let rows = state

@@ -2,29 +2,33 @@
 //! a time window (the last 24 hours by default), `page_size`, `page_token`
 //! and `order`. Errors take Torq's gRPC-gateway shape.
 
-use std::sync::Arc;
-
 use axum::extract::{RawQuery, State};
-use axum::http::HeaderMap;
+use axum::routing::get;
 use axum::Json;
 use chrono::{DateTime, Duration, SecondsFormat, Utc};
 use serde_json::{json, Value};
 use trailhouse_schemas::EventRow;
 
-use super::opt;
+use super::{opt, or_else};
 use crate::access::VIEW_AUDIT_LOG;
-use crate::api::{binding, AppState};
 use crate::auth::Claims;
-use crate::cursor::Cursor;
 use crate::error::{ApiError, Failure, Shape};
+use crate::keyset::{CursorParam, Keyset};
 use crate::params::{after_micros, ceil_micros, Params};
-use crate::query::{Cond, Field, Filter, Order, Page, Start};
-use crate::store::{fetch_page, EventStore};
+use crate::query::{Cond, Field, Filter, Order};
+use crate::state::{AppState, Routes, Shared};
+use crate::store::EventStore;
 
 pub const DIALECT: &str = "torq";
+pub const PATH: &str = "/v1alpha/audit_logs";
 pub const PARAMS: &[&str] = &["start_time", "end_time", "page_size", "page_token", "order"];
 pub const DEFAULT_PAGE_SIZE: u32 = 100;
 pub const MAX_PAGE_SIZE: u32 = 500;
+
+/// The routes of the Torq-style API.
+pub fn routes<S: EventStore>() -> Routes<S> {
+    Routes::new().route(PATH, get(list::<S>))
+}
 
 /// The window `[from, until)` of a request at time `now`, both request
 /// bounds inclusive.
@@ -56,11 +60,7 @@ pub fn scope(claims: &Claims) -> Result<Filter, ApiError> {
 
 /// One entry.
 pub fn entry(r: &EventRow) -> Value {
-    let action = if r.action_description.is_empty() {
-        &r.action_type
-    } else {
-        &r.action_description
-    };
+    let action = or_else(&r.action_description, &r.action_type);
     json!({
         "id": r.id,
         "timestamp": r.created_at.to_rfc3339_opts(SecondsFormat::AutoSi, true),
@@ -80,16 +80,16 @@ pub fn entry(r: &EventRow) -> Value {
 
 async fn run<S: EventStore>(
     state: &AppState<S>,
-    headers: &HeaderMap,
+    claims: Result<Claims, ApiError>,
     raw: Option<&str>,
 ) -> Result<Value, ApiError> {
-    let claims = state.claims(headers)?;
+    let claims = claims?;
     state.access.require(&claims, VIEW_AUDIT_LOG)?;
     let p = Params::parse(raw)?;
     let f = scope(&claims)?;
     let order = p.order("order", Order::Desc)?;
     let limit = p.size("page_size", DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)?;
-    let mut win = window(&p, Utc::now())?;
+    let win = window(&p, Utc::now())?;
     // The cursor is bound to the parameters as given; the window they
     // resolved to on the first page travels inside it, so "the last 24
     // hours" does not move while a client pages through it.
@@ -99,46 +99,22 @@ async fn run<S: EventStore>(
         p.one("start_time")?.unwrap_or(""),
         p.one("end_time")?.unwrap_or("")
     );
-    let b = binding(DIALECT, &f, order, &key);
-    let start = match p.one("page_token")? {
-        Some(t) => {
-            let c = state.next_cursor(&b, "page_token", t)?;
-            win = c
-                .window
-                .ok_or_else(|| ApiError::bad("page_token", "carries no time window"))?;
-            Start::After(c.pos)
-        }
-        None => Start::First,
-    };
-    let windowed = f.clone().and(Cond::From(win.0)).and(Cond::Until(win.1));
-    let fetched = fetch_page(
-        &state.store,
-        &windowed,
-        &Page {
-            order,
-            start,
-            limit,
-        },
-    )
-    .await?;
-    let token = fetched
-        .next
-        .map(|pos| {
-            let mut c = Cursor::next(pos);
-            c.window = Some(win);
-            state.cursors.encode(&b, c)
-        })
-        .unwrap_or_default();
-    let logs: Vec<Value> = fetched.rows.iter().map(entry).collect();
-    Ok(json!({"audit_logs": logs, "next_page_token": token}))
+    let page = Keyset::new(state, DIALECT, &f, order, limit)
+        .bound_to(key)
+        .window(win)
+        .cursor(CursorParam::next("page_token"))
+        .read(&p)
+        .await?;
+    let logs: Vec<Value> = page.rows.iter().map(entry).collect();
+    Ok(json!({"audit_logs": logs, "next_page_token": page.next.unwrap_or_default()}))
 }
 
 pub async fn list<S: EventStore>(
-    State(state): State<Arc<AppState<S>>>,
-    headers: HeaderMap,
+    State(state): State<Shared<S>>,
+    claims: Result<Claims, ApiError>,
     RawQuery(raw): RawQuery,
 ) -> Result<Json<Value>, Failure> {
-    run(&state, &headers, raw.as_deref())
+    run(&state, claims, raw.as_deref())
         .await
         .map(Json)
         .map_err(|e| e.shaped(Shape::Torq))

@@ -3,10 +3,9 @@
 //! (`page[size]`, `page[after]`, `page[before]`, `sort`) by default and the
 //! capped offset pagination (`page`, `per_page`) when asked for.
 
-use std::sync::Arc;
-
 use axum::extract::{Path, RawQuery, State};
 use axum::http::HeaderMap;
+use axum::routing::get;
 use axum::Json;
 use chrono::SecondsFormat;
 use serde_json::{json, Value};
@@ -15,11 +14,13 @@ use uuid::Uuid;
 
 use super::opt;
 use crate::access::VIEW_AUDIT_LOG;
-use crate::api::{binding, AppState};
-use crate::cursor::{Cursor, Walk};
+use crate::auth::Claims;
+use crate::cursor::Walk;
 use crate::error::{ApiError, Failure, Shape};
+use crate::keyset::{CursorParam, Keyset};
 use crate::params::{after_micros, ceil_micros, parse_time, Params};
 use crate::query::{build_count, build_get, Cond, Field, Filter, Order, Page, Start};
+use crate::state::{AppState, Routes, Shared};
 use crate::store::{fetch_page, EventStore};
 
 pub const DIALECT: &str = "zendesk";
@@ -48,7 +49,23 @@ pub const PARAMS: &[&str] = &[
 pub const MAX_PAGE_SIZE: u32 = 100;
 /// Offset pagination stops here, as Zendesk's does.
 pub const MAX_OFFSET_PAGES: u32 = 100;
-const PATH: &str = "/api/v2/audit_logs";
+pub const PATH: &str = "/api/v2/audit_logs";
+/// The same list, as Zendesk also serves it.
+pub const JSON_PATH: &str = "/api/v2/audit_logs.json";
+pub const SHOW_PATH: &str = "/api/v2/audit_logs/{id}";
+
+/// The cursor parameters of the cursor mode.
+const AFTER: CursorParam = CursorParam::only("page[after]", Walk::Next, "this is a before_cursor");
+const BEFORE: CursorParam =
+    CursorParam::only("page[before]", Walk::Prev, "this is an after_cursor");
+
+/// The routes of the Zendesk-style API.
+pub fn routes<S: EventStore>() -> Routes<S> {
+    Routes::new()
+        .route(PATH, get(list::<S>))
+        .route(JSON_PATH, get(list::<S>))
+        .route(SHOW_PATH, get(show::<S>))
+}
 
 const FILTERS: [(&str, Field); 5] = [
     ("source_type", Field::ResourceType),
@@ -116,166 +133,130 @@ pub fn entry(r: &EventRow, base: &str) -> Value {
     })
 }
 
-/// The request's own URL with the pagination parameters replaced.
-fn link(base: &str, p: &Params, drop: &[&str], add: &[(&str, String)]) -> String {
-    let mut pairs: Vec<(String, String)> = p
-        .pairs()
-        .iter()
-        .filter(|(k, _)| !drop.contains(&k.as_str()))
-        .cloned()
-        .collect();
-    pairs.extend(add.iter().map(|(k, v)| (k.to_string(), v.clone())));
-    let qs = serde_urlencoded::to_string(&pairs).unwrap_or_default();
-    format!("{base}{PATH}?{qs}")
+/// A list request past authentication: the state, the filter, the
+/// parameters and the base of absolute URLs.
+struct List<'a, S> {
+    state: &'a AppState<S>,
+    f: Filter,
+    p: Params,
+    base: String,
 }
 
-async fn offset_page<S: EventStore>(
-    state: &AppState<S>,
-    f: &Filter,
-    p: &Params,
-    base: &str,
-) -> Result<Value, ApiError> {
-    let per_page = p.size("per_page", MAX_PAGE_SIZE, MAX_PAGE_SIZE)?;
-    let page: u32 = p.parsed("page", "a positive integer")?.unwrap_or(1);
-    if page == 0 {
-        return Err(ApiError::bad("page", "must be a positive integer"));
+impl<S: EventStore> List<'_, S> {
+    /// The request's own URL with the pagination parameters replaced.
+    fn link(&self, drop: &[&str], add: &[(&str, String)]) -> String {
+        let mut pairs: Vec<(String, String)> = self
+            .p
+            .pairs()
+            .iter()
+            .filter(|(k, _)| !drop.contains(&k.as_str()))
+            .cloned()
+            .collect();
+        pairs.extend(add.iter().map(|(k, v)| (k.to_string(), v.clone())));
+        let qs = serde_urlencoded::to_string(&pairs).unwrap_or_default();
+        format!("{}{PATH}?{qs}", self.base)
     }
-    if page > MAX_OFFSET_PAGES {
-        return Err(ApiError::bad(
-            "page",
-            format!(
-                "offset pagination is limited to {MAX_OFFSET_PAGES} pages; use cursor pagination (page[size], page[after]) to read further"
-            ),
-        ));
+
+    fn entries(&self, rows: &[EventRow]) -> Vec<Value> {
+        rows.iter().map(|r| entry(r, &self.base)).collect()
     }
-    if let Some(s) = p.one("sort_by")? {
-        if s != "created_at" {
-            return Err(ApiError::bad("sort_by", "must be `created_at`"));
+
+    async fn offset_page(&self) -> Result<Value, ApiError> {
+        let (f, p) = (&self.f, &self.p);
+        let per_page = p.size("per_page", MAX_PAGE_SIZE, MAX_PAGE_SIZE)?;
+        let page: u32 = p.parsed("page", "a positive integer")?.unwrap_or(1);
+        if page == 0 {
+            return Err(ApiError::bad("page", "must be a positive integer"));
         }
-    }
-    let order = p.order("sort_order", Order::Desc)?;
-    let start = Start::Offset(u64::from(page - 1) * u64::from(per_page));
-    let fetched = fetch_page(
-        &state.store,
-        f,
-        &Page {
+        if page > MAX_OFFSET_PAGES {
+            return Err(ApiError::bad(
+                "page",
+                format!(
+                    "offset pagination is limited to {MAX_OFFSET_PAGES} pages; use cursor pagination (page[size], page[after]) to read further"
+                ),
+            ));
+        }
+        if let Some(s) = p.one("sort_by")? {
+            if s != "created_at" {
+                return Err(ApiError::bad("sort_by", "must be `created_at`"));
+            }
+        }
+        let order = p.order("sort_order", Order::Desc)?;
+        let start = Start::Offset(u64::from(page - 1) * u64::from(per_page));
+        let read = Page {
             order,
             start,
             limit: per_page,
-        },
-    )
-    .await?;
-    let count = state.store.count(&build_count(f)).await?;
-    let to = |n: u32| link(base, p, &["page"], &[("page", n.to_string())]);
-    let next = (fetched.has_more && page < MAX_OFFSET_PAGES).then(|| to(page + 1));
-    let prev = (page > 1).then(|| to(page - 1));
-    let logs: Vec<Value> = fetched.rows.iter().map(|r| entry(r, base)).collect();
-    Ok(json!({
-        "audit_logs": logs,
-        "next_page": next,
-        "previous_page": prev,
-        "count": count,
-    }))
-}
+        };
+        let fetched = fetch_page(&self.state.store, f, &read).await?;
+        let count = self.state.store.count(&build_count(f)).await?;
+        let to = |n: u32| self.link(&["page"], &[("page", n.to_string())]);
+        let next = (fetched.has_more && page < MAX_OFFSET_PAGES).then(|| to(page + 1));
+        let prev = (page > 1).then(|| to(page - 1));
+        Ok(json!({
+            "audit_logs": self.entries(&fetched.rows),
+            "next_page": next,
+            "previous_page": prev,
+            "count": count,
+        }))
+    }
 
-async fn cursor_page<S: EventStore>(
-    state: &AppState<S>,
-    f: &Filter,
-    p: &Params,
-    base: &str,
-) -> Result<Value, ApiError> {
-    let limit = p.size("page[size]", MAX_PAGE_SIZE, MAX_PAGE_SIZE)?;
-    let order = match p.one("sort")? {
-        None | Some("-created_at") => Order::Desc,
-        Some("created_at") => Order::Asc,
-        Some(_) => {
-            return Err(ApiError::bad(
-                "sort",
-                "must be `created_at` or `-created_at`",
-            ))
-        }
-    };
-    let key = f.key();
-    let b = binding(DIALECT, f, order, &key);
-    let start = match (p.one("page[after]")?, p.one("page[before]")?) {
-        (Some(_), Some(_)) => {
-            return Err(ApiError::bad(
-                "page[before]",
-                "give either page[after] or page[before], not both",
-            ))
-        }
-        (Some(c), None) => match state.cursor(&b, "page[after]", c)? {
-            Cursor {
-                walk: Walk::Next,
-                pos,
-                ..
-            } => Start::After(pos),
-            _ => return Err(ApiError::bad("page[after]", "this is a before_cursor")),
-        },
-        (None, Some(c)) => match state.cursor(&b, "page[before]", c)? {
-            Cursor {
-                walk: Walk::Prev,
-                pos,
-                ..
-            } => Start::Before(pos),
-            _ => return Err(ApiError::bad("page[before]", "this is an after_cursor")),
-        },
-        (None, None) => Start::First,
-    };
-    let fetched = fetch_page(
-        &state.store,
-        f,
-        &Page {
-            order,
-            start,
-            limit,
-        },
-    )
-    .await?;
-    let after = fetched
-        .next
-        .map(|pos| state.cursors.encode(&b, Cursor::next(pos)));
-    let before = fetched
-        .prev
-        .map(|pos| state.cursors.encode(&b, Cursor::prev(pos)));
-    let drop = ["page[after]", "page[before]"];
-    let next = after
-        .as_ref()
-        .map(|c| link(base, p, &drop, &[("page[after]", c.clone())]));
-    let prev = before
-        .as_ref()
-        .map(|c| link(base, p, &drop, &[("page[before]", c.clone())]));
-    let logs: Vec<Value> = fetched.rows.iter().map(|r| entry(r, base)).collect();
-    Ok(json!({
-        "audit_logs": logs,
-        "meta": {"has_more": fetched.has_more, "after_cursor": after, "before_cursor": before},
-        "links": {"next": next, "prev": prev},
-    }))
+    async fn cursor_page(&self) -> Result<Value, ApiError> {
+        let p = &self.p;
+        let limit = p.size("page[size]", MAX_PAGE_SIZE, MAX_PAGE_SIZE)?;
+        let order = match p.one("sort")? {
+            None | Some("-created_at") => Order::Desc,
+            Some("created_at") => Order::Asc,
+            Some(_) => {
+                return Err(ApiError::bad(
+                    "sort",
+                    "must be `created_at` or `-created_at`",
+                ))
+            }
+        };
+        let page = Keyset::new(self.state, DIALECT, &self.f, order, limit)
+            .cursor(AFTER)
+            .cursor(BEFORE)
+            .read(p)
+            .await?;
+        let drop = [AFTER.name, BEFORE.name];
+        let to = |param: &str, c: &str| self.link(&drop, &[(param, c.to_string())]);
+        let next = page.next.as_deref().map(|c| to(AFTER.name, c));
+        let prev = page.prev.as_deref().map(|c| to(BEFORE.name, c));
+        Ok(json!({
+            "audit_logs": self.entries(&page.rows),
+            "meta": {"has_more": page.has_more, "after_cursor": page.next, "before_cursor": page.prev},
+            "links": {"next": next, "prev": prev},
+        }))
+    }
 }
 
 async fn run_list<S: EventStore>(
     state: &AppState<S>,
+    claims: Result<Claims, ApiError>,
     headers: &HeaderMap,
     raw: Option<&str>,
 ) -> Result<Value, ApiError> {
-    let claims = state.claims(headers)?;
+    let claims = claims?;
     state.access.require(&claims, VIEW_AUDIT_LOG)?;
     let p = Params::parse(raw)?;
     let f = filter(&claims.org_id, &p)?;
     let base = state.base_url(headers);
-    if p.has("page") || p.has("per_page") {
-        offset_page(state, &f, &p, &base).await
+    let list = List { state, f, p, base };
+    if list.p.has("page") || list.p.has("per_page") {
+        list.offset_page().await
     } else {
-        cursor_page(state, &f, &p, &base).await
+        list.cursor_page().await
     }
 }
 
 pub async fn list<S: EventStore>(
-    State(state): State<Arc<AppState<S>>>,
+    State(state): State<Shared<S>>,
+    claims: Result<Claims, ApiError>,
     headers: HeaderMap,
     RawQuery(raw): RawQuery,
 ) -> Result<Json<Value>, Failure> {
-    run_list(&state, &headers, raw.as_deref())
+    run_list(&state, claims, &headers, raw.as_deref())
         .await
         .map(Json)
         .map_err(|e| e.shaped(Shape::Zendesk))
@@ -283,10 +264,11 @@ pub async fn list<S: EventStore>(
 
 async fn run_show<S: EventStore>(
     state: &AppState<S>,
+    claims: Result<Claims, ApiError>,
     headers: &HeaderMap,
     id: &str,
 ) -> Result<Value, ApiError> {
-    let claims = state.claims(headers)?;
+    let claims = claims?;
     state.access.require(&claims, VIEW_AUDIT_LOG)?;
     let id = Uuid::parse_str(id.strip_suffix(".json").unwrap_or(id))
         .map_err(|_| ApiError::bad("id", "must be a UUID"))?;
@@ -299,11 +281,12 @@ async fn run_show<S: EventStore>(
 }
 
 pub async fn show<S: EventStore>(
-    State(state): State<Arc<AppState<S>>>,
+    State(state): State<Shared<S>>,
     headers: HeaderMap,
     Path(id): Path<String>,
+    claims: Result<Claims, ApiError>,
 ) -> Result<Json<Value>, Failure> {
-    run_show(&state, &headers, &id)
+    run_show(&state, claims, &headers, &id)
         .await
         .map(Json)
         .map_err(|e| e.shaped(Shape::Zendesk))

@@ -1,0 +1,246 @@
+//! The configuration of the query API. Values are parsed into their types
+//! by clap (a bad value is a CLI error naming it); [`QueryConfig::validate`]
+//! keeps the rules that span fields or guard secrets, whose values a CLI
+//! error would print.
+
+use std::net::SocketAddr;
+
+use clap::Args;
+use trailhouse_common::clickhouse::ClickHouseArgs;
+use trailhouse_common::Secret;
+
+use crate::access::{self, DetailHeaders, RolePermissions};
+use crate::auth::{self, JwtAlgorithm};
+use crate::Error;
+
+/// Configuration of the query API.
+#[derive(Debug, Clone, Args)]
+pub struct QueryConfig {
+    #[arg(
+        long,
+        env = "TRAILHOUSE_QUERY_LISTEN",
+        default_value = "127.0.0.1:8081"
+    )]
+    pub listen: SocketAddr,
+    #[command(flatten)]
+    pub clickhouse: ClickHouseArgs,
+    #[command(flatten)]
+    pub jwt: JwtArgs,
+    /// Secret that signs page cursors.
+    #[arg(long, env = "TRAILHOUSE_CURSOR_SECRET", hide_env_values = true)]
+    pub cursor_secret: Secret,
+    /// Role → permission grants, `role:permission` pairs separated by commas.
+    #[arg(
+        long,
+        env = "TRAILHOUSE_QUERY_ROLE_PERMISSIONS",
+        default_value = access::DEFAULT_ROLE_PERMISSIONS,
+        value_parser = RolePermissions::parse
+    )]
+    pub role_permissions: RolePermissions,
+    /// Request headers the organisation audit log's details view may show
+    /// (comma separated; `Authorization` and `Cookie` never are).
+    // Every list parses: clap takes `DetailHeaders: From<&str>`.
+    #[arg(
+        long,
+        env = "TRAILHOUSE_QUERY_DETAIL_HEADERS",
+        default_value = access::DEFAULT_DETAIL_HEADERS
+    )]
+    pub detail_headers: DetailHeaders,
+    /// Base of absolute URLs in responses (e.g. `https://audit.example.com`);
+    /// from the request's Host / X-Forwarded-* headers when unset.
+    #[arg(long, env = "TRAILHOUSE_QUERY_PUBLIC_URL", value_parser = PublicUrl::parse)]
+    pub public_url: Option<PublicUrl>,
+    #[arg(
+        long,
+        env = "TRAILHOUSE_QUERY_SHUTDOWN_TIMEOUT_SECS",
+        default_value_t = 20
+    )]
+    pub shutdown_timeout_secs: u64,
+}
+
+/// How bearer tokens are verified.
+#[derive(Debug, Clone, Args)]
+pub struct JwtArgs {
+    /// HS256 shared secret (local use).
+    #[arg(
+        long = "jwt-hs256-secret",
+        env = "TRAILHOUSE_JWT_HS256_SECRET",
+        hide_env_values = true
+    )]
+    pub hs256_secret: Option<Secret>,
+    /// PEM file with the RS256/ES256 public key (production).
+    #[arg(long = "jwt-public-key-file", env = "TRAILHOUSE_JWT_PUBLIC_KEY_FILE")]
+    pub public_key_file: Option<std::path::PathBuf>,
+    /// `RS256` or `ES256`, with --jwt-public-key-file.
+    #[arg(
+        long = "jwt-algorithm",
+        env = "TRAILHOUSE_JWT_ALGORITHM",
+        default_value = "RS256"
+    )]
+    pub algorithm: JwtAlgorithm,
+    #[arg(long = "jwt-issuer", env = "TRAILHOUSE_JWT_ISSUER")]
+    pub issuer: Option<String>,
+    #[arg(long = "jwt-audience", env = "TRAILHOUSE_JWT_AUDIENCE")]
+    pub audience: Option<String>,
+}
+
+/// An absolute `http://` or `https://` URL base.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublicUrl(String);
+
+/// A public URL that is not `http://` or `https://`.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("the public URL must start with http:// or https://")]
+pub struct PublicUrlError;
+
+impl PublicUrl {
+    pub fn parse(s: &str) -> Result<Self, PublicUrlError> {
+        if s.starts_with("http://") || s.starts_with("https://") {
+            Ok(PublicUrl(s.to_string()))
+        } else {
+            Err(PublicUrlError)
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl QueryConfig {
+    /// The rules clap cannot check on one value: the ClickHouse settings
+    /// together, and the cursor secret's length (a secret is never echoed).
+    /// The JWT key rules are checked by [`JwtArgs::verifier`].
+    pub fn validate(&self) -> Result<(), Error> {
+        self.clickhouse
+            .validate()
+            .map_err(|e| Error::Config(e.to_string()))?;
+        if self.cursor_secret.expose().len() < 16 {
+            return Err(Error::Config(
+                "the cursor secret must be at least 16 bytes".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl JwtArgs {
+    /// The verifier of the configured key: an HS256 secret of at least 16
+    /// bytes or a public key file, not both.
+    pub fn verifier(&self) -> Result<auth::Verifier, Error> {
+        let v = match (&self.hs256_secret, &self.public_key_file) {
+            (Some(_), Some(_)) => {
+                return Err(Error::Config(
+                    "configure either an HS256 secret or a public key, not both".into(),
+                ))
+            }
+            (Some(s), None) if s.expose().len() >= 16 => {
+                auth::Verifier::hs256(s.expose().as_bytes())
+            }
+            (Some(_), None) => {
+                return Err(Error::Config(
+                    "the HS256 secret must be at least 16 bytes".into(),
+                ))
+            }
+            (None, Some(path)) => {
+                let pem = std::fs::read(path)?;
+                auth::Verifier::public_key(self.algorithm, &pem)
+                    .map_err(|e| Error::Config(e.to_string()))?
+            }
+            (None, None) => return Err(Error::Config("no JWT key configured".into())),
+        };
+        Ok(v.expect_issuer_audience(self.issuer.as_deref(), self.audience.as_deref()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        config: QueryConfig,
+    }
+
+    fn parse(args: &[&str]) -> Result<QueryConfig, String> {
+        let all = ["query-api", "--cursor-secret", "0123456789abcdef"];
+        Cli::try_parse_from(all.iter().chain(args))
+            .map(|c| c.config)
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn defaults_parse_into_their_types() {
+        let c = parse(&[]).expect("defaults");
+        assert_eq!(c.jwt.algorithm, JwtAlgorithm::Rs256);
+        assert_eq!(c.role_permissions, RolePermissions::default());
+        assert_eq!(c.detail_headers, DetailHeaders::default());
+        assert_eq!(c.public_url, None);
+        assert!(c.validate().is_ok());
+    }
+
+    #[test]
+    fn values_parse_into_their_types() {
+        let c = parse(&[
+            "--jwt-algorithm",
+            "ES256",
+            "--role-permissions",
+            "auditor:viewAuditLog",
+            "--detail-headers",
+            "X-Request-Id",
+            "--public-url",
+            "https://audit.example.com",
+        ])
+        .expect("config");
+        assert_eq!(c.jwt.algorithm, JwtAlgorithm::Es256);
+        assert_eq!(
+            c.role_permissions.0.get("auditor"),
+            Some(&vec!["viewAuditLog".to_string()])
+        );
+        assert_eq!(c.detail_headers.0, vec!["x-request-id"]);
+        assert_eq!(
+            c.public_url.as_ref().map(PublicUrl::as_str),
+            Some("https://audit.example.com")
+        );
+    }
+
+    #[test]
+    fn bad_values_are_cli_errors_that_name_them() {
+        for (args, bad) in [
+            (["--jwt-algorithm", "HS512"], "HS512"),
+            (["--jwt-algorithm", "rs256"], "rs256"),
+            (["--role-permissions", "admin"], "admin"),
+            (["--public-url", "audit.example.com"], "audit.example.com"),
+        ] {
+            let e = parse(&args).expect_err(bad);
+            assert!(e.contains(&format!("invalid value '{bad}'")), "{e}");
+            assert!(e.contains(args[0]), "{e}");
+        }
+        let e = parse(&["--jwt-algorithm", "HS512"]).expect_err("algorithm");
+        assert!(e.contains("RS256") && e.contains("ES256"), "{e}");
+    }
+
+    #[test]
+    fn validate_keeps_the_rules_clap_cannot_check() {
+        let mut c = parse(&[]).expect("defaults");
+        c.cursor_secret = Secret::new("short");
+        let e = c
+            .validate()
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(e.contains("cursor secret"), "{e}");
+        assert!(!e.contains("short"), "{e}");
+        let mut jwt = c.jwt.clone();
+        assert!(jwt.verifier().is_err(), "no key");
+        jwt.hs256_secret = Some(Secret::new("0123456789abcdef"));
+        assert!(jwt.verifier().is_ok());
+        jwt.public_key_file = Some("key.pem".into());
+        assert!(jwt.verifier().is_err(), "both");
+        jwt.public_key_file = None;
+        jwt.hs256_secret = Some(Secret::new("short"));
+        assert!(jwt.verifier().is_err(), "short secret");
+    }
+}

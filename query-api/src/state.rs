@@ -1,0 +1,150 @@
+//! What every handler shares: the state of the service, the bearer-token
+//! extractor and the base of absolute URLs. Dialects depend on this module,
+//! never on the router.
+
+use std::sync::Arc;
+
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use axum::http::{header, HeaderMap};
+use axum::Router;
+use trailhouse_common::health::Health;
+
+use crate::access::Access;
+use crate::auth::{Claims, Verifier};
+use crate::cursor::CursorCodec;
+use crate::error::ApiError;
+use crate::store::EventStore;
+
+/// Shared state of the handlers.
+pub struct AppState<S> {
+    pub store: S,
+    pub verifier: Verifier,
+    pub cursors: CursorCodec,
+    pub access: Access,
+    pub health: Health,
+    /// Base of the absolute URLs in responses (e.g. `https://audit.example.com`);
+    /// taken from the request's `Host` / `X-Forwarded-*` headers when unset.
+    pub public_url: Option<String>,
+}
+
+/// The state as handlers receive it.
+pub type Shared<S> = Arc<AppState<S>>;
+
+/// The routes of one dialect, before the state is attached.
+pub type Routes<S> = Router<Shared<S>>;
+
+impl<S> AppState<S> {
+    /// The base of absolute URLs, without a trailing slash.
+    pub fn base_url(&self, headers: &HeaderMap) -> String {
+        if let Some(u) = &self.public_url {
+            return u.trim_end_matches('/').to_string();
+        }
+        let h = |name: &str| {
+            headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.split(',').next())
+                .map(str::trim)
+                .filter(|v| !v.is_empty())
+        };
+        let proto = h("x-forwarded-proto").unwrap_or("http");
+        let host = h("x-forwarded-host")
+            .or_else(|| h("host"))
+            .unwrap_or("localhost");
+        format!("{proto}://{host}")
+    }
+}
+
+#[cfg(test)]
+impl AppState<crate::store::StaticStore> {
+    /// A state over `store` that verifies HS256 tokens signed with `k`.
+    pub(crate) fn for_tests(store: crate::store::StaticStore, public_url: Option<&str>) -> Self {
+        AppState {
+            store,
+            verifier: Verifier::hs256(b"k").expect_issuer_audience(None, None),
+            cursors: CursorCodec::new("c"),
+            access: Access::default(),
+            health: Health::new(),
+            public_url: public_url.map(String::from),
+        }
+    }
+}
+
+/// The verified bearer token of a request. A missing or invalid token is
+/// rejected with 401 in the native error shape; dialects with their own
+/// shape take `Result<Claims, ApiError>` and shape the error themselves.
+impl<S: EventStore> FromRequestParts<Shared<S>> for Claims {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &Shared<S>) -> Result<Self, ApiError> {
+        let h = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        Ok(state.verifier.verify_header(h)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::mint_hs256;
+    use crate::store::StaticStore;
+    use axum::http::{Request, StatusCode};
+    use axum::response::IntoResponse;
+
+    fn state(public_url: Option<&str>) -> Shared<StaticStore> {
+        Arc::new(AppState::for_tests(StaticStore::default(), public_url))
+    }
+
+    async fn extract(auth: Option<&str>) -> Result<Claims, ApiError> {
+        let mut req = Request::get("/");
+        if let Some(a) = auth {
+            req = req.header("authorization", a);
+        }
+        let (mut parts, ()) = req.body(()).expect("request").into_parts();
+        Claims::from_request_parts(&mut parts, &state(None)).await
+    }
+
+    #[tokio::test]
+    async fn the_extractor_verifies_the_bearer_token() {
+        let claims = Claims {
+            sub: "u".into(),
+            org_id: "o".into(),
+            environment_id: None,
+            workspace_id: None,
+            roles: vec![],
+            permissions: vec![],
+            exp: chrono::Utc::now().timestamp() + 600,
+            iat: 0,
+        };
+        let t = mint_hs256(b"k", &claims).expect("mint");
+        assert_eq!(
+            extract(Some(&format!("Bearer {t}"))).await.expect("claims"),
+            claims
+        );
+        for bad in [None, Some("Bearer nope"), Some(t.as_str())] {
+            let e = extract(bad).await.expect_err("refused");
+            let resp = e.into_response();
+            assert_eq!(resp.status(), StatusCode::UNAUTHORIZED, "{bad:?}");
+            assert_eq!(resp.headers()["www-authenticate"], "Bearer");
+        }
+    }
+
+    #[test]
+    fn base_urls_come_from_the_config_or_the_request() {
+        let mut h = HeaderMap::new();
+        assert_eq!(state(None).base_url(&h), "http://localhost");
+        h.insert("host", "api.local:8081".parse().expect("header"));
+        assert_eq!(state(None).base_url(&h), "http://api.local:8081");
+        h.insert("x-forwarded-proto", "https, http".parse().expect("header"));
+        h.insert(
+            "x-forwarded-host",
+            "audit.example.com".parse().expect("header"),
+        );
+        assert_eq!(state(None).base_url(&h), "https://audit.example.com");
+        let configured = state(Some("https://a.example.com/"));
+        assert_eq!(configured.base_url(&h), "https://a.example.com");
+    }
+}
