@@ -158,17 +158,19 @@ impl TestEnv {
         let mut config = trailhouse_ingest::IngestConfig {
             listen: listener.local_addr().expect("addr"),
             kafka: self.kafka.clone(),
-            keys,
-            service_keys: format!("gateway:{}", hash_key(SERVICE_KEY)),
+            keys: keys.parse().expect("keys"),
+            service_keys: format!("gateway:{}", hash_key(SERVICE_KEY))
+                .parse()
+                .expect("service keys"),
             max_body_bytes: 16 * 1024 * 1024,
             max_batch_events: 5000,
-            compression: "none".into(),
+            compression: "none".parse().expect("compression"),
             ack_timeout_ms: 10_000,
             max_in_flight: 256,
-            redact: "defaults".into(),
-            redact_opaque_body: "mask".into(),
-            retention_default_days: 90,
-            retention_orgs: String::new(),
+            redact: "defaults".parse().expect("rules"),
+            redact_opaque_body: "mask".parse().expect("policy"),
+            retention_default_days: "90".parse().expect("retention class"),
+            retention_orgs: Default::default(),
             shutdown_timeout_secs: 5,
         };
         adjust(&mut config);
@@ -242,12 +244,12 @@ impl TestEnv {
             jwt: trailhouse_query_api::JwtArgs {
                 hs256_secret: Some(Secret::new(JWT_SECRET)),
                 public_key_file: None,
-                algorithm: "RS256".into(),
+                algorithm: trailhouse_query_api::auth::JwtAlgorithm::Rs256,
                 issuer: None,
                 audience: None,
             },
             cursor_secret: Secret::new("integration-test-cursor-secret"),
-            role_permissions: trailhouse_query_api::access::DEFAULT_ROLE_PERMISSIONS.into(),
+            role_permissions: trailhouse_query_api::access::RolePermissions::default(),
             detail_headers: trailhouse_query_api::access::DEFAULT_DETAIL_HEADERS.into(),
             public_url: None,
             shutdown_timeout_secs: 5,

@@ -58,38 +58,58 @@ pub fn generate_key() -> String {
     format!("thk_{}", hex::encode(bytes))
 }
 
-fn parse_entries(
-    spec: &str,
-    make: impl Fn(String) -> Principal,
-) -> Result<Vec<Entry>, KeyConfigError> {
-    spec.split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(|item| {
-            let (name, hash) = item
-                .rsplit_once(':')
-                .ok_or_else(|| KeyConfigError::Entry(item.to_string()))?;
-            let bytes = hex::decode(hash).map_err(|_| KeyConfigError::Entry(item.to_string()))?;
-            let hash: [u8; 32] = bytes
-                .try_into()
-                .map_err(|_| KeyConfigError::Entry(item.to_string()))?;
-            if name.is_empty() {
-                return Err(KeyConfigError::Entry(item.to_string()));
-            }
-            Ok(Entry {
-                hash,
-                principal: make(name.to_string()),
+/// A parsed key list, `<name>:<sha256 hex>,...` (names may repeat: rotation).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KeyList(Vec<(String, [u8; 32])>);
+
+impl KeyList {
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl std::str::FromStr for KeyList {
+    type Err = KeyConfigError;
+
+    fn from_str(spec: &str) -> Result<Self, Self::Err> {
+        spec.split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(|item| {
+                let bad = || KeyConfigError::Entry(item.to_string());
+                let (name, hash) = item.rsplit_once(':').ok_or_else(bad)?;
+                let bytes = hex::decode(hash).map_err(|_| bad())?;
+                let hash: [u8; 32] = bytes.try_into().map_err(|_| bad())?;
+                if name.is_empty() {
+                    return Err(bad());
+                }
+                Ok((name.to_string(), hash))
             })
-        })
-        .collect()
+            .collect::<Result<_, _>>()
+            .map(KeyList)
+    }
 }
 
 impl KeyStore {
+    /// Org keys (each may write its org only) and service keys (any org).
+    pub fn new(org_keys: &KeyList, service_keys: &KeyList) -> Self {
+        let entries = |list: &KeyList, make: fn(String) -> Principal| {
+            list.0
+                .iter()
+                .map(move |(name, hash)| Entry {
+                    hash: *hash,
+                    principal: make(name.clone()),
+                })
+                .collect::<Vec<_>>()
+        };
+        let mut all = entries(org_keys, Principal::Org);
+        all.extend(entries(service_keys, Principal::Service));
+        KeyStore { entries: all }
+    }
+
     /// Parses `org:hash,org:hash` (org keys) and `name:hash,...` (service keys).
     pub fn parse(org_keys: &str, service_keys: &str) -> Result<Self, KeyConfigError> {
-        let mut entries = parse_entries(org_keys, Principal::Org)?;
-        entries.extend(parse_entries(service_keys, Principal::Service)?);
-        Ok(KeyStore { entries })
+        Ok(KeyStore::new(&org_keys.parse()?, &service_keys.parse()?))
     }
 
     pub fn is_empty(&self) -> bool {
@@ -134,10 +154,28 @@ mod tests {
     }
 
     #[test]
-    fn malformed_entries_are_errors() {
-        assert!(KeyStore::parse("acme", "").is_err());
-        assert!(KeyStore::parse("acme:zz", "").is_err());
-        assert!(KeyStore::parse(":00", "").is_err());
+    fn key_lists_parse() {
+        let h = hash_key("k");
+        let cases = [
+            (String::new(), Some(0)),
+            (" , ".into(), Some(0)),
+            (format!("acme:{h}"), Some(1)),
+            (format!("acme:{h}, acme:{h} ,gw:{h}"), Some(3)),
+            (format!("a:b:{h}"), Some(1)),
+            ("acme".into(), None),
+            ("acme:zz".into(), None),
+            (format!("acme:{}", &h[..62]), None),
+            (format!(":{h}"), None),
+            ("00".repeat(32), None),
+        ];
+        for (spec, count) in cases {
+            let parsed = spec.parse::<KeyList>();
+            assert_eq!(parsed.as_ref().ok().map(|l| l.0.len()), count, "{spec:?}");
+        }
+        assert_eq!(
+            "acme".parse::<KeyList>().map_err(|e| e.to_string()),
+            Err("key entry \"acme\" is not `<name>:<sha256 hex>`".into())
+        );
         assert!(KeyStore::parse("", "").expect("empty").is_empty());
     }
 }

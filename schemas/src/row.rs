@@ -5,7 +5,6 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
-use clickhouse::Row;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -18,13 +17,19 @@ pub struct Lineage {
     pub offset: i64,
 }
 
-/// One row of the `events` table, columns in table order.
-#[derive(Debug, Clone, PartialEq, Row, Serialize, Deserialize)]
+/// One row of the `events` table, columns in table order. With the
+/// `clickhouse` feature it is a `clickhouse::Row`, its times and id in the
+/// client's encodings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "clickhouse", derive(clickhouse::Row))]
 pub struct EventRow {
     pub org_id: String,
-    #[serde(with = "clickhouse::serde::chrono::datetime64::micros")]
+    #[cfg_attr(
+        feature = "clickhouse",
+        serde(with = "clickhouse::serde::chrono::datetime64::micros")
+    )]
     pub created_at: DateTime<Utc>,
-    #[serde(with = "clickhouse::serde::uuid")]
+    #[cfg_attr(feature = "clickhouse", serde(with = "clickhouse::serde::uuid"))]
     pub id: Uuid,
     pub environment_id: String,
     pub workspace_id: String,
@@ -56,7 +61,10 @@ pub struct EventRow {
     pub request_headers: BTreeMap<String, String>,
     pub request_body: String,
     pub metadata: BTreeMap<String, String>,
-    #[serde(with = "clickhouse::serde::chrono::datetime64::micros")]
+    #[cfg_attr(
+        feature = "clickhouse",
+        serde(with = "clickhouse::serde::chrono::datetime64::micros")
+    )]
     pub received_at: DateTime<Utc>,
     pub kafka_partition: i32,
     pub kafka_offset: i64,
@@ -230,6 +238,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(feature = "clickhouse")]
     fn column_list_matches_the_struct() {
         let names: Vec<&str> = EVENT_COLUMNS.split(',').map(str::trim).collect();
         assert_eq!(names, <EventRow as clickhouse::Row>::COLUMN_NAMES);

@@ -1,6 +1,7 @@
 //! Ingest against the real Kafka: exactly-once of acknowledged events,
 //! redaction before Kafka, trace context in the headers, a broker outage, and
-//! the example app recorded by the tower layer.
+//! the example app recorded by the tower layer (`trailhouse-layer`'s
+//! `audited_app` example, built beforehand).
 
 use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader};
@@ -330,7 +331,12 @@ async fn example_app_round_trip(test: &str, through_ingest: bool) {
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
-        .unwrap_or_else(|e| panic!("start {}: {e} (build the examples first)", bin.display()));
+        .unwrap_or_else(|e| {
+            panic!(
+                "start {}: {e} (build it first: cargo build -p trailhouse-layer --examples)",
+                bin.display()
+            )
+        });
     let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
     let mut line = String::new();
     let app = loop {

@@ -111,8 +111,8 @@ async fn org_day_inserts_are_split_under_the_partition_limit_and_deduplicated() 
     let rows: EncodedRows = rows.iter().collect();
     // Unsplit, the server refuses the block (more than
     // max_partitions_per_insert_block = 100 partitions) and stores nothing.
-    let unsplit = ClickHouseWriter::new(env.clickhouse.client(), timeout)
-        .with_layout(Layout::OrgDay, 1000);
+    let unsplit =
+        ClickHouseWriter::new(env.clickhouse.client(), timeout).with_layout(Layout::OrgDay, 1000);
     let refused = unsplit.insert(&rows, "t:0:0-999:whole").await;
     assert!(
         refused.is_err(),
@@ -120,8 +120,8 @@ async fn org_day_inserts_are_split_under_the_partition_limit_and_deduplicated() 
     );
     assert_eq!(count(&env, "SELECT count() FROM events").await, 0);
     // Split into inserts of at most 60 partitions; twice, as a retry would.
-    let writer = ClickHouseWriter::new(env.clickhouse.client(), timeout)
-        .with_layout(Layout::OrgDay, 60);
+    let writer =
+        ClickHouseWriter::new(env.clickhouse.client(), timeout).with_layout(Layout::OrgDay, 60);
     writer.insert(&rows, "t:0:0-999").await.expect("insert");
     writer.insert(&rows, "t:0:0-999").await.expect("retry");
     assert_eq!(

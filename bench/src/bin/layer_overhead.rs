@@ -11,8 +11,8 @@ use axum::Router;
 use http::Request;
 use tower::{Service, ServiceExt};
 use trailhouse_bench::{machine, micros_per, print_table, Spread};
-use trailhouse_ingest::layer::{AuditHandle, Recorder, RecorderConfig};
-use trailhouse_ingest::sink::{Envelope, EventSink, SinkError};
+use trailhouse_layer::sink::{Envelope, EventSink, SinkError};
+use trailhouse_layer::{AuditHandle, Recorder, RecorderConfig};
 
 /// Acknowledges everything at once: measures the layer, not a broker.
 struct NullSink;

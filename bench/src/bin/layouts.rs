@@ -93,8 +93,8 @@ struct Load {
 }
 
 async fn load(ch: &ClickHouseArgs, layout: Layout, rows: &[EventRow], plan: &Plan) -> Load {
-    let writer = ClickHouseWriter::new(ch.client(), Duration::from_secs(300))
-        .with_layout(layout, 100);
+    let writer =
+        ClickHouseWriter::new(ch.client(), Duration::from_secs(300)).with_layout(layout, 100);
     let started = Instant::now();
     let mut out = Load {
         inserts: 0,

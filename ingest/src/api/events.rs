@@ -1,67 +1,25 @@
-//! The HTTP API: `POST /v1/events`, plus health and metrics.
+//! `POST /v1/events`: authenticate, split the body into events, validate
+//! them, redact and stamp them, publish them.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use axum::body::Bytes;
-use axum::error_handling::HandleErrorLayer;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, Query, State};
+use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
-use axum::routing::post;
-use axum::{Json, Router};
+use axum::response::IntoResponse;
+use axum::Json;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use tower::ServiceBuilder;
-use tower_http::trace::TraceLayer;
-use trailhouse_common::health::{self, Health};
-use trailhouse_common::telemetry::{continue_trace, outgoing_traceparent};
+use trailhouse_common::telemetry::outgoing_traceparent;
 use trailhouse_schemas::event::{parse_input, validate, FieldError, Stamp, SystemStamp};
-use trailhouse_schemas::retention::RetentionPolicy;
 use trailhouse_schemas::AuditEvent;
 
+use super::{ApiError, AppState};
 use crate::auth::{KeyStore, Principal};
-use crate::redact::Redactor;
 use crate::sink::{Envelope, EventSink, SinkError, TRACEPARENT};
-
-/// Request limits.
-#[derive(Debug, Clone)]
-pub struct Limits {
-    pub max_body_bytes: usize,
-    pub max_batch_events: usize,
-    pub request_timeout: Duration,
-    /// Requests to `POST /v1/events` handled at once; more are answered 503
-    /// at once, so memory is bounded by this times `max_body_bytes`.
-    pub max_in_flight: usize,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            max_body_bytes: 5 * 1024 * 1024,
-            max_batch_events: 1_000,
-            request_timeout: Duration::from_secs(30),
-            max_in_flight: 256,
-        }
-    }
-}
-
-/// Shared state of the ingest handlers.
-pub struct AppState<S> {
-    pub sink: S,
-    pub keys: KeyStore,
-    pub limits: Limits,
-    pub health: Health,
-    /// Whether the broker answered the last probe and publish. Separate from
-    /// readiness, which also turns false while draining: requests already
-    /// in flight then are still served.
-    pub broker_up: Arc<AtomicBool>,
-    pub redactor: Redactor,
-    /// Each org's retention class, stamped on its events.
-    pub retention: RetentionPolicy,
-}
 
 /// `POST /v1/events` query parameters.
 #[derive(Debug, Default, Deserialize)]
@@ -86,151 +44,6 @@ pub struct EventError {
     pub index: usize,
     pub field: String,
     pub reason: String,
-}
-
-/// Every way a request can fail, and its status code: the one table.
-#[derive(Debug, thiserror::Error)]
-pub enum ApiError {
-    #[error("missing or invalid API key")]
-    Unauthenticated,
-    #[error("this API key may not write events of org {0:?}")]
-    Forbidden(String),
-    #[error("body is not valid JSON: {0}")]
-    MalformedJson(String),
-    #[error("unsupported content type {0:?}; use application/json or application/x-ndjson")]
-    UnsupportedMediaType(String),
-    #[error("the request contains no events")]
-    Empty,
-    #[error("{count} events in one request; the limit is {limit}")]
-    TooManyEvents { count: usize, limit: usize },
-    #[error("{0} of the events are invalid; nothing was accepted")]
-    Invalid(usize, Vec<EventError>),
-    #[error("{1}")]
-    Body(StatusCode, String),
-    #[error("events could not be published, retry later")]
-    Unavailable(#[source] SinkError),
-    #[error("Kafka is not reachable, retry later")]
-    NotReady,
-    #[error("too many requests in flight, retry later")]
-    Overloaded,
-    #[error("the request did not complete in time; its events may or may not have been published, retry with the same ids")]
-    Timeout,
-    #[error("invalid query parameters: {0}")]
-    BadParams(String),
-}
-
-impl ApiError {
-    fn status(&self) -> StatusCode {
-        match self {
-            ApiError::Unauthenticated => StatusCode::UNAUTHORIZED,
-            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
-            ApiError::MalformedJson(_)
-            | ApiError::Empty
-            | ApiError::Invalid(..)
-            | ApiError::BadParams(_) => StatusCode::BAD_REQUEST,
-            ApiError::NotReady | ApiError::Overloaded | ApiError::Timeout => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
-            ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ApiError::Body(status, _) => *status,
-            ApiError::TooManyEvents { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::Unavailable(e) if e.is_retryable() => StatusCode::SERVICE_UNAVAILABLE,
-            ApiError::Unavailable(_) => StatusCode::INTERNAL_SERVER_ERROR,
-        }
-    }
-
-    fn code(&self) -> &'static str {
-        match self {
-            ApiError::Unauthenticated => "unauthenticated",
-            ApiError::Forbidden(_) => "forbidden",
-            ApiError::MalformedJson(_) => "malformed_json",
-            ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
-            ApiError::Empty => "empty_request",
-            ApiError::TooManyEvents { .. } => "too_many_events",
-            ApiError::Invalid(..) => "invalid_events",
-            ApiError::Body(StatusCode::PAYLOAD_TOO_LARGE, _) => "body_too_large",
-            ApiError::Body(..) => "unreadable_body",
-            ApiError::Unavailable(_) | ApiError::NotReady => "unavailable",
-            ApiError::Overloaded => "overloaded",
-            ApiError::Timeout => "timeout",
-            ApiError::BadParams(_) => "invalid_parameters",
-        }
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let status = self.status();
-        let mut body = json!({"error": {"code": self.code(), "message": self.to_string()}});
-        if let ApiError::Invalid(_, details) = &self {
-            body["error"]["details"] = json!(details);
-        }
-        if let ApiError::Unavailable(e) = &self {
-            tracing::warn!(error = %e, "publish failed");
-        }
-        let mut resp = (status, Json(body)).into_response();
-        if status == StatusCode::SERVICE_UNAVAILABLE {
-            resp.headers_mut()
-                .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
-        }
-        if status == StatusCode::UNAUTHORIZED {
-            resp.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                header::HeaderValue::from_static("Bearer"),
-            );
-        }
-        resp
-    }
-}
-
-/// The ingest router.
-pub fn app<S: EventSink>(state: Arc<AppState<S>>) -> Router {
-    let limits = state.limits.clone();
-    let health = state.health.clone();
-    let shed = ServiceBuilder::new()
-        .layer(HandleErrorLayer::new(|e: tower::BoxError| async move {
-            if e.is::<tower::timeout::error::Elapsed>() {
-                ApiError::Timeout
-            } else {
-                metrics::counter!(crate::metrics::OVERLOADED).increment(1);
-                ApiError::Overloaded
-            }
-        }))
-        .load_shed()
-        .concurrency_limit(limits.max_in_flight.max(1))
-        .timeout(limits.request_timeout);
-    Router::new()
-        .route("/v1/events", post(post_events::<S>).route_layer(shed))
-        .fallback(|| async {
-            (
-                StatusCode::NOT_FOUND,
-                Json(json!({"error": {"code": "not_found", "message": "no such endpoint"}})),
-            )
-        })
-        .with_state(state)
-        .layer(DefaultBodyLimit::max(limits.max_body_bytes))
-        .merge(health::router(
-            health,
-            trailhouse_common::telemetry::metrics_handle(),
-        ))
-        .layer(TraceLayer::new_for_http().make_span_with(request_span))
-}
-
-/// The request span, continuing the caller's `traceparent` when it sent one.
-fn request_span<B>(request: &http::Request<B>) -> tracing::Span {
-    let span = tracing::info_span!(
-        "request",
-        method = %request.method(),
-        uri = %request.uri().path(),
-    );
-    if let Some(tp) = request
-        .headers()
-        .get(TRACEPARENT)
-        .and_then(|v| v.to_str().ok())
-    {
-        continue_trace(&span, tp);
-    }
-    span
 }
 
 fn principal(keys: &KeyStore, headers: &HeaderMap) -> Result<Principal, ApiError> {
@@ -331,7 +144,7 @@ pub fn validate_all(
     Ok(out)
 }
 
-async fn post_events<S: EventSink>(
+pub(super) async fn post_events<S: EventSink>(
     State(state): State<Arc<AppState<S>>>,
     params: Result<Query<PostParams>, axum::extract::rejection::QueryRejection>,
     headers: HeaderMap,
@@ -383,6 +196,9 @@ async fn post_events<S: EventSink>(
         .collect();
     let started = Instant::now();
     if let Err(e) = state.sink.publish(&envelopes).await {
+        if matches!(e, SinkError::QueueFull) {
+            metrics::counter!(crate::metrics::QUEUE_FULL).increment(1);
+        }
         if e.is_retryable() {
             // The readiness probe turns these back on once the broker answers.
             state.broker_up.store(false, Ordering::Relaxed);
@@ -402,73 +218,13 @@ async fn post_events<S: EventSink>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::auth::hash_key;
-    use crate::sink::MemorySink;
+    use crate::api::app;
+    use crate::api::testing::{post, post_to, state, EV};
     use axum::body::Body;
     use http::Request;
+    use std::sync::atomic::Ordering;
     use tower::ServiceExt;
-
-    fn state() -> (Arc<AppState<MemorySink>>, MemorySink) {
-        let sink = MemorySink::default();
-        let keys = KeyStore::parse(
-            &format!("acme:{}", hash_key("acme-key")),
-            &format!("gw:{}", hash_key("gw-key")),
-        )
-        .expect("keys");
-        let limits = Limits {
-            max_body_bytes: 4096,
-            max_batch_events: 3,
-            ..Limits::default()
-        };
-        let health = Health::new();
-        health.set_ready(true);
-        let s = Arc::new(AppState {
-            sink: sink.clone(),
-            keys,
-            limits,
-            health,
-            broker_up: Arc::new(AtomicBool::new(true)),
-            redactor: Redactor::default(),
-            retention: RetentionPolicy::default(),
-        });
-        (s, sink)
-    }
-
-    async fn post(
-        s: &Arc<AppState<MemorySink>>,
-        key: Option<&str>,
-        ctype: &str,
-        body: String,
-    ) -> (StatusCode, serde_json::Value) {
-        post_to(s, "/v1/events", key, ctype, body).await
-    }
-
-    async fn post_to(
-        s: &Arc<AppState<MemorySink>>,
-        path: &str,
-        key: Option<&str>,
-        ctype: &str,
-        body: String,
-    ) -> (StatusCode, serde_json::Value) {
-        let mut req = Request::post(path).header("content-type", ctype);
-        if let Some(k) = key {
-            req = req.header("authorization", format!("Bearer {k}"));
-        }
-        let resp = app(s.clone())
-            .oneshot(req.body(Body::from(body)).expect("request"))
-            .await
-            .expect("response");
-        let status = resp.status();
-        let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20)
-            .await
-            .expect("body");
-        (
-            status,
-            serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
-        )
-    }
-
-    const EV: &str = r#"{"org_id":"acme","action":{"type":"user.login"}}"#;
+    use trailhouse_schemas::retention::RetentionPolicy;
 
     #[tokio::test]
     async fn accepts_one_event_array_and_ndjson() {
@@ -532,71 +288,6 @@ mod tests {
             body["error"]["details"],
             json!([{"index": 1, "field": "action.type", "reason": "is required"}])
         );
-        assert!(sink.taken().is_empty());
-    }
-
-    #[tokio::test]
-    async fn errors_have_statuses_and_json_bodies() {
-        let (s, sink) = state();
-        let cases = [
-            (
-                None,
-                "application/json",
-                EV.to_string(),
-                StatusCode::UNAUTHORIZED,
-                "unauthenticated",
-            ),
-            (
-                Some("wrong"),
-                "application/json",
-                EV.to_string(),
-                StatusCode::UNAUTHORIZED,
-                "unauthenticated",
-            ),
-            (
-                Some("acme-key"),
-                "application/json",
-                EV.replace("acme", "globex"),
-                StatusCode::FORBIDDEN,
-                "forbidden",
-            ),
-            (
-                Some("acme-key"),
-                "application/json",
-                "{not json".into(),
-                StatusCode::BAD_REQUEST,
-                "malformed_json",
-            ),
-            (
-                Some("acme-key"),
-                "text/plain",
-                EV.to_string(),
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported_media_type",
-            ),
-            (
-                Some("acme-key"),
-                "application/json",
-                "[]".into(),
-                StatusCode::BAD_REQUEST,
-                "empty_request",
-            ),
-            (
-                Some("acme-key"),
-                "application/json",
-                format!("[{EV},{EV},{EV},{EV}]"),
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "too_many_events",
-            ),
-        ];
-        for (key, ctype, body, status, code) in cases {
-            let (st, b) = post(&s, key, ctype, body.clone()).await;
-            assert_eq!(st, status, "{body}");
-            assert_eq!(b["error"]["code"], code, "{body}");
-        }
-        let (st, b) = post(&s, Some("acme-key"), "application/json", "x".repeat(5000)).await;
-        assert_eq!(st, StatusCode::PAYLOAD_TOO_LARGE);
-        assert_eq!(b["error"]["code"], "body_too_large");
         assert!(sink.taken().is_empty());
     }
 
@@ -713,70 +404,5 @@ mod tests {
         assert_eq!(st, StatusCode::SERVICE_UNAVAILABLE);
         assert!(!s.health.is_ready());
         assert!(!s.broker_up.load(Ordering::Relaxed));
-    }
-
-    /// A sink that never acknowledges: requests pile up in flight.
-    struct StuckSink;
-    impl EventSink for StuckSink {
-        async fn publish(&self, _: &[Envelope]) -> Result<(), SinkError> {
-            futures::future::pending().await
-        }
-        fn flush(&self, _: Duration) -> Result<(), SinkError> {
-            Ok(())
-        }
-    }
-
-    #[tokio::test]
-    async fn requests_beyond_the_in_flight_limit_are_shed_with_503() {
-        let health = Health::new();
-        health.set_ready(true);
-        let s = Arc::new(AppState {
-            sink: StuckSink,
-            keys: KeyStore::parse(&format!("acme:{}", hash_key("acme-key")), "").expect("keys"),
-            limits: Limits {
-                max_in_flight: 2,
-                ..Limits::default()
-            },
-            health,
-            broker_up: Arc::new(AtomicBool::new(true)),
-            redactor: Redactor::default(),
-            retention: RetentionPolicy::default(),
-        });
-        let router = app(s);
-        let req = || {
-            Request::post("/v1/events")
-                .header("content-type", "application/json")
-                .header("authorization", "Bearer acme-key")
-                .body(Body::from(EV))
-                .expect("request")
-        };
-        let stuck: Vec<_> = (0..2)
-            .map(|_| tokio::spawn(router.clone().oneshot(req())))
-            .collect();
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        let resp = router.clone().oneshot(req()).await.expect("response");
-        assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
-        assert_eq!(resp.headers()[header::RETRY_AFTER], "1");
-        let bytes = axum::body::to_bytes(resp.into_body(), 1 << 16)
-            .await
-            .expect("body");
-        let body: serde_json::Value = serde_json::from_slice(&bytes).expect("json");
-        assert_eq!(body["error"]["code"], "overloaded");
-        stuck.iter().for_each(|t| t.abort());
-    }
-
-    #[tokio::test]
-    async fn a_full_queue_answers_503_with_retry_after() {
-        let (s, sink) = state();
-        sink.fail_with_queue_full
-            .store(true, std::sync::atomic::Ordering::Relaxed);
-        let req = Request::post("/v1/events")
-            .header("content-type", "application/json")
-            .header("authorization", "Bearer acme-key")
-            .body(Body::from(EV))
-            .expect("request");
-        let resp = app(s.clone()).oneshot(req).await.expect("response");
-        assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
-        assert_eq!(resp.headers()[header::RETRY_AFTER], "1");
     }
 }

@@ -4,10 +4,10 @@
 //! ```text
 //! # through the ingest API (a service key may write any org):
 //! TRAILHOUSE_INGEST_URL=http://127.0.0.1:8080 TRAILHOUSE_INGEST_KEY=thk_… \
-//!   cargo run -p trailhouse-ingest --example audited_app
+//!   cargo run -p trailhouse-layer --example audited_app
 //! # or straight to Kafka:
 //! TRAILHOUSE_KAFKA_BROKERS=127.0.0.1:9092 TRAILHOUSE_KAFKA_TOPIC=audit.events \
-//!   cargo run -p trailhouse-ingest --example audited_app
+//!   cargo run -p trailhouse-layer --example audited_app
 //!
 //! curl -X POST localhost:3000/login -H 'content-type: application/json' \
 //!   -d '{"user":"ada@acme","password":"hunter2"}'
@@ -36,8 +36,9 @@ use serde::Deserialize;
 use serde_json::json;
 use trailhouse_common::kafka::KafkaArgs;
 use trailhouse_common::shutdown::Shutdown;
-use trailhouse_ingest::layer::{AuditContext, AuditHandle, Recorder, RecorderConfig};
-use trailhouse_ingest::{HttpSink, KafkaSink, ProducerSettings};
+use trailhouse_layer::{
+    AuditContext, AuditHandle, HttpSink, KafkaSink, ProducerSettings, Recorder, RecorderConfig,
+};
 use trailhouse_schemas::event::{Action, Resource};
 
 #[derive(Parser)]
@@ -223,7 +224,11 @@ async fn main() -> anyhow::Result<()> {
         }
         None => {
             args.kafka.validate()?;
-            let sink = KafkaSink::new(&args.kafka, &ProducerSettings::default())?;
+            let sink = KafkaSink::new(
+                args.kafka.client_config(),
+                &args.kafka.topic,
+                &ProducerSettings::default(),
+            )?;
             Recorder::start(config, sink)
         }
     };
