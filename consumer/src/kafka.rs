@@ -21,7 +21,7 @@ use crate::processor::{Rebalanced, Source, SourceError};
 pub struct KafkaSource {
     consumer: StreamConsumer<RebalanceContext>,
     topic: String,
-    /// Test hook: abort the process before the N-th commit.
+    /// Test hook: abort the process at the N-th commit, before sending it.
     crash_before_commit: Option<u64>,
     commits: u64,
 }
@@ -98,7 +98,7 @@ impl Source for KafkaSource {
         }
     }
 
-    fn commit(&mut self, r: CommitRequest) {
+    fn commit(&mut self, r: CommitRequest) -> Result<(), SourceError> {
         self.commits += 1;
         if self.crash_before_commit == Some(self.commits) {
             tracing::error!(
@@ -109,17 +109,14 @@ impl Source for KafkaSource {
             std::process::abort();
         }
         let mut tpl = TopicPartitionList::new();
-        if let Err(e) =
-            tpl.add_partition_offset(&self.topic, r.partition, Offset::Offset(r.next_offset))
-        {
-            tracing::warn!(partition = r.partition, error = %e, "offset commit failed");
-            return;
-        }
+        tpl.add_partition_offset(&self.topic, r.partition, Offset::Offset(r.next_offset))
+            .map_err(|e| SourceError(format!("building the offset commit: {e}")))?;
         let consumer = &self.consumer;
         match tokio::task::block_in_place(|| consumer.commit(&tpl, CommitMode::Sync)) {
             Ok(()) => tracing::debug!(partition = r.partition, next = r.next_offset, "committed"),
             Err(e) => tracing::warn!(partition = r.partition, error = %e, "offset commit failed"),
         }
+        Ok(())
     }
 
     fn pause(&mut self) {

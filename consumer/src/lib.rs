@@ -48,7 +48,7 @@ use trailhouse_common::shutdown::Shutdown;
 pub use batch::{Batch, BatchLimits};
 pub use config::ConsumerConfig;
 pub use dlq::{DeadLetters, KafkaDeadLetters, PoisonGuard};
-pub use pipeline::{insert_with_retry, CommitRequest, Pipeline, PipelineSettings};
+pub use pipeline::{CommitRequest, Pipeline, PipelineSettings};
 pub use state::{ClickHouseState, Range, StateStore};
 pub use writer::{ClickHouseWriter, RowWriter, WriteError};
 
@@ -77,6 +77,8 @@ pub enum Error {
     },
     #[error("insert task failed: {0}")]
     Task(String),
+    #[error(transparent)]
+    Source(#[from] processor::SourceError),
     #[error("io: {0}")]
     Io(#[from] std::io::Error),
 }

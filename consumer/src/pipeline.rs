@@ -16,14 +16,15 @@ mod plan;
 mod tests;
 
 use std::collections::{BTreeMap, VecDeque};
+use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::task::JoinHandle;
 use trailhouse_schemas::{EventRow, Lineage};
 
-pub use inflight::{InFlightCounts, InFlightGuard};
-pub use plan::{End, Plan};
+pub use inflight::InFlightCounts;
+use plan::{End, Plan};
 
 use crate::batch::{Batch, BatchLimits};
 use crate::dlq::{self, DeadLetters, PoisonGuard};
@@ -41,7 +42,7 @@ pub struct PipelineSettings {
     /// How long a failing insert, record or dead-letter write is retried.
     pub horizon: Duration,
     /// Inserts running at once.
-    pub max_in_flight: usize,
+    pub max_in_flight: NonZeroUsize,
     pub poison: PoisonGuard,
 }
 
@@ -62,8 +63,6 @@ pub struct CommitRequest {
     pub partition: i32,
     /// The first offset not yet stored: the offset to commit.
     pub next_offset: i64,
-    /// Rows the batch inserted.
-    pub rows: usize,
 }
 
 /// A batch being filled, with the dead-letter writes of its poison messages.
@@ -118,13 +117,22 @@ pub struct Pipeline<W, S, D> {
     /// The offset each partition's next message must have; a lower one
     /// means the partition was rewound.
     next: BTreeMap<i32, i64>,
+    /// The furthest offset asked to be committed per partition since it
+    /// was assigned: a batch replayed after a rewind does not commit again
+    /// (or backwards).
+    committed: BTreeMap<i32, i64>,
     in_flight: VecDeque<InFlight>,
     counts: Arc<InFlightCounts>,
     guard: PoisonGuard,
-    /// Messages received while the state store could not be read; accepted
-    /// in order once it can (the driver holds, then pauses, meanwhile).
+    /// Messages received while the state store could not be read, or while
+    /// a rewound or reassigned partition waits for its running inserts;
+    /// accepted in order once they can be (the driver holds, then pauses,
+    /// meanwhile).
     deferred: VecDeque<Received>,
+    /// Backoff while the state store cannot be read.
     hold: Option<Hold>,
+    /// When to look again at a partition waiting for its running inserts.
+    inflight_poll: Option<Instant>,
 }
 
 impl<W: RowWriter, S: StateStore, D: DeadLetters> Pipeline<W, S, D> {
@@ -144,10 +152,12 @@ impl<W: RowWriter, S: StateStore, D: DeadLetters> Pipeline<W, S, D> {
             sealed: VecDeque::new(),
             plans: BTreeMap::new(),
             next: BTreeMap::new(),
+            committed: BTreeMap::new(),
             in_flight: VecDeque::new(),
             counts: Arc::default(),
             deferred: VecDeque::new(),
             hold: None,
+            inflight_poll: None,
         }
     }
 
@@ -157,8 +167,9 @@ impl<W: RowWriter, S: StateStore, D: DeadLetters> Pipeline<W, S, D> {
     }
 
     /// Accepts a message, or defers it (and everything after it) while the
-    /// state store cannot be read. Never sleeps: the driver calls
-    /// [`Pipeline::retry_deferred`] after [`Pipeline::deferred_due_in`].
+    /// state store cannot be read or its partition waits for running
+    /// inserts. Never sleeps: the driver calls [`Pipeline::retry_deferred`]
+    /// after [`Pipeline::deferred_due_in`].
     pub async fn receive(&mut self, m: Received) -> Result<(), Error> {
         if !self.deferred.is_empty() {
             self.deferred.push_back(m);
@@ -184,12 +195,19 @@ impl<W: RowWriter, S: StateStore, D: DeadLetters> Pipeline<W, S, D> {
             }
         }
         self.hold = None;
+        self.inflight_poll = None;
         Ok(())
     }
 
     /// Time until the deferred messages are tried again, if any wait.
     pub fn deferred_due_in(&self) -> Option<Duration> {
-        self.hold.as_ref().map(Hold::due_in)
+        let poll = self
+            .inflight_poll
+            .map(|at| at.saturating_duration_since(Instant::now()));
+        match (self.hold.as_ref().map(Hold::due_in), poll) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// The partition was revoked: drops what was not sent (open and sealed
@@ -198,9 +216,11 @@ impl<W: RowWriter, S: StateStore, D: DeadLetters> Pipeline<W, S, D> {
     /// not committed.
     pub fn revoke(&mut self, partition: i32) {
         self.forget(partition);
+        self.committed.remove(&partition);
         self.deferred.retain(|m| m.partition != partition);
         if self.deferred.is_empty() {
             self.hold = None;
+            self.inflight_poll = None;
         }
     }
 
@@ -252,9 +272,10 @@ impl<W: RowWriter, S: StateStore, D: DeadLetters> Pipeline<W, S, D> {
     }
 
     /// The next batch in seal order, once its insert and dead-letter writes
-    /// finished: what to commit, or `None` for a batch sent before its
-    /// partition was revoked or rewound (nothing to commit). Pending while
-    /// none runs. Cancel-safe: the batch stays at the head until returned.
+    /// finished: what to commit, or `None` when there is nothing to commit
+    /// (a batch sent before its partition was revoked or rewound, or a
+    /// replayed one whose end was committed already). Pending while none
+    /// runs. Cancel-safe: the batch stays at the head until returned.
     pub async fn completed(&mut self) -> Result<Option<CommitRequest>, Error> {
         let Some(head) = self.in_flight.front_mut() else {
             return std::future::pending().await;
@@ -263,20 +284,29 @@ impl<W: RowWriter, S: StateStore, D: DeadLetters> Pipeline<W, S, D> {
             Ok(r) => r?,
             Err(e) => return Err(Error::Task(e.to_string())),
         };
-        let (partition, range, stale) = (head.partition, head.range, head.stale);
+        let (partition, next_offset, stale) = (head.partition, head.range.last + 1, head.stale);
         self.in_flight.pop_front();
         ::metrics::counter!(metrics::ROWS_INSERTED).increment(rows as u64);
-        Ok((!stale).then_some(CommitRequest {
+        if stale
+            || self
+                .committed
+                .get(&partition)
+                .is_some_and(|c| *c >= next_offset)
+        {
+            return Ok(None);
+        }
+        self.committed.insert(partition, next_offset);
+        Ok(Some(CommitRequest {
             partition,
-            next_offset: range.last + 1,
-            rows,
+            next_offset,
         }))
     }
 
-    /// Whether sealed batches wait for an insert slot, or messages for the
-    /// state store: the driver stops taking messages.
+    /// Whether sealed batches wait for an insert slot, or messages wait
+    /// (for the state store, or for a partition's running inserts): the
+    /// driver stops taking messages.
     pub fn congested(&self) -> bool {
-        (!self.sealed.is_empty() && self.in_flight.len() >= self.settings.max_in_flight)
+        (!self.sealed.is_empty() && self.in_flight.len() >= self.settings.max_in_flight.get())
             || !self.deferred.is_empty()
     }
 
@@ -365,13 +395,16 @@ impl<W: RowWriter, S: StateStore, D: DeadLetters> Pipeline<W, S, D> {
             }
         }
         let plans = &mut self.plans;
-        let open = self.open.entry(partition).or_insert_with(|| Open {
-            batch: Batch::new(partition, offset, Instant::now()),
-            end: plans
+        let open = self.open.entry(partition).or_insert_with(|| {
+            let (first, end) = plans
                 .get_mut(&partition)
-                .map_or(End::Free, |p| p.end_for(offset)),
-            dead_letters: Vec::new(),
-            traceparent: None,
+                .map_or((offset, End::Free), |p| p.start_at(offset));
+            Open {
+                batch: Batch::new(partition, first, Instant::now()),
+                end,
+                dead_letters: Vec::new(),
+                traceparent: None,
+            }
         });
         if open.traceparent.is_none() {
             open.traceparent = traceparent;
@@ -434,7 +467,7 @@ impl<W: RowWriter, S: StateStore, D: DeadLetters> Pipeline<W, S, D> {
 
     /// Starts inserts of sealed batches while there is room.
     fn dispatch(&mut self) {
-        while self.in_flight.len() < self.settings.max_in_flight {
+        while self.in_flight.len() < self.settings.max_in_flight.get() {
             let Some(o) = self.sealed.pop_front() else {
                 break;
             };
@@ -481,29 +514,37 @@ impl<W: RowWriter, S: StateStore, D: DeadLetters> Pipeline<W, S, D> {
     }
 
     /// Schedules the next try of the deferred messages, or gives up on a
-    /// state store that stayed unreadable past the horizon.
+    /// state store that stayed unreadable past the horizon. A wait for
+    /// running inserts has no horizon of its own (each insert has one) and
+    /// does not count against the state store's: it looks again shortly.
     fn hold(&mut self, why: NotReady) -> Result<(), Error> {
-        let hold = self.hold.get_or_insert_with(Hold::start);
-        let delay = hold.again(self.settings.horizon);
-        match (why, delay) {
-            (NotReady::State(e), Some(delay)) => {
-                tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "consumer state unavailable; holding messages");
-                Ok(())
+        match why {
+            NotReady::State(e) => {
+                let hold = self.hold.get_or_insert_with(Hold::start);
+                match hold.again(self.settings.horizon) {
+                    Some(delay) => {
+                        tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "consumer state unavailable; holding messages");
+                        Ok(())
+                    }
+                    None => Err(Error::State(e)),
+                }
             }
-            (NotReady::State(e), None) => Err(Error::State(e)),
-            // The insert itself gives up at its horizon, and fails the run.
-            (NotReady::InFlight(partition), delay) => {
-                let delay = delay.unwrap_or(retry::MAX_DELAY);
-                tracing::info!(
-                    partition,
-                    retry_in_ms = delay.as_millis() as u64,
-                    "waiting for the partition's inserts before reading its plan"
-                );
+            NotReady::InFlight(partition) => {
+                if self.inflight_poll.is_none() {
+                    tracing::info!(
+                        partition,
+                        "waiting for the partition's running inserts before reading its plan"
+                    );
+                }
+                self.inflight_poll = Some(Instant::now() + INFLIGHT_POLL);
                 Ok(())
             }
         }
     }
 }
+
+/// How often a partition waiting for its running inserts is looked at.
+const INFLIGHT_POLL: Duration = Duration::from_millis(20);
 
 impl<W, S, D> Drop for Pipeline<W, S, D> {
     /// A dropped pipeline is a stopped consumer: its inserts stop too
@@ -558,7 +599,7 @@ async fn store<W: RowWriter, S: StateStore>(
 
 /// Inserts a batch, retrying transient failures with the same deduplication
 /// token until `horizon` has passed.
-pub async fn insert_with_retry<W: RowWriter>(
+async fn insert_with_retry<W: RowWriter>(
     writer: &W,
     batch: &Batch,
     token: &str,

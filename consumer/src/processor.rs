@@ -37,10 +37,12 @@ pub trait Source: Send {
     /// Revokes and assignments since the last call (rebalance callbacks run
     /// inside [`Source::recv`]).
     fn rebalanced(&mut self) -> Rebalanced;
-    /// Commits a partition up to `next_offset`. A failed commit (the
-    /// partition moved) is harmless: the next owner replays the recorded
-    /// range, and ClickHouse drops the repeated insert by its token.
-    fn commit(&mut self, request: CommitRequest);
+    /// Commits a partition up to `next_offset`. A commit the broker refuses
+    /// (the partition moved) is harmless and only logged: the next owner
+    /// replays the recorded range, and ClickHouse drops the repeated insert
+    /// by its token. An error means the commit could not even be formed,
+    /// and stops the run.
+    fn commit(&mut self, request: CommitRequest) -> Result<(), SourceError>;
     /// Stops fetching the assigned partitions (still serving rebalances).
     fn pause(&mut self);
     /// Fetches the assigned partitions again, each from the message after
@@ -86,8 +88,11 @@ where
         tokio::select! {
             _ = shutdown.wait() => break,
             done = pipeline.completed() => {
-                if let Some(request) = done? {
-                    source.commit(request);
+                // A revoke that arrived meanwhile makes this commit one of
+                // the earlier reading: it is not sent (see `Pipeline::revoke`).
+                let revoked = apply_rebalance(source, pipeline, &mut pressure);
+                if let Some(request) = done?.filter(|r| !revoked.contains(&r.partition)) {
+                    source.commit(request)?;
                 }
             }
             // While holding, messages stay in the source's bounded queue.
@@ -98,7 +103,7 @@ where
                     // Rebalance callbacks ran inside this receive: forget the
                     // revoked partitions before accepting a message that may
                     // belong to a re-assignment.
-                    apply_rebalance(source, pipeline, &mut pressure);
+                    let _ = apply_rebalance(source, pipeline, &mut pressure);
                     pipeline.receive(m).await?;
                 }
                 Ok(Err(e)) => tracing::warn!(error = %e, "kafka consume error"),
@@ -107,7 +112,7 @@ where
                 pipeline.retry_deferred().await?;
             }
         }
-        apply_rebalance(source, pipeline, &mut pressure);
+        let _ = apply_rebalance(source, pipeline, &mut pressure);
         pipeline.flush(false);
         backpressure(source, pipeline, &mut pressure, health, settings);
     }
@@ -117,7 +122,7 @@ where
         pipeline.flush(true);
         while !pipeline.is_idle() {
             if let Some(request) = pipeline.completed().await? {
-                source.commit(request);
+                source.commit(request)?;
             }
             pipeline.flush(true);
         }
@@ -135,20 +140,23 @@ where
     }
 }
 
+/// Applies the revokes and assignments since the last look; returns the
+/// revoked partitions.
 fn apply_rebalance<Src: Source, W: RowWriter, S: StateStore, D: DeadLetters>(
     source: &mut Src,
     pipeline: &mut Pipeline<W, S, D>,
     pressure: &mut Backpressure,
-) {
+) -> Vec<i32> {
     let Rebalanced { revoked, assigned } = source.rebalanced();
-    for p in revoked {
-        pipeline.revoke(p);
+    for p in &revoked {
+        pipeline.revoke(*p);
     }
     if assigned {
         // The new assignment fetches; re-evaluate backpressure.
         pressure.assigned();
         ::metrics::gauge!(metrics::PAUSED).set(0.0);
     }
+    revoked
 }
 
 /// Holds, pauses or resumes the source (see [`crate::backpressure`]).

@@ -27,8 +27,9 @@ pub fn policy(first: Duration) -> ExponentialBuilder {
         .without_max_times()
 }
 
-/// Retries `op` while its error is `retryable` and `horizon` has not passed
-/// since the first attempt; the last error is returned.
+/// Retries `op` while its error is `retryable` and the next attempt would
+/// start before `horizon` has passed since the first; the last error is
+/// returned.
 pub async fn within_horizon<T, E, F, Fut>(
     what: &str,
     horizon: Duration,
@@ -42,7 +43,9 @@ where
 {
     let started = Instant::now();
     op.retry(policy(FIRST_DELAY))
-        .when(|e| retryable(e) && started.elapsed() < horizon)
+        .when(|e| retryable(e))
+        // No sleep that would end past the horizon.
+        .adjust(|_, delay| delay.filter(|d| started.elapsed() + *d < horizon))
         .notify(|e, delay| {
             ::metrics::counter!(metrics::INSERT_RETRIES).increment(1);
             tracing::warn!(error = %e, what, retry_in_ms = delay.as_millis() as u64, "failed, retrying");

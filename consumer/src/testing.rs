@@ -18,15 +18,25 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// The org id the protocol tests give the message at `offset` of
+/// `partition`, so that a stored row says which message it is.
+pub fn message_id(partition: i32, offset: i64) -> String {
+    format!("p{partition}o{offset}")
+}
+
 /// A table with a deduplication window: an insert whose token was stored
-/// before is acknowledged and ignored, as ClickHouse does.
+/// before is acknowledged and ignored, as ClickHouse does. It keeps each
+/// row's org id (the first column, read back from the RowBinary bytes).
 #[derive(Default, Clone)]
 pub struct MemoryWriter {
-    stored: Arc<Mutex<BTreeMap<String, usize>>>,
+    stored: Arc<Mutex<BTreeMap<String, Vec<String>>>>,
     /// Inserts acknowledged, deduplicated ones included.
     pub acknowledged: Arc<AtomicUsize>,
     /// The next this many attempts fail with a transient error.
     pub fail_next: Arc<AtomicUsize>,
+    /// The next this many attempts store their rows, then fail with a
+    /// transient error (the server committed; the answer was lost).
+    pub fail_after_store: Arc<AtomicUsize>,
     /// Every attempt fails with a permanent error.
     pub broken: Arc<AtomicBool>,
     /// While set, inserts wait (a slow ClickHouse); cleared, they go on.
@@ -35,8 +45,8 @@ pub struct MemoryWriter {
 }
 
 impl MemoryWriter {
-    /// Rows stored per token.
-    pub fn stored(&self) -> BTreeMap<String, usize> {
+    /// The org ids of the rows stored, per token.
+    pub fn stored(&self) -> BTreeMap<String, Vec<String>> {
         lock(&self.stored).clone()
     }
 
@@ -60,19 +70,38 @@ impl RowWriter for MemoryWriter {
         if self.broken.load(Ordering::SeqCst) {
             return Err(WriteError::Permanent("table is broken".into()));
         }
-        if self
-            .fail_next
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-            .is_ok()
-        {
+        if take_one(&self.fail_next) {
             return Err(WriteError::Transient("connection reset".into()));
         }
         lock(&self.stored)
             .entry(dedup_token.to_string())
-            .or_insert(rows.len());
+            .or_insert_with(|| (0..rows.len()).map(|i| first_string(rows.row(i))).collect());
+        if take_one(&self.fail_after_store) {
+            return Err(WriteError::Transient("timeout after the insert".into()));
+        }
         self.acknowledged.fetch_add(1, Ordering::SeqCst);
         Ok(())
     }
+}
+
+/// Takes one from a countdown; false when it is at zero.
+fn take_one(n: &AtomicUsize) -> bool {
+    n.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+        .is_ok()
+}
+
+/// The first column of a RowBinary row, a string: its length as a varint,
+/// then its bytes.
+fn first_string(row: &[u8]) -> String {
+    let (mut len, mut at) = (0usize, 0);
+    for (k, b) in row.iter().enumerate() {
+        len |= usize::from(b & 0x7f) << (7 * k);
+        if b & 0x80 == 0 {
+            at = k + 1;
+            break;
+        }
+    }
+    String::from_utf8_lossy(&row[at..at + len]).into_owned()
 }
 
 /// Recorded ranges in memory; `down` makes every call fail.
@@ -166,6 +195,8 @@ struct Log {
     partitions: BTreeMap<i32, Vec<Received>>,
     position: BTreeMap<i32, i64>,
     committed: BTreeMap<i32, i64>,
+    /// The last commit since the partition was last assigned.
+    last_commit: BTreeMap<i32, i64>,
     assigned: BTreeSet<i32>,
     paused: bool,
     rebalanced: Rebalanced,
@@ -180,6 +211,7 @@ impl VecSource {
             inner: Arc::new(Mutex::new(Log {
                 position: partitions.keys().map(|p| (*p, 0)).collect(),
                 committed: BTreeMap::new(),
+                last_commit: BTreeMap::new(),
                 partitions,
                 assigned,
                 paused: false,
@@ -200,6 +232,7 @@ impl VecSource {
         let mut log = lock(&self.inner);
         let at = log.committed.get(&partition).copied().unwrap_or(0);
         log.position.insert(partition, at);
+        log.last_commit.remove(&partition);
         log.rebalanced.revoked.push(partition);
         log.rebalanced.assigned = true;
         drop(log);
@@ -215,12 +248,13 @@ impl VecSource {
         for k in 0..ps.len() {
             let p = ps[(log.turn + k) % ps.len()];
             let at = log.position.get(&p).copied().unwrap_or(0);
-            let m = usize::try_from(at)
-                .ok()
-                .and_then(|i| log.partitions.get(&p).and_then(|v| v.get(i)))
+            let m = log
+                .partitions
+                .get(&p)
+                .and_then(|v| v.iter().find(|m| m.offset >= at))
                 .cloned();
             if let Some(m) = m {
-                log.position.insert(p, at + 1);
+                log.position.insert(p, m.offset + 1);
                 log.turn = (log.turn + k + 1) % ps.len();
                 return Some(m);
             }
@@ -244,12 +278,22 @@ impl Source for VecSource {
         std::mem::take(&mut lock(&self.inner).rebalanced)
     }
 
-    fn commit(&mut self, r: CommitRequest) {
+    fn commit(&mut self, r: CommitRequest) -> Result<(), SourceError> {
+        // Kafka keeps the last commit; the protocol commits in order, so a
+        // partition's commits only go forward.
+        // Across a reassignment a commit of the earlier reading may still
+        // arrive (harmless, the new reading replays): the order is checked
+        // within one assignment.
         let mut log = lock(&self.inner);
-        // A repeated batch (replayed after a rewind) commits the same
-        // offset again; Kafka takes any offset, the log keeps the furthest.
-        let c = log.committed.entry(r.partition).or_insert(0);
-        *c = (*c).max(r.next_offset);
+        if let Some(last) = log.last_commit.get(&r.partition) {
+            assert!(
+                r.next_offset > *last,
+                "commit {r:?} after {last}: not in order"
+            );
+        }
+        log.last_commit.insert(r.partition, r.next_offset);
+        log.committed.insert(r.partition, r.next_offset);
+        Ok(())
     }
 
     fn pause(&mut self) {
@@ -262,58 +306,61 @@ impl Source for VecSource {
     }
 }
 
-/// Checks that every valid message of `logs` is stored exactly once:
-/// stored batches never overlap, and each stored batch holds exactly the
-/// valid messages of its range. Returns the rows stored.
+/// Checks that every valid message of `logs` is stored exactly once: the
+/// stored rows are exactly the valid messages, each once; stored batches
+/// never overlap, and each holds the valid messages of its range. Returns
+/// the rows stored.
 pub fn assert_stored_once(
     topic: &str,
     logs: &BTreeMap<i32, Vec<Received>>,
     valid: impl Fn(&Received) -> bool,
-    stored: &BTreeMap<String, usize>,
+    stored: &BTreeMap<String, Vec<String>>,
 ) -> usize {
-    let mut by_partition: BTreeMap<i32, Vec<(i64, i64, usize)>> = BTreeMap::new();
-    for (token, rows) in stored {
-        let (p, first, last) = parse_token(topic, token);
-        by_partition
-            .entry(p)
-            .or_default()
-            .push((first, last, *rows));
+    let mut rows: Vec<&String> = stored.values().flatten().collect();
+    rows.sort();
+    let mut expected: Vec<String> = logs
+        .values()
+        .flatten()
+        .filter(|m| valid(m))
+        .map(|m| message_id(m.partition, m.offset))
+        .collect();
+    expected.sort();
+    for w in rows.windows(2) {
+        assert_ne!(w[0], w[1], "stored twice");
     }
-    let mut total = 0;
-    for (p, log) in logs {
-        let mut ranges = by_partition.remove(p).unwrap_or_default();
-        ranges.sort();
+    assert_eq!(rows, expected.iter().collect::<Vec<_>>(), "stored rows");
+    type Stored<'a> = (i64, i64, &'a Vec<String>);
+    let mut by_partition: BTreeMap<i32, Vec<Stored>> = BTreeMap::new();
+    for (token, ids) in stored {
+        let (p, first, last) = parse_token(topic, token);
+        by_partition.entry(p).or_default().push((first, last, ids));
+    }
+    for (p, mut ranges) in by_partition {
+        ranges.sort_by_key(|r| (r.0, r.1));
         for w in ranges.windows(2) {
             assert!(
                 w[0].1 < w[1].0,
-                "partition {p}: stored batches overlap: {w:?}"
+                "partition {p}: stored batches overlap: {:?} {:?}",
+                (w[0].0, w[0].1),
+                (w[1].0, w[1].1)
             );
         }
-        let in_range = |first: i64, last: i64| {
-            log.iter()
+        let log = logs
+            .get(&p)
+            .unwrap_or_else(|| panic!("a batch of unknown partition {p}"));
+        for (first, last, ids) in ranges {
+            let mut want: Vec<String> = log
+                .iter()
                 .filter(|m| m.offset >= first && m.offset <= last && valid(m))
-                .count()
-        };
-        for &(first, last, rows) in &ranges {
-            assert_eq!(
-                rows,
-                in_range(first, last),
-                "partition {p}: batch {first}-{last}"
-            );
+                .map(|m| message_id(p, m.offset))
+                .collect();
+            let mut got = ids.clone();
+            want.sort();
+            got.sort();
+            assert_eq!(got, want, "partition {p}: batch {first}-{last}");
         }
-        let stored: usize = ranges.iter().map(|r| r.2).sum();
-        assert_eq!(
-            stored,
-            log.iter().filter(|m| valid(m)).count(),
-            "partition {p}: rows stored"
-        );
-        total += stored;
     }
-    assert!(
-        by_partition.is_empty(),
-        "batches of unknown partitions: {by_partition:?}"
-    );
-    total
+    rows.len()
 }
 
 /// `<topic>:<partition>:<first>-<last>` back into its numbers.

@@ -270,19 +270,49 @@ async fn killed_between_insert_and_commit() {
     let mut sent = produce_range(&s.kafka, 0..first, None).await;
     // Each run aborts right after its k-th successful insert, before the
     // offset commit: the next run must not insert that batch again.
+    // A crash run that has not fired after 45 s is supervised like the long
+    // runs (the local broker has left a restarted static member without an
+    // assignment): the consumer is stopped with SIGTERM and started again
+    // with the same hook, and the broker is restarted too the second time.
     let mut aborted = 0;
     for k in [1u64, 2, 1, 2, 1] {
-        let mut c = s.consumer(&[
+        let extra = [
             ("TRAILHOUSE_CONSUMER_TEST_CRASH_AFTER_INSERT", k.to_string()),
             ("TRAILHOUSE_CONSUMER_INSTANCE_ID", "fault-hook".to_string()),
-        ]);
-        let deadline = Instant::now() + Duration::from_secs(120);
+        ];
+        let mut c = s.consumer(&extra);
+        let deadline = Instant::now() + Duration::from_secs(300);
+        let (mut started, mut stalls) = (Instant::now(), 0);
         let status = loop {
             if let Some(st) = c.exited() {
                 break Some(st);
             }
             if Instant::now() > deadline {
                 break None;
+            }
+            if started.elapsed() > Duration::from_secs(45) {
+                stalls += 1;
+                let broker = s.broker.as_ref().filter(|_| stalls % 2 == 0);
+                println!(
+                    "{}: crash run {k} did not fire in 45 s\n{}",
+                    s.name,
+                    s.diagnose().await
+                );
+                s.restarted(format!(
+                    "{} after crash run {k} did not fire in 45 s",
+                    if broker.is_some() {
+                        "the consumer and the broker"
+                    } else {
+                        "the consumer"
+                    }
+                ));
+                tokio::task::block_in_place(|| c.terminate(Duration::from_secs(10)));
+                if let Some(b) = broker {
+                    b.restart("a crash run did not fire for 45 s");
+                    tokio::time::sleep(Duration::from_secs(3)).await;
+                }
+                c = s.consumer(&extra);
+                started = Instant::now();
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         };

@@ -18,7 +18,7 @@ pub enum End {
 }
 
 /// Per-partition recovery plan: recorded ranges at or after the resume point.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Plan {
     ranges: VecDeque<Range>,
 }
@@ -31,31 +31,33 @@ impl Plan {
         }
     }
 
-    /// How a batch opened at `offset` must end.
-    pub fn end_for(&mut self, offset: i64) -> End {
+    /// Where a batch opened at `offset` starts and how it must end.
+    ///
+    /// A batch starts at `offset` unless `offset` falls inside a recorded
+    /// range (the committed offset was moved there: an offset reset, or the
+    /// range's start deleted by retention): then the batch adopts the
+    /// range, so it repeats its token, and ClickHouse drops it if that range
+    /// was stored; if it was not, exactly the messages from `offset` on go
+    /// in, the ones before were skipped by whoever moved the offset.
+    pub fn start_at(&mut self, offset: i64) -> (i64, End) {
         while self.ranges.front().is_some_and(|r| r.last < offset) {
             self.ranges.pop_front();
         }
         match self.ranges.front().copied() {
-            Some(r) if r.first == offset => {
+            Some(r) if r.first <= offset => {
+                if r.first < offset {
+                    tracing::warn!(
+                        offset,
+                        first = r.first,
+                        last = r.last,
+                        "resuming inside a recorded range; repeating the range"
+                    );
+                }
                 self.ranges.pop_front();
-                End::Exactly(r.last)
+                (r.first, End::Exactly(r.last))
             }
-            Some(r) if r.first > offset => End::AtMost(r.first - 1),
-            Some(r) => {
-                tracing::warn!(
-                    offset,
-                    first = r.first,
-                    last = r.last,
-                    "resuming inside a recorded range"
-                );
-                // It cannot be repeated exactly (it was inserted, or this
-                // offset was never a batch start): batch freely, but still
-                // end before the next recorded range.
-                self.ranges.pop_front();
-                self.end_for(offset)
-            }
-            None => End::Free,
+            Some(r) => (offset, End::AtMost(r.first - 1)),
+            None => (offset, End::Free),
         }
     }
 }
@@ -76,18 +78,19 @@ mod tests {
     #[test]
     fn recorded_ranges_are_replayed_exactly_and_free_batches_stop_before_them() {
         let mut p = plan(&[(10, 19), (20, 29), (40, 49)]);
-        assert_eq!(p.end_for(10), End::Exactly(19));
-        assert_eq!(p.end_for(20), End::Exactly(29));
+        assert_eq!(p.start_at(10), (10, End::Exactly(19)));
+        assert_eq!(p.start_at(20), (20, End::Exactly(29)));
         // A gap: [30, 39] was never recorded, so never inserted: batch
         // freely, but end before the next recorded range.
-        assert_eq!(p.end_for(30), End::AtMost(39));
-        assert_eq!(p.end_for(40), End::Exactly(49));
-        assert_eq!(p.end_for(50), End::Free);
+        assert_eq!(p.start_at(30), (30, End::AtMost(39)));
+        assert_eq!(p.start_at(40), (40, End::Exactly(49)));
+        assert_eq!(p.start_at(50), (50, End::Free));
         // Ranges behind the resume point are done (committed).
         let mut p = plan(&[(10, 19)]);
-        assert_eq!(p.end_for(20), End::Free);
-        // Resuming inside a range (it cannot be repeated exactly) batches freely.
+        assert_eq!(p.start_at(20), (20, End::Free));
+        // Resuming inside a range adopts it (same token), then goes on.
         let mut p = plan(&[(10, 19), (30, 39)]);
-        assert_eq!(p.end_for(15), End::AtMost(29));
+        assert_eq!(p.start_at(15), (10, End::Exactly(19)));
+        assert_eq!(p.start_at(20), (20, End::AtMost(29)));
     }
 }

@@ -2,33 +2,40 @@
 //! after another over the same doubles, a scenario's steps, and the checks.
 
 use std::collections::BTreeMap;
+use std::num::NonZeroUsize;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use super::super::*;
+use crate::testing::message_id;
 use crate::testing::{assert_stored_once, MemoryDeadLetters, MemoryState, MemoryWriter};
+use trailhouse_schemas::AuditEvent;
 
 pub const TOPIC: &str = "audit";
 
 pub type TestPipeline = Pipeline<MemoryWriter, MemoryState, MemoryDeadLetters>;
 
-pub fn valid_payload() -> Vec<u8> {
-    static BYTES: OnceLock<Vec<u8>> = OnceLock::new();
-    BYTES
-        .get_or_init(|| {
-            let event = trailhouse_schemas::examples::all().remove(0);
-            trailhouse_schemas::encode(&event).expect("example encodes")
-        })
-        .clone()
+/// The example event every message carries; each message's org id names
+/// its partition and offset, so the stored rows say which messages they are.
+fn base_event() -> &'static AuditEvent {
+    static EVENT: OnceLock<AuditEvent> = OnceLock::new();
+    EVENT.get_or_init(|| trailhouse_schemas::examples::all().remove(0))
 }
 
 pub fn message(partition: i32, offset: i64, poison: bool) -> Received {
+    let payload = (!poison).then(|| {
+        let event = AuditEvent {
+            org_id: message_id(partition, offset),
+            ..base_event().clone()
+        };
+        trailhouse_schemas::encode(&event).expect("example encodes")
+    });
     Received {
         partition,
         offset,
         key: Some(b"org".to_vec()),
-        payload: (!poison).then(valid_payload),
+        payload,
         traceparent: None,
     }
 }
@@ -40,19 +47,38 @@ pub fn is_valid(m: &Received) -> bool {
 /// Logs of `sizes[p]` messages per partition; `poison(p, offset)` says which
 /// have no payload.
 pub fn logs(sizes: &[usize], poison: impl Fn(i32, i64) -> bool) -> BTreeMap<i32, Vec<Received>> {
+    logs_with_gaps(sizes, poison, |_, _| false)
+}
+
+/// [`logs`] whose offsets skip one before message `i` where `gap(p, i)`
+/// (transaction markers, compaction).
+pub fn logs_with_gaps(
+    sizes: &[usize],
+    poison: impl Fn(i32, i64) -> bool,
+    gap: impl Fn(i32, usize) -> bool,
+) -> BTreeMap<i32, Vec<Received>> {
     sizes
         .iter()
         .enumerate()
         .map(|(p, n)| {
             let p = p as i32;
-            (
-                p,
-                (0..*n as i64)
-                    .map(|o| message(p, o, poison(p, o)))
-                    .collect(),
-            )
+            let mut offset = 0;
+            let log = (0..*n)
+                .map(|i| {
+                    offset += i64::from(gap(p, i));
+                    let m = message(p, offset, poison(p, offset));
+                    offset += 1;
+                    m
+                })
+                .collect();
+            (p, log)
         })
         .collect()
+}
+
+/// The offset after a log's last message.
+pub fn log_end(log: &[Received]) -> i64 {
+    log.last().map_or(0, |m| m.offset + 1)
 }
 
 pub fn settings(max_rows: usize, max_in_flight: usize) -> PipelineSettings {
@@ -64,7 +90,7 @@ pub fn settings(max_rows: usize, max_in_flight: usize) -> PipelineSettings {
             max_age: Duration::from_secs(3600),
         },
         horizon: Duration::from_secs(3600),
-        max_in_flight,
+        max_in_flight: NonZeroUsize::new(max_in_flight).expect("positive"),
         poison: PoisonGuard::new(1000, 0.5, 100),
     }
 }
@@ -116,10 +142,14 @@ impl World {
     ) -> Result<(), Error> {
         for _ in 0..n {
             let at = self.position[&partition];
-            let Some(m) = self.logs[&partition].get(at as usize).cloned() else {
+            let Some(m) = self.logs[&partition]
+                .iter()
+                .find(|m| m.offset >= at)
+                .cloned()
+            else {
                 break;
             };
-            self.position.insert(partition, at + 1);
+            self.position.insert(partition, m.offset + 1);
             pl.receive(m).await?;
             pl.flush(false);
         }
@@ -138,8 +168,11 @@ impl World {
         };
         let r = done?;
         if let (Some(r), true) = (r, commit) {
+            // Kafka keeps the last commit; the protocol commits in order,
+            // so a partition's commits only go forward.
             let c = self.committed.entry(r.partition).or_insert(0);
-            *c = (*c).max(r.next_offset);
+            assert!(r.next_offset > *c, "commit {r:?} after {c}: not in order");
+            *c = r.next_offset;
         }
         pl.flush(false);
         Ok(r)
@@ -172,6 +205,7 @@ impl World {
         self.writer.fail_next.store(0, Ordering::SeqCst);
         self.state.down.store(false, Ordering::SeqCst);
         self.dead_letters.down.store(false, Ordering::SeqCst);
+        self.writer.fail_after_store.store(0, Ordering::SeqCst);
         let mut pl = self.start();
         let partitions: Vec<i32> = self.logs.keys().copied().collect();
         for _ in 0..100 {
@@ -188,7 +222,7 @@ impl World {
             if self
                 .committed
                 .iter()
-                .all(|(p, c)| *c == self.logs[p].len() as i64)
+                .all(|(p, c)| *c == log_end(&self.logs[p]))
             {
                 return;
             }
@@ -243,6 +277,11 @@ pub enum Op {
     Rewind(i32),
     /// The next `n` insert attempts fail transiently.
     FailInserts(usize),
+    /// The next `n` insert attempts store their rows, then fail transiently
+    /// (a timeout after the server committed the insert).
+    FailAfterStore(usize),
+    /// The dead-letter topic becomes unreachable, or reachable again.
+    DeadLettersDown(bool),
     /// Inserts wait until unblocked (a slow ClickHouse).
     Block(bool),
     /// The state store becomes unreachable, or reachable again.
@@ -279,6 +318,14 @@ pub async fn play(world: &mut World, ops: &[Op]) -> usize {
             }
             Op::FailInserts(n) => {
                 world.writer.fail_next.store(n, Ordering::SeqCst);
+                Ok(())
+            }
+            Op::FailAfterStore(n) => {
+                world.writer.fail_after_store.store(n, Ordering::SeqCst);
+                Ok(())
+            }
+            Op::DeadLettersDown(on) => {
+                world.dead_letters.down.store(on, Ordering::SeqCst);
                 Ok(())
             }
             Op::Block(on) => {
