@@ -6,6 +6,7 @@
 //! * [`migrations`]: the ClickHouse DDL, versioned templates;
 //! * [`layout`]: storage layouts and topologies the DDL is rendered for;
 //! * [`retention`]: retention classes, per-org policy, partition expiry;
+//! * [`trace`]: the W3C `traceparent` carried with each event;
 //! * [`examples`]: example payloads used by tests and demo data.
 
 pub mod avro;
@@ -16,6 +17,7 @@ pub mod migrations;
 pub mod retention;
 pub mod row;
 pub mod rowbinary;
+pub mod trace;
 
 pub use avro::{decode, encode, AvroError};
 pub use event::{parse_input, validate, AuditEvent, EventInput, FieldError, Stamp, SystemStamp};

@@ -125,28 +125,38 @@ impl Setup {
             }
             if progress.elapsed() > Duration::from_secs(45) {
                 stalls += 1;
-                let broker = self.broker.as_ref().filter(|_| stalls % 2 == 0);
-                let what = if broker.is_some() {
-                    "the consumer and the broker"
-                } else {
-                    "the consumer"
-                };
-                println!(
-                    "{}: no progress for 45 s at {now} rows\n{}",
-                    self.name,
-                    self.diagnose().await
-                );
-                self.restarted(format!("{what} after 45 s without progress at {now} rows"));
-                tokio::task::block_in_place(|| c.terminate(Duration::from_secs(10)));
-                if let Some(b) = broker {
-                    b.restart("the consumer made no progress for 45 s");
-                    tokio::time::sleep(Duration::from_secs(3)).await;
-                }
-                *c = self.consumer(extra);
+                let why = format!("no progress for 45 s at {now} rows");
+                self.restart_stalled(c, extra, stalls, &why).await;
                 progress = Instant::now();
             }
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
+    }
+
+    /// After a stall: prints where each partition stands, stops the
+    /// consumer with SIGTERM (it leaves the group), restarts the broker too
+    /// on every second stall, and starts the consumer again.
+    async fn restart_stalled(
+        &self,
+        c: &mut Proc,
+        extra: &[(&str, String)],
+        stalls: u32,
+        why: &str,
+    ) {
+        let broker = self.broker.as_ref().filter(|_| stalls.is_multiple_of(2));
+        let what = if broker.is_some() {
+            "the consumer and the broker"
+        } else {
+            "the consumer"
+        };
+        println!("{}: {why}\n{}", self.name, self.diagnose().await);
+        self.restarted(format!("{what}: {why}"));
+        tokio::task::block_in_place(|| c.terminate(Duration::from_secs(10)));
+        if let Some(b) = broker {
+            b.restart(why);
+            tokio::time::sleep(Duration::from_secs(3)).await;
+        }
+        *c = self.consumer(extra);
     }
 
     fn restarted(&self, what: String) {
@@ -292,26 +302,8 @@ async fn killed_between_insert_and_commit() {
             }
             if started.elapsed() > Duration::from_secs(45) {
                 stalls += 1;
-                let broker = s.broker.as_ref().filter(|_| stalls % 2 == 0);
-                println!(
-                    "{}: crash run {k} did not fire in 45 s\n{}",
-                    s.name,
-                    s.diagnose().await
-                );
-                s.restarted(format!(
-                    "{} after crash run {k} did not fire in 45 s",
-                    if broker.is_some() {
-                        "the consumer and the broker"
-                    } else {
-                        "the consumer"
-                    }
-                ));
-                tokio::task::block_in_place(|| c.terminate(Duration::from_secs(10)));
-                if let Some(b) = broker {
-                    b.restart("a crash run did not fire for 45 s");
-                    tokio::time::sleep(Duration::from_secs(3)).await;
-                }
-                c = s.consumer(&extra);
+                let why = format!("crash run {k} did not fire in 45 s");
+                s.restart_stalled(&mut c, &extra, stalls, &why).await;
                 started = Instant::now();
             }
             tokio::time::sleep(Duration::from_millis(100)).await;

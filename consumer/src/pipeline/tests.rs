@@ -399,7 +399,7 @@ fn op(partitions: i32) -> impl Strategy<Value = Op> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
 
     /// Any interleaving of messages (with offset gaps), crashes, lost
     /// commits, revokes, rewinds, insert failures (before and after the

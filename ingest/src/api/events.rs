@@ -13,7 +13,7 @@ use axum::response::IntoResponse;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use trailhouse_common::telemetry::outgoing_traceparent;
+use trailhouse_layer::trace::outgoing_traceparent;
 use trailhouse_schemas::event::{parse_input, validate, FieldError, Stamp, SystemStamp};
 use trailhouse_schemas::AuditEvent;
 
