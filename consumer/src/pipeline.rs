@@ -12,6 +12,7 @@
 
 mod inflight;
 mod plan;
+mod store;
 #[cfg(test)]
 mod tests;
 
@@ -25,12 +26,13 @@ use trailhouse_schemas::{EventRow, Lineage};
 
 pub use inflight::InFlightCounts;
 use plan::{End, Plan};
+use store::store;
 
 use crate::batch::{Batch, BatchLimits};
 use crate::dlq::{self, DeadLetters, PoisonGuard};
 use crate::retry::{self, Hold};
 use crate::state::{Range, StateError, StateStore};
-use crate::writer::{RowWriter, WriteError};
+use crate::writer::RowWriter;
 use crate::{metrics, Error};
 
 /// What the pipeline needs to know.
@@ -554,59 +556,4 @@ impl<W, S, D> Drop for Pipeline<W, S, D> {
             f.task.abort();
         }
     }
-}
-
-/// Records the batch's range, inserts it, then waits for its dead letters:
-/// the steps before its commit, in this order.
-async fn store<W: RowWriter, S: StateStore>(
-    writer: Arc<W>,
-    state: Arc<S>,
-    horizon: Duration,
-    batch: Batch,
-    token: String,
-    dead_letters: Vec<JoinHandle<Result<(), dlq::DeadLetterError>>>,
-) -> Result<usize, Error> {
-    let partition = batch.partition;
-    let range = Range {
-        first: batch.first_offset,
-        last: batch.last_offset,
-    };
-    // Recorded even when every message was poison: a later reading must
-    // re-form this range too, or a commit at its end could fall inside a
-    // batch of that reading.
-    retry::within_horizon(
-        "record pending range",
-        horizon,
-        |_| true,
-        || state.record(partition, range),
-    )
-    .await?;
-    if !batch.rows.is_empty() {
-        let started = Instant::now();
-        insert_with_retry(&*writer, &batch, &token, horizon)
-            .await
-            .map_err(|source| Error::Insert {
-                token: token.clone(),
-                source,
-            })?;
-        ::metrics::histogram!(metrics::INSERT_SECONDS).record(started.elapsed().as_secs_f64());
-    }
-    for d in dead_letters {
-        d.await.map_err(|e| Error::Task(e.to_string()))??;
-    }
-    Ok(batch.rows.len())
-}
-
-/// Inserts a batch, retrying transient failures with the same deduplication
-/// token until `horizon` has passed.
-async fn insert_with_retry<W: RowWriter>(
-    writer: &W,
-    batch: &Batch,
-    token: &str,
-    horizon: Duration,
-) -> Result<(), WriteError> {
-    retry::within_horizon(token, horizon, WriteError::is_retryable, || {
-        writer.insert(&batch.rows, token)
-    })
-    .await
 }
