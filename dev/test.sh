@@ -26,6 +26,8 @@ say "helm chart: lint, render, Kubernetes schemas, values schema, checkov"
 bash deploy/check.sh
 say "tests"
 cargo nextest run --workspace --locked --no-fail-fast
+say "doctests of the audit layer crate (its published example)"
+cargo test --doc -p trailhouse-layer --locked
 say "benchmarks, quick mode (keeps the harness working; numbers from debug builds mean nothing)"
 cargo run -q --locked -p trailhouse-bench --bin layer_overhead -- --quick
 bash bench/run.sh --quick
