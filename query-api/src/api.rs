@@ -1,10 +1,12 @@
 //! The HTTP edge: merges the routes of every dialect and adds the layers
-//! (timeout, tracing, health and metrics endpoints, the 404 fallback).
+//! (timeout, tracing, health and metrics endpoints, the JSON 404 and 405
+//! fallbacks, and the headers every answer carries).
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::http::StatusCode;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::Response;
 use axum::Router;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
@@ -44,6 +46,7 @@ pub fn app<S: EventStore>(state: Arc<AppState<S>>) -> Router {
         .merge(zendesk::routes())
         .merge(openapi::routes())
         .fallback(|| async { ApiError::NotFound })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .with_state(state)
         .layer(TimeoutLayer::with_status_code(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -53,7 +56,20 @@ pub fn app<S: EventStore>(state: Arc<AppState<S>>) -> Router {
             health,
             trailhouse_common::telemetry::metrics_handle(),
         ))
+        .layer(axum::middleware::map_response(no_store))
         .layer(TraceLayer::new_for_http())
+}
+
+/// Audit data is never cached by a browser or a proxy, and never sniffed
+/// into another content type.
+async fn no_store(mut resp: Response) -> Response {
+    let h = resp.headers_mut();
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    resp
 }
 
 #[cfg(test)]

@@ -21,6 +21,8 @@ pub enum ApiError {
     BadParam { param: String, reason: String },
     #[error("not found")]
     NotFound,
+    #[error("method not allowed; this API only reads (GET)")]
+    MethodNotAllowed,
     #[error("storage temporarily unavailable")]
     Unavailable(#[source] StoreError),
     #[error("internal error")]
@@ -42,6 +44,7 @@ impl ApiError {
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::BadParam { .. } => StatusCode::BAD_REQUEST,
             ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -54,6 +57,7 @@ impl ApiError {
             ApiError::Forbidden(_) => "forbidden",
             ApiError::BadParam { .. } => "invalid_parameter",
             ApiError::NotFound => "not_found",
+            ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::Unavailable(_) => "unavailable",
             ApiError::Internal(_) => "internal",
         }
@@ -126,6 +130,7 @@ impl Failure {
                 let code = match e {
                     ApiError::BadParam { .. } => 3,
                     ApiError::NotFound => 5,
+                    ApiError::MethodNotAllowed => 12,
                     ApiError::Forbidden(_) => 7,
                     ApiError::Unauthenticated(_) => 16,
                     ApiError::Unavailable(_) => 14,
@@ -149,6 +154,7 @@ impl Failure {
                     ApiError::Unauthenticated(_) => "Couldn't authenticate you",
                     ApiError::Forbidden(_) => "Forbidden",
                     ApiError::NotFound => "RecordNotFound",
+                    ApiError::MethodNotAllowed => "MethodNotAllowed",
                     ApiError::Unavailable(_) => "ServiceUnavailable",
                     ApiError::Internal(_) => "InternalError",
                 };

@@ -48,12 +48,27 @@ impl<S> AppState<S> {
                 .map(str::trim)
                 .filter(|v| !v.is_empty())
         };
-        let proto = h("x-forwarded-proto").unwrap_or("http");
+        // Only the two schemes an API answers on, and only a host name or
+        // address with an optional port: anything else in a forwarded
+        // header is ignored, so it cannot turn a link into `javascript:` or
+        // point it elsewhere with a path or userinfo.
+        let proto = h("x-forwarded-proto")
+            .map(str::to_ascii_lowercase)
+            .filter(|p| p == "http" || p == "https")
+            .unwrap_or_else(|| "http".into());
         let host = h("x-forwarded-host")
-            .or_else(|| h("host"))
+            .filter(|v| is_host(v))
+            .or_else(|| h("host").filter(|v| is_host(v)))
             .unwrap_or("localhost");
         format!("{proto}://{host}")
     }
+}
+
+/// `name[:port]` or `[v6]:port`: letters, digits, `.`, `-`, `:`, `[`, `]`.
+fn is_host(v: &str) -> bool {
+    v.len() <= 255
+        && v.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']'))
 }
 
 #[cfg(test)]
@@ -146,5 +161,28 @@ mod tests {
         assert_eq!(state(None).base_url(&h), "https://audit.example.com");
         let configured = state(Some("https://a.example.com/"));
         assert_eq!(configured.base_url(&h), "https://a.example.com");
+    }
+
+    #[test]
+    fn forwarded_headers_cannot_change_the_scheme_or_smuggle_a_url() {
+        // (forwarded proto, forwarded host, base url)
+        let cases = [
+            ("javascript", "evil.example", "http://evil.example"),
+            (
+                "HTTPS",
+                "audit.example.com:8443",
+                "https://audit.example.com:8443",
+            ),
+            ("https", "evil.example/x?y=", "https://api.local"),
+            ("https", "user:pw@evil.example", "https://api.local"),
+            ("data", "[::1]:8081", "http://[::1]:8081"),
+        ];
+        for (proto, host, want) in cases {
+            let mut h = HeaderMap::new();
+            h.insert("host", "api.local".parse().expect("header"));
+            h.insert("x-forwarded-proto", proto.parse().expect("header"));
+            h.insert("x-forwarded-host", host.parse().expect("header"));
+            assert_eq!(state(None).base_url(&h), want, "{proto} {host}");
+        }
     }
 }

@@ -7,6 +7,7 @@
 
 mod atomic;
 mod cursors;
+mod edges;
 mod isolation;
 mod native;
 mod orglog;

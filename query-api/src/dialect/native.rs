@@ -222,10 +222,17 @@ pub const CSV_COLUMNS: [&str; 24] = [
     "metadata",
 ];
 
-/// One CSV field, quoted when it must be (RFC 4180).
+/// One CSV field, quoted when it must be (RFC 4180). A value a spreadsheet
+/// would run as a formula (starting with `=`, `+`, `-`, `@`, a tab or a
+/// carriage return) gets a leading `'` and quotes, as OWASP's CSV injection
+/// guidance asks, so it opens as text.
 fn csv_field(out: &mut String, v: &str) {
-    if v.contains([',', '"', '\n', '\r']) {
+    let formula = v.starts_with(['=', '+', '-', '@', '\t', '\r']);
+    if formula || v.contains([',', '"', '\n', '\r']) {
         out.push('"');
+        if formula {
+            out.push('\'');
+        }
         out.push_str(&v.replace('"', "\"\""));
         out.push('"');
     } else {
@@ -332,10 +339,15 @@ pub async fn export<S: EventStore>(
         Some("csv") => Format::Csv,
         Some(_) => return Err(ApiError::bad("format", "must be `ndjson` or `csv`").into()),
     };
-    let (content_type, head) = match format {
-        Format::Ndjson => ("application/x-ndjson", String::new()),
+    let (content_type, disposition, head) = match format {
+        Format::Ndjson => (
+            "application/x-ndjson",
+            "attachment; filename=\"audit-log.ndjson\"",
+            String::new(),
+        ),
         Format::Csv => (
             "text/csv; charset=utf-8",
+            "attachment; filename=\"audit-log.csv\"",
             format!("{}\r\n", CSV_COLUMNS.join(",")),
         ),
     };
@@ -349,7 +361,10 @@ pub async fn export<S: EventStore>(
     let head = futures::stream::once(async move { Ok::<_, std::io::Error>(Bytes::from(head)) });
     let body = futures::StreamExt::chain(head, futures::stream::unfold(ex, next_chunk));
     Ok((
-        [(header::CONTENT_TYPE, content_type)],
+        [
+            (header::CONTENT_TYPE, content_type),
+            (header::CONTENT_DISPOSITION, disposition),
+        ],
         Body::from_stream(body),
     )
         .into_response())
@@ -366,6 +381,29 @@ mod tests {
         s.push('|');
         csv_field(&mut s, "a,b \"q\"\nline");
         assert_eq!(s, "plain|\"a,b \"\"q\"\"\nline\"");
+    }
+
+    #[test]
+    fn csv_fields_that_a_spreadsheet_would_run_open_as_text() {
+        let cases = [
+            (
+                "=HYPERLINK(\"http://x\")",
+                "\"'=HYPERLINK(\"\"http://x\"\")\"",
+            ),
+            ("=cmd|' /C calc'!A0", "\"'=cmd|' /C calc'!A0\""),
+            ("@SUM(A1)", "\"'@SUM(A1)\""),
+            ("+1", "\"'+1\""),
+            ("-1", "\"'-1\""),
+            ("\tx", "\"'\tx\""),
+            ("\rx", "\"'\rx\""),
+            ("a=b", "a=b"),
+            ("", ""),
+        ];
+        for (value, want) in cases {
+            let mut s = String::new();
+            csv_field(&mut s, value);
+            assert_eq!(s, want, "{value:?}");
+        }
     }
 
     #[test]

@@ -1,0 +1,126 @@
+//! The query API's edges against the real stack: exports that open safely
+//! in a spreadsheet and download under a name, forwarded headers that
+//! cannot change a link's scheme or smuggle a URL into it, audit data that
+//! is never cached or sniffed, and a JSON answer for a wrong method.
+
+use super::*;
+
+#[tokio::test]
+async fn exports_links_and_headers_are_safe() {
+    let api = Api::new("q_edges").await;
+    let mut rows = dataset::rows(&dataset::events("org_c", 3, 1, 3, api.now));
+    rows[0].actor_name = "=HYPERLINK(\"http://evil.example\",\"open\")".into();
+    rows[1].resource_name = "@SUM(A1:A9)".into();
+    rows[2].action_description = "+cmd|' /C calc'!A0".into();
+    api.env.insert_rows(&rows).await;
+    let t = api.admin("org_c");
+
+    // CSV: every formula-shaped value opens as text; the file downloads.
+    let resp = api
+        .env
+        .http
+        .get(format!("{}/v1/events/export?format=csv", api.url))
+        .bearer_auth(&t)
+        .send()
+        .await
+        .expect("export");
+    assert_eq!(resp.status(), StatusCode::OK);
+    let header = |r: &reqwest::Response, name: &str| {
+        r.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(String::from)
+    };
+    assert_eq!(
+        header(&resp, "content-disposition").as_deref(),
+        Some("attachment; filename=\"audit-log.csv\"")
+    );
+    assert_eq!(header(&resp, "cache-control").as_deref(), Some("no-store"));
+    let csv = resp.text().await.expect("body");
+    for value in [
+        "\"'=HYPERLINK(\"\"http://evil.example\"\",\"\"open\"\")\"",
+        "\"'@SUM(A1:A9)\"",
+        "\"'+cmd|' /C calc'!A0\"",
+    ] {
+        assert!(csv.contains(value), "{value} not neutralised in\n{csv}");
+    }
+    for line in csv.lines() {
+        for field in line.split(',') {
+            assert!(
+                !field.starts_with(['=', '@', '+']),
+                "a field starts a formula: {field} in {line}"
+            );
+        }
+    }
+    let resp = api
+        .env
+        .http
+        .get(format!("{}/v1/events/export?format=ndjson", api.url))
+        .bearer_auth(&t)
+        .send()
+        .await
+        .expect("export");
+    assert_eq!(
+        header(&resp, "content-disposition").as_deref(),
+        Some("attachment; filename=\"audit-log.ndjson\"")
+    );
+
+    // Every answer, data or error, is uncacheable and not sniffed.
+    for path in ["/v1/events", "/v1/events?limit=0", "/api/v2/audit_logs"] {
+        let resp = api
+            .env
+            .http
+            .get(format!("{}{path}", api.url))
+            .bearer_auth(&t)
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(
+            header(&resp, "cache-control").as_deref(),
+            Some("no-store"),
+            "{path}"
+        );
+        assert_eq!(
+            header(&resp, "x-content-type-options").as_deref(),
+            Some("nosniff"),
+            "{path}"
+        );
+    }
+
+    // A wrong method is a JSON error, not an empty 405.
+    let resp = api
+        .env
+        .http
+        .post(format!("{}/v1/events", api.url))
+        .bearer_auth(&t)
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(resp.status(), StatusCode::METHOD_NOT_ALLOWED);
+    let body: Value = resp.json().await.expect("json body");
+    assert_eq!(body["error"]["code"], "method_not_allowed");
+
+    // Forwarded headers: only http or https, only a host.
+    let cases = [
+        ("javascript", "evil.example", "http://evil.example/"),
+        ("https", "user:pw@evil.example", "https://127.0.0.1"),
+        ("https", "evil.example/x?", "https://127.0.0.1"),
+        ("https", "audit.example.com", "https://audit.example.com/"),
+    ];
+    for (proto, host, prefix) in cases {
+        let resp = api
+            .env
+            .http
+            .get(format!("{}/api/v2/audit_logs", api.url))
+            .bearer_auth(&t)
+            .header("x-forwarded-proto", proto)
+            .header("x-forwarded-host", host)
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(resp.status(), StatusCode::OK, "{proto} {host}");
+        let body: Value = resp.json().await.expect("json");
+        let url = body["audit_logs"][0]["url"].as_str().unwrap_or_default();
+        assert!(url.starts_with(prefix), "{proto} {host}: {url}");
+    }
+}
