@@ -560,3 +560,79 @@ async fn shutdown_answers_the_requests_in_flight_then_refuses_connections() {
     assert!(acked.iter().all(|id| seen.contains_key(id)));
     env.stop().await;
 }
+
+/// Slow, unauthenticated bodies cannot take the slots authenticated clients
+/// need: the key is checked from the headers, before the in-flight limit and
+/// before any body byte is read, and each refusal is counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn slow_unauthenticated_bodies_leave_ingest_to_authenticated_clients() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut env = TestEnv::new("ingest_slow_unauth", 1).await;
+    let url = env
+        .start_ingest_with(&["acme"], |c| {
+            c.max_in_flight = 8.try_into().expect("positive")
+        })
+        .await;
+    env.wait_ready().await;
+    let address = url.trim_start_matches("http://").to_string();
+    // Five times the in-flight limit: headers announcing 5 MB, one body byte.
+    let mut slow = Vec::new();
+    for i in 0..40 {
+        let mut stream = tokio::net::TcpStream::connect(&address)
+            .await
+            .expect("connect");
+        let auth = match i % 3 {
+            0 => String::new(),
+            1 => "Authorization: Bearer not-a-key\r\n".to_string(),
+            _ => "Authorization: Basic YTpi\r\n".to_string(),
+        };
+        let head = format!(
+            "POST /v1/events HTTP/1.1\r\nHost: {address}\r\n{auth}\
+             Content-Type: application/json\r\nContent-Length: 5000000\r\n\r\n["
+        );
+        stream.write_all(head.as_bytes()).await.expect("head");
+        slow.push(stream);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = Instant::now();
+    let resp = env
+        .http
+        .post(format!("{url}/v1/events"))
+        .bearer_auth("key-acme")
+        .json(&batch("acme", 3, false))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(resp.status().as_u16(), 202, "{:?}", resp.text().await);
+    assert!(started.elapsed() < Duration::from_secs(5));
+    // Each slow client got its 401 without sending its body.
+    for mut stream in slow {
+        let mut buf = [0u8; 64];
+        let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf))
+            .await
+            .expect("answered before the body was sent")
+            .expect("read");
+        let head = String::from_utf8_lossy(&buf[..n]);
+        assert!(head.starts_with("HTTP/1.1 401"), "{head}");
+    }
+    let metrics = env
+        .http
+        .get(format!("{url}/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    let failures: f64 = metrics
+        .lines()
+        .find(|l| l.starts_with("trailhouse_ingest_auth_failures_total"))
+        .and_then(|l| l.split_whitespace().last())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0);
+    assert!(
+        failures >= 40.0,
+        "{failures} authentication failures counted"
+    );
+    env.stop().await;
+}

@@ -84,7 +84,14 @@ pub fn app<S: EventSink>(state: Arc<AppState<S>>) -> Router {
     Router::new()
         .route(
             "/v1/events",
-            post(events::post_events::<S>).route_layer(shed),
+            post(events::post_events::<S>)
+                .route_layer(shed)
+                // Outermost: authentication comes before the in-flight
+                // limit and before the body is read.
+                .route_layer(axum::middleware::from_fn_with_state(
+                    state.clone(),
+                    events::authenticate::<S>,
+                )),
         )
         .fallback(|| async {
             (
