@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::str::FromStr;
 use std::time::Duration;
 
+use clap::builder::TypedValueParser as _;
 use clap::Args;
 use trailhouse_common::kafka::KafkaArgs;
 use trailhouse_layer::redact::{OpaqueBody, Rules};
@@ -43,6 +44,16 @@ pub struct IngestConfig {
         default_value_t = 1000
     )]
     pub max_batch_events: usize,
+    /// The largest Kafka message the producer sends (`message.max.bytes`;
+    /// keep it at or under the topic's `max.message.bytes`). An event whose
+    /// message would be larger is refused with 413 at validation.
+    #[arg(
+        long,
+        env = "TRAILHOUSE_INGEST_MAX_MESSAGE_BYTES",
+        default_value_t = 1_000_000,
+        value_parser = clap::value_parser!(u32).range(4096..=1_000_000_000).map(|v| v as usize)
+    )]
+    pub max_message_bytes: usize,
     /// Kafka compression: none, gzip, snappy, lz4, zstd.
     #[arg(long, env = "TRAILHOUSE_INGEST_COMPRESSION", default_value = "lz4")]
     pub compression: Compression,

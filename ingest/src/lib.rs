@@ -53,6 +53,7 @@ pub async fn run(
     let settings = ProducerSettings {
         compression: config.compression,
         message_timeout: Duration::from_millis(config.ack_timeout_ms),
+        max_message_bytes: config.max_message_bytes,
         ..ProducerSettings::default()
     };
     let sink = KafkaSink::new(config.kafka.client_config(), &config.kafka.topic, &settings)?;
@@ -73,6 +74,7 @@ pub async fn run(
         limits: Limits {
             max_body_bytes: config.max_body_bytes,
             max_batch_events: config.max_batch_events,
+            max_message_bytes: config.max_message_bytes,
             request_timeout: config.request_timeout(),
             max_in_flight: config.max_in_flight,
         },

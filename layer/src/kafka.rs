@@ -81,6 +81,9 @@ pub struct ProducerSettings {
     /// Upper bound on messages queued in the producer (backpressure beyond it).
     pub queue_max_messages: u32,
     pub queue_max_kbytes: u32,
+    /// The largest message the producer sends (`message.max.bytes`); keep
+    /// it at or under the topic's `max.message.bytes`.
+    pub max_message_bytes: usize,
 }
 
 impl Default for ProducerSettings {
@@ -91,6 +94,7 @@ impl Default for ProducerSettings {
             linger_ms: 5,
             queue_max_messages: 100_000,
             queue_max_kbytes: 256 * 1024,
+            max_message_bytes: 1_000_000,
         }
     }
 }
@@ -130,6 +134,7 @@ impl KafkaSink {
                 "queue.buffering.max.kbytes",
                 settings.queue_max_kbytes.to_string(),
             )
+            .set("message.max.bytes", settings.max_message_bytes.to_string())
             .create()?;
         Ok(KafkaSink {
             producer,
@@ -154,6 +159,17 @@ impl KafkaSink {
     }
 }
 
+/// A produce error as a sink error: a size over a limit can never succeed;
+/// everything else is the broker being unavailable.
+fn classify(e: KafkaError) -> SinkError {
+    match e.rdkafka_error_code() {
+        Some(RDKafkaErrorCode::MessageSizeTooLarge | RDKafkaErrorCode::InvalidMessageSize) => {
+            SinkError::TooLarge(e.to_string())
+        }
+        _ => SinkError::Unavailable(e.to_string()),
+    }
+}
+
 impl EventSink for KafkaSink {
     async fn publish(&self, events: &[Envelope]) -> Result<(), SinkError> {
         let mut deliveries = Vec::with_capacity(events.len());
@@ -174,7 +190,7 @@ impl EventSink for KafkaSink {
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
                     return Err(SinkError::QueueFull);
                 }
-                Err((e, _)) => return Err(SinkError::Unavailable(e.to_string())),
+                Err((e, _)) => return Err(classify(e)),
             }
         }
         // Every delivery is awaited; the first failure (in event order) is
@@ -183,7 +199,7 @@ impl EventSink for KafkaSink {
         for delivery in deliveries {
             let failure = match delivery.await {
                 Ok(Ok(_)) => continue,
-                Ok(Err((e, _))) => SinkError::Unavailable(e.to_string()),
+                Ok(Err((e, _))) => classify(e),
                 Err(_) => SinkError::Unavailable("delivery cancelled".into()),
             };
             if outcome.is_ok() {
@@ -202,6 +218,21 @@ impl EventSink for KafkaSink {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn size_errors_are_permanent_and_the_rest_retryable() {
+        use rdkafka::error::KafkaError;
+        let cases = [
+            (RDKafkaErrorCode::MessageSizeTooLarge, false),
+            (RDKafkaErrorCode::InvalidMessageSize, false),
+            (RDKafkaErrorCode::MessageTimedOut, true),
+            (RDKafkaErrorCode::BrokerTransportFailure, true),
+        ];
+        for (code, retryable) in cases {
+            let e = super::classify(KafkaError::MessageProduction(code));
+            assert_eq!(e.is_retryable(), retryable, "{code:?}: {e}");
+        }
+    }
+
     use super::*;
 
     #[test]

@@ -18,6 +18,10 @@ pub enum SinkError {
     Unavailable(String),
     #[error("event could not be encoded: {0}")]
     Encode(String),
+    /// The broker's (or the producer's) message size limit: the same event
+    /// can never be published.
+    #[error("an event is over the message size limit: {0}")]
+    TooLarge(String),
     #[error("the ingest API refused the events: {0}")]
     Rejected(String),
 }
@@ -25,7 +29,10 @@ pub enum SinkError {
 impl SinkError {
     /// Whether the same request may succeed later.
     pub fn is_retryable(&self) -> bool {
-        !matches!(self, SinkError::Encode(_) | SinkError::Rejected(_))
+        !matches!(
+            self,
+            SinkError::Encode(_) | SinkError::Rejected(_) | SinkError::TooLarge(_)
+        )
     }
 }
 

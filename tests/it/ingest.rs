@@ -636,3 +636,61 @@ async fn slow_unauthenticated_bodies_leave_ingest_to_authenticated_clients() {
     );
     env.stop().await;
 }
+
+/// A valid event too large for a Kafka message is refused up front with 413
+/// naming its index: nothing of its request reaches Kafka, readiness stays
+/// on, and other requests go on being accepted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_oversized_event_is_refused_whole_and_stops_nobody() {
+    let mut env = TestEnv::new("ingest_oversized", 1).await;
+    let url = env.start_ingest(&["acme"]).await;
+    env.wait_ready().await;
+    // 125 metadata values of 8,192 bytes (both within the event limits):
+    // about 1.02 MB once encoded, over the 1 MB message limit.
+    let mut events = batch("acme", 3, true);
+    events[1]["metadata"] = (0..125)
+        .map(|i| (format!("k{i}"), json!("v".repeat(8192))))
+        .collect::<serde_json::Map<_, _>>()
+        .into();
+    let resp = env
+        .http
+        .post(format!("{url}/v1/events"))
+        .bearer_auth("key-acme")
+        .json(&events)
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(resp.status().as_u16(), 413);
+    let body: Value = resp.json().await.expect("json");
+    assert_eq!(body["error"]["code"], "event_too_large", "{body}");
+    assert_eq!(body["error"]["details"][0]["index"], 1, "{body}");
+    let ready = env
+        .http
+        .get(format!("{url}/health/ready"))
+        .send()
+        .await
+        .expect("ready");
+    assert_eq!(ready.status().as_u16(), 200, "readiness stays on");
+    let small = batch("acme", 2, true);
+    let resp = env
+        .http
+        .post(format!("{url}/v1/events"))
+        .bearer_auth("key-acme")
+        .json(&small)
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(resp.status().as_u16(), 202);
+    let seen = decode_ids(&env.read_topic());
+    let want: HashSet<String> = small
+        .iter()
+        .filter_map(|e| e["id"].as_str().map(String::from))
+        .collect();
+    assert_eq!(
+        seen.keys().cloned().collect::<HashSet<_>>(),
+        want,
+        "only the accepted request is in Kafka"
+    );
+    assert!(seen.values().all(|n| *n == 1));
+    env.stop().await;
+}

@@ -25,6 +25,12 @@ pub enum ApiError {
     Empty,
     #[error("{count} events in one request; the limit is {limit}")]
     TooManyEvents { count: usize, limit: usize },
+    #[error("event {index} would be a {bytes}-byte Kafka message; the limit is {limit}; nothing was accepted")]
+    EventTooLarge {
+        index: usize,
+        bytes: usize,
+        limit: usize,
+    },
     #[error("{0} of the events are invalid; nothing was accepted")]
     Invalid(usize, Vec<EventError>),
     #[error("{1}")]
@@ -55,7 +61,11 @@ impl ApiError {
             }
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Body(status, _) => *status,
-            ApiError::TooManyEvents { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::TooManyEvents { .. } | ApiError::EventTooLarge { .. } => {
+                StatusCode::PAYLOAD_TOO_LARGE
+            }
+            // The broker's limit is lower than ours: still the request's size.
+            ApiError::Unavailable(SinkError::TooLarge(_)) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Unavailable(e) if e.is_retryable() => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Unavailable(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -69,6 +79,9 @@ impl ApiError {
             ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
             ApiError::Empty => "empty_request",
             ApiError::TooManyEvents { .. } => "too_many_events",
+            ApiError::EventTooLarge { .. } | ApiError::Unavailable(SinkError::TooLarge(_)) => {
+                "event_too_large"
+            }
             ApiError::Invalid(..) => "invalid_events",
             ApiError::Body(StatusCode::PAYLOAD_TOO_LARGE, _) => "body_too_large",
             ApiError::Body(..) => "unreadable_body",
@@ -86,6 +99,10 @@ impl IntoResponse for ApiError {
         let mut body = json!({"error": {"code": self.code(), "message": self.to_string()}});
         if let ApiError::Invalid(_, details) = &self {
             body["error"]["details"] = json!(details);
+        }
+        if let ApiError::EventTooLarge { index, .. } = &self {
+            body["error"]["details"] =
+                json!([{"index": index, "field": "", "reason": "too large"}]);
         }
         if let ApiError::Unavailable(e) = &self {
             tracing::warn!(error = %e, "publish failed");

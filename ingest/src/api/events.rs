@@ -170,6 +170,37 @@ pub fn validate_all(
     Ok(out)
 }
 
+/// Refuses the request when one of its events, as it would go to Kafka
+/// (redacted, encoded, with its key and trace header), is over the message
+/// size limit: all or nothing, before anything is published. The index is
+/// the event's position in the request.
+fn check_sizes(
+    envelopes: &[Envelope],
+    rejected: &[Rejected],
+    limit: usize,
+) -> Result<(), ApiError> {
+    let positions = (0..).filter(|i| !rejected.iter().any(|r| r.index == *i));
+    for (e, index) in envelopes.iter().zip(positions) {
+        let payload = trailhouse_schemas::encode(&e.event)
+            .map_err(|err| ApiError::Unavailable(SinkError::Encode(err.to_string())))?;
+        let bytes = payload.len()
+            + e.event.org_id.len()
+            + e.traceparent
+                .as_deref()
+                .map_or(0, |t| TRACEPARENT.len() + t.len())
+            + super::MESSAGE_OVERHEAD;
+        if bytes > limit {
+            metrics::counter!(crate::metrics::EVENTS_REJECTED).increment(envelopes.len() as u64);
+            return Err(ApiError::EventTooLarge {
+                index,
+                bytes,
+                limit,
+            });
+        }
+    }
+    Ok(())
+}
+
 pub(super) async fn post_events<S: EventSink>(
     State(state): State<Arc<AppState<S>>>,
     Extension(who): Extension<Principal>,
@@ -220,6 +251,7 @@ pub(super) async fn post_events<S: EventSink>(
             }
         })
         .collect();
+    check_sizes(&envelopes, &rejected, state.limits.max_message_bytes)?;
     let started = Instant::now();
     if let Err(e) = state.sink.publish(&envelopes).await {
         if matches!(e, SinkError::QueueFull) {
@@ -251,6 +283,29 @@ mod tests {
     use std::sync::atomic::Ordering;
     use tower::ServiceExt;
     use trailhouse_schemas::retention::RetentionPolicy;
+
+    #[tokio::test]
+    async fn an_event_over_the_message_limit_is_refused_whole_with_its_index() {
+        let (s, sink) = crate::api::testing::state_with(|l| l.max_message_bytes = 1024);
+        let big = format!(
+            r#"{{"org_id":"acme","action":{{"type":"user.login"}},"metadata":{{"note":"{}"}}}}"#,
+            "x".repeat(1500)
+        );
+        let body = format!("[{EV},{big},{EV}]");
+        let (st, resp) = post(&s, Some("acme-key"), "application/json", body).await;
+        assert_eq!(st, StatusCode::PAYLOAD_TOO_LARGE, "{resp}");
+        assert_eq!(resp["error"]["code"], "event_too_large");
+        assert_eq!(resp["error"]["details"][0]["index"], 1);
+        assert!(sink.taken().is_empty(), "nothing is published");
+        assert!(
+            s.health.is_ready(),
+            "a request's own size never flips readiness"
+        );
+        // Under the limit, the same shape goes through.
+        let body = format!("[{EV},{EV}]");
+        let (st, resp) = post(&s, Some("acme-key"), "application/json", body).await;
+        assert_eq!(st, StatusCode::ACCEPTED, "{resp}");
+    }
 
     #[tokio::test]
     async fn accepts_one_event_array_and_ndjson() {

@@ -33,6 +33,9 @@ use crate::sink::{EventSink, TRACEPARENT};
 pub struct Limits {
     pub max_body_bytes: usize,
     pub max_batch_events: usize,
+    /// The largest Kafka message an event may become (payload, key and
+    /// headers); see [`MESSAGE_OVERHEAD`].
+    pub max_message_bytes: usize,
     pub request_timeout: Duration,
     /// Requests to `POST /v1/events` handled at once; more are answered 503
     /// at once, so memory is bounded by this times `max_body_bytes`.
@@ -44,11 +47,16 @@ impl Default for Limits {
         Limits {
             max_body_bytes: 5 * 1024 * 1024,
             max_batch_events: 1_000,
+            max_message_bytes: 1_000_000,
             request_timeout: Duration::from_secs(30),
             max_in_flight: 256,
         }
     }
 }
+
+/// Bytes a Kafka message takes beyond its payload, key and headers (record
+/// and batch framing), reserved when an event's size is checked.
+pub const MESSAGE_OVERHEAD: usize = 512;
 
 /// Shared state of the ingest handlers.
 pub struct AppState<S> {

@@ -15,6 +15,13 @@ use crate::auth::{hash_key, KeyStore};
 use crate::{MemorySink, Redactor};
 
 pub(crate) fn state() -> (Arc<AppState<MemorySink>>, MemorySink) {
+    state_with(|_| {})
+}
+
+/// [`state`] with its limits adjusted.
+pub(crate) fn state_with(
+    adjust: impl FnOnce(&mut Limits),
+) -> (Arc<AppState<MemorySink>>, MemorySink) {
     let sink = MemorySink::default();
     let keys = KeyStore::parse(
         &format!("acme:{}", hash_key("acme-key")),
@@ -24,8 +31,11 @@ pub(crate) fn state() -> (Arc<AppState<MemorySink>>, MemorySink) {
     let limits = Limits {
         max_body_bytes: 4096,
         max_batch_events: 3,
+        max_message_bytes: 1_000_000,
         ..Limits::default()
     };
+    let mut limits = limits;
+    adjust(&mut limits);
     let health = Health::new();
     health.set_ready(true);
     let s = Arc::new(AppState {
