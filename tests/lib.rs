@@ -165,6 +165,7 @@ impl TestEnv {
             max_body_bytes: 16 * 1024 * 1024,
             max_batch_events: 5000,
             max_message_bytes: 1_000_000,
+            max_backfill_days: None,
             compression: "none".parse().expect("compression"),
             ack_timeout_ms: 10_000,
             max_in_flight: 256,

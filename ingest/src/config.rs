@@ -54,6 +54,10 @@ pub struct IngestConfig {
         value_parser = clap::value_parser!(u32).range(4096..=1_000_000_000).map(|v| v as usize)
     )]
     pub max_message_bytes: usize,
+    /// Refuse events older than this many days (400), on top of the org's
+    /// retention, which always applies. Unset: only the retention.
+    #[arg(long, env = "TRAILHOUSE_INGEST_MAX_BACKFILL_DAYS", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_backfill_days: Option<u32>,
     /// Kafka compression: none, gzip, snappy, lz4, zstd.
     #[arg(long, env = "TRAILHOUSE_INGEST_COMPRESSION", default_value = "lz4")]
     pub compression: Compression,

@@ -75,6 +75,7 @@ pub async fn run(
             max_body_bytes: config.max_body_bytes,
             max_batch_events: config.max_batch_events,
             max_message_bytes: config.max_message_bytes,
+            max_backfill_days: config.max_backfill_days,
             request_timeout: config.request_timeout(),
             max_in_flight: config.max_in_flight,
         },

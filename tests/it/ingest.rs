@@ -694,3 +694,59 @@ async fn an_oversized_event_is_refused_whole_and_stops_nobody() {
     assert!(seen.values().all(|n| *n == 1));
     env.stop().await;
 }
+
+/// Nothing is acknowledged that will not be stored: an event older than its
+/// org's retention (or than the backfill horizon) is a 400 naming
+/// `created_at`, or a listed rejection in partial mode.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn events_past_their_retention_are_refused_at_the_door() {
+    let mut env = TestEnv::new("ingest_retention_door", 1).await;
+    let url = env
+        .start_ingest_with(&["acme"], |c| c.max_backfill_days = Some(30))
+        .await;
+    env.wait_ready().await;
+    let post = |events: Vec<Value>, query: &'static str| {
+        let (http, url) = (env.http.clone(), url.clone());
+        async move {
+            let resp = http
+                .post(format!("{url}/v1/events{query}"))
+                .bearer_auth("key-acme")
+                .json(&events)
+                .send()
+                .await
+                .expect("post");
+            let status = resp.status().as_u16();
+            (status, resp.json::<Value>().await.unwrap_or_default())
+        }
+    };
+    let aged = |days: i64| {
+        let mut e = batch("acme", 1, true).remove(0);
+        let t = chrono::Utc::now() - chrono::Duration::days(days);
+        e["created_at"] = json!(t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true));
+        e
+    };
+    // The org's retention is 90 days; the backfill horizon 30.
+    for (days, reason) in [(400, "retention"), (20_000, "retention"), (45, "backfill")] {
+        let (status, body) = post(vec![aged(1), aged(days)], "").await;
+        assert_eq!(status, 400, "{days} days: {body}");
+        assert_eq!(body["error"]["details"][0]["index"], 1, "{body}");
+        assert_eq!(body["error"]["details"][0]["field"], "created_at", "{body}");
+        let text = body["error"]["details"][0]["reason"]
+            .as_str()
+            .unwrap_or_default();
+        assert!(text.contains(reason), "{days} days: {text}");
+    }
+    let fresh = aged(2);
+    let (status, body) = post(vec![fresh.clone(), aged(400)], "?partial=true").await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(body["accepted"], 1);
+    assert_eq!(body["rejected"][0]["index"], 1);
+    let seen = decode_ids(&env.read_topic());
+    let want: HashSet<String> = [fresh["id"].as_str().unwrap_or_default().to_string()].into();
+    assert_eq!(
+        seen.keys().cloned().collect::<HashSet<_>>(),
+        want,
+        "only the fresh event is in Kafka"
+    );
+    env.stop().await;
+}

@@ -124,11 +124,13 @@ pub struct Validated {
 /// Validates every value. All-or-nothing unless `partial`: then the valid
 /// events go through and the rest are listed by index. Authorization is
 /// checked per event; without `partial` a foreign org fails the request.
+/// `admit` is the service's own rule for a valid event (e.g. its age).
 pub fn validate_all(
     values: Vec<serde_json::Value>,
     who: &Principal,
     stamp: &impl Stamp,
     partial: bool,
+    admit: impl Fn(&AuditEvent) -> Result<(), FieldError>,
 ) -> Result<Validated, ApiError> {
     let mut out = Validated {
         events: Vec::with_capacity(values.len()),
@@ -137,7 +139,8 @@ pub fn validate_all(
     for (index, value) in values.into_iter().enumerate() {
         let result = parse_input(value)
             .map_err(|e| vec![e])
-            .and_then(|input| validate(input, stamp));
+            .and_then(|input| validate(input, stamp))
+            .and_then(|e| admit(&e).map(|()| e).map_err(|err| vec![err]));
         let errors = match result {
             Ok(e) if who.may_write(&e.org_id) => {
                 out.events.push(e);
@@ -168,6 +171,36 @@ pub fn validate_all(
         return Err(ApiError::Invalid(bad, details));
     }
     Ok(out)
+}
+
+/// An event is admitted only if it will be stored: not older than its org's
+/// retention (the table would drop it at insert), nor than the backfill
+/// horizon when one is set.
+pub fn retained(
+    event: &AuditEvent,
+    retention_days: u16,
+    max_backfill_days: Option<u32>,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<(), FieldError> {
+    let age = now.signed_duration_since(event.created_at);
+    let retention = chrono::Duration::days(i64::from(retention_days));
+    if age > retention {
+        return Err(FieldError::new(
+            "created_at",
+            format!(
+                "older than the org's retention of {retention_days} days; it would not be stored"
+            ),
+        ));
+    }
+    if let Some(days) = max_backfill_days {
+        if age > chrono::Duration::days(i64::from(days)) {
+            return Err(FieldError::new(
+                "created_at",
+                format!("older than the backfill horizon of {days} days"),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Refuses the request when one of its events, as it would go to Kafka
@@ -224,12 +257,21 @@ pub(super) async fn post_events<S: EventSink>(
             limit: state.limits.max_batch_events,
         });
     }
-    let Validated { events, rejected } = validate_all(values, &who, &SystemStamp, params.partial)
-        .inspect_err(|e| {
-        if let ApiError::Invalid(n, _) = e {
-            metrics::counter!(crate::metrics::EVENTS_REJECTED).increment(*n as u64);
-        }
-    })?;
+    let now = SystemStamp.now();
+    let admit = |e: &AuditEvent| {
+        retained(
+            e,
+            state.retention.days_for(&e.org_id),
+            state.limits.max_backfill_days,
+            now,
+        )
+    };
+    let Validated { events, rejected } =
+        validate_all(values, &who, &SystemStamp, params.partial, admit).inspect_err(|e| {
+            if let ApiError::Invalid(n, _) = e {
+                metrics::counter!(crate::metrics::EVENTS_REJECTED).increment(*n as u64);
+            }
+        })?;
     metrics::counter!(crate::metrics::EVENTS_REJECTED).increment(rejected.len() as u64);
     // While Kafka is known to be unreachable, refuse at once instead of
     // holding the request until the acknowledgement times out.
@@ -283,6 +325,37 @@ mod tests {
     use std::sync::atomic::Ordering;
     use tower::ServiceExt;
     use trailhouse_schemas::retention::RetentionPolicy;
+
+    #[test]
+    fn only_events_that_will_be_stored_are_admitted() {
+        let now = chrono::Utc::now();
+        let at = |days: i64| AuditEvent {
+            created_at: now - chrono::Duration::days(days),
+            ..trailhouse_schemas::examples::all().remove(0)
+        };
+        // (age in days, retention, backfill horizon, admitted)
+        let cases = [
+            (0, 90, None, true),
+            (89, 90, None, true),
+            (91, 90, None, false),
+            (400, 365, None, false),
+            (20_000, 2555, None, false),
+            (40, 90, Some(30), false),
+            (20, 90, Some(30), true),
+            (100, 365, Some(400), true),
+        ];
+        for (age, retention, backfill, ok) in cases {
+            let r = retained(&at(age), retention, backfill, now);
+            assert_eq!(
+                r.is_ok(),
+                ok,
+                "{age} days, {retention}, {backfill:?}: {r:?}"
+            );
+            if let Err(e) = r {
+                assert_eq!(e.field, "created_at");
+            }
+        }
+    }
 
     #[tokio::test]
     async fn an_event_over_the_message_limit_is_refused_whole_with_its_index() {

@@ -36,6 +36,9 @@ pub struct Limits {
     /// The largest Kafka message an event may become (payload, key and
     /// headers); see [`MESSAGE_OVERHEAD`].
     pub max_message_bytes: usize,
+    /// Events older than this many days are refused (on top of the org's
+    /// retention); `None`: only the retention.
+    pub max_backfill_days: Option<u32>,
     pub request_timeout: Duration,
     /// Requests to `POST /v1/events` handled at once; more are answered 503
     /// at once, so memory is bounded by this times `max_body_bytes`.
@@ -48,6 +51,7 @@ impl Default for Limits {
             max_body_bytes: 5 * 1024 * 1024,
             max_batch_events: 1_000,
             max_message_bytes: 1_000_000,
+            max_backfill_days: None,
             request_timeout: Duration::from_secs(30),
             max_in_flight: 256,
         }
