@@ -249,6 +249,7 @@ impl TestEnv {
                 algorithm: trailhouse_query_api::auth::JwtAlgorithm::Rs256,
                 issuer: None,
                 audience: None,
+                max_lifetime_secs: trailhouse_query_api::auth::MAX_LIFETIME_SECS,
             },
             cursor_secret: Secret::new("integration-test-cursor-secret"),
             role_permissions: trailhouse_query_api::access::RolePermissions::default(),

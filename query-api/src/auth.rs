@@ -22,6 +22,13 @@ pub struct Claims {
     pub iat: i64,
 }
 
+/// The default longest remaining lifetime of a token, in seconds (a day:
+/// what `mint-token` issues by default).
+pub const MAX_LIFETIME_SECS: i64 = 24 * 3600;
+
+/// The largest token accepted, in bytes; a real one is well under 2 KB.
+pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
+
 /// Why a token was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
@@ -31,6 +38,10 @@ pub enum AuthError {
     Invalid(String),
     #[error("token has no org_id")]
     NoOrg,
+    #[error("token is larger than {MAX_TOKEN_BYTES} bytes")]
+    TooLarge,
+    #[error("token is valid for longer than the {0} s a token may live")]
+    TooLong(i64),
 }
 
 /// How tokens are verified.
@@ -38,6 +49,7 @@ pub enum AuthError {
 pub struct Verifier {
     key: DecodingKey,
     validation: Validation,
+    max_lifetime: i64,
 }
 
 /// A public-key JWT algorithm (HS256 takes a shared secret instead).
@@ -72,8 +84,19 @@ impl Verifier {
     fn with(key: DecodingKey, alg: Algorithm) -> Self {
         let mut validation = Validation::new(alg);
         validation.set_required_spec_claims(&["exp", "sub"]);
+        validation.validate_nbf = true;
         validation.leeway = 30;
-        Verifier { key, validation }
+        Verifier {
+            key,
+            validation,
+            max_lifetime: MAX_LIFETIME_SECS,
+        }
+    }
+
+    /// Refuses tokens whose `exp` is more than `secs` away.
+    pub fn max_lifetime(mut self, secs: i64) -> Self {
+        self.max_lifetime = secs;
+        self
     }
 
     /// Requires `iss` / `aud` when configured.
@@ -95,10 +118,21 @@ impl Verifier {
             .strip_prefix("Bearer ")
             .or_else(|| h.strip_prefix("bearer "))
             .ok_or(AuthError::Missing)?;
-        let data = decode::<Claims>(token.trim(), &self.key, &self.validation)
+        let token = token.trim();
+        if token.len() > MAX_TOKEN_BYTES {
+            return Err(AuthError::TooLarge);
+        }
+        let data = decode::<Claims>(token, &self.key, &self.validation)
             .map_err(|e| AuthError::Invalid(e.to_string()))?;
         if data.claims.org_id.is_empty() {
             return Err(AuthError::NoOrg);
+        }
+        let remaining = data
+            .claims
+            .exp
+            .saturating_sub(chrono::Utc::now().timestamp());
+        if remaining > self.max_lifetime + self.validation.leeway as i64 {
+            return Err(AuthError::TooLong(self.max_lifetime));
         }
         Ok(data.claims)
     }

@@ -82,6 +82,16 @@ pub struct JwtArgs {
     pub issuer: Option<String>,
     #[arg(long = "jwt-audience", env = "TRAILHOUSE_JWT_AUDIENCE")]
     pub audience: Option<String>,
+    /// The longest a token may still be valid: one whose `exp` is further
+    /// away than this is refused (a token that never expires is a stolen
+    /// token that never expires).
+    #[arg(
+        long = "jwt-max-lifetime-secs",
+        env = "TRAILHOUSE_JWT_MAX_LIFETIME_SECS",
+        default_value_t = auth::MAX_LIFETIME_SECS,
+        value_parser = clap::value_parser!(i64).range(60..=31_622_400)
+    )]
+    pub max_lifetime_secs: i64,
 }
 
 /// An absolute `http://` or `https://` URL base.
@@ -149,7 +159,10 @@ impl JwtArgs {
             }
             (None, None) => return Err(Error::Config("no JWT key configured".into())),
         };
-        Ok(v.expect_issuer_audience(self.issuer.as_deref(), self.audience.as_deref()))
+        Ok(
+            v.expect_issuer_audience(self.issuer.as_deref(), self.audience.as_deref())
+                .max_lifetime(self.max_lifetime_secs),
+        )
     }
 }
 

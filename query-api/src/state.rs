@@ -97,7 +97,11 @@ impl<S: EventStore> FromRequestParts<Shared<S>> for Claims {
             .headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok());
-        Ok(state.verifier.verify_header(h)?)
+        // Logged with the reason, never the token.
+        Ok(state
+            .verifier
+            .verify_header(h)
+            .inspect_err(|e| tracing::warn!(reason = %e, "authentication failed"))?)
     }
 }
 

@@ -124,3 +124,73 @@ async fn exports_links_and_headers_are_safe() {
         assert!(url.starts_with(prefix), "{proto} {host}: {url}");
     }
 }
+
+#[tokio::test]
+async fn tokens_are_bounded_in_time_and_size() {
+    let api = Api::new("q_tokens").await;
+    let now = Utc::now().timestamp();
+    let mint = |claims: Value| {
+        jsonwebtoken::encode(
+            &jsonwebtoken::Header::default(),
+            &claims,
+            &jsonwebtoken::EncodingKey::from_secret(trailhouse_tests::JWT_SECRET.as_bytes()),
+        )
+        .expect("mint")
+    };
+    let claims = |extra: Value| {
+        let mut c = serde_json::json!({
+            "sub": "tester", "org_id": "org_a", "roles": ["admin"],
+            "permissions": ["viewAuditLog"], "exp": now + 3600,
+        });
+        if let (Some(c), Some(extra)) = (c.as_object_mut(), extra.as_object()) {
+            c.extend(extra.clone());
+        }
+        c
+    };
+    // (case, claims, accepted)
+    let cases = [
+        ("an hour", claims(serde_json::json!({})), true),
+        (
+            "a day",
+            claims(serde_json::json!({"exp": now + 86_000})),
+            true,
+        ),
+        (
+            "never expires",
+            claims(serde_json::json!({"exp": i64::MAX})),
+            false,
+        ),
+        (
+            "a year",
+            claims(serde_json::json!({"exp": now + 365 * 86_400})),
+            false,
+        ),
+        (
+            "not yet valid",
+            claims(serde_json::json!({"nbf": now + 3600})),
+            false,
+        ),
+        (
+            "valid since a minute",
+            claims(serde_json::json!({"nbf": now - 60})),
+            true,
+        ),
+        (
+            "267 KB",
+            claims(serde_json::json!({"pad": "x".repeat(267 * 1024)})),
+            false,
+        ),
+    ];
+    for (case, c, accepted) in cases {
+        let (status, body) = api.get("/v1/events?limit=1", Some(&mint(c))).await;
+        let want = if accepted {
+            StatusCode::OK
+        } else {
+            StatusCode::UNAUTHORIZED
+        };
+        assert_eq!(status, want, "{case}: {body}");
+        if !accepted {
+            assert_eq!(body["error"]["code"], "unauthenticated", "{case}");
+        }
+    }
+}
