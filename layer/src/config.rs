@@ -35,7 +35,9 @@ pub struct RecorderConfig {
     pub max_body_bytes: usize,
     /// Paths (prefixes) that are not recorded, e.g. health checks.
     pub skip_paths: Vec<String>,
-    /// Applied before events leave the process.
+    /// Applied to each event's request and metadata before it leaves the
+    /// process; [`Redactor::default`] applies the default rules
+    /// ([`DEFAULT_RULES`](crate::redact::DEFAULT_RULES)).
     pub redactor: Redactor,
     /// Events waiting to be published; beyond it they are dropped.
     pub queue_capacity: usize,

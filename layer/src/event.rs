@@ -109,6 +109,8 @@ pub(crate) fn to_envelope(c: Captured, config: &RecorderConfig, stats: &Stats) -
         body: c.body,
     };
     config.redactor.apply_request(&mut request);
+    let mut metadata = ctx.metadata;
+    config.redactor.apply_metadata(&mut metadata);
     let input = EventInput {
         org_id: Some(org_id),
         environment_id: ctx.environment_id,
@@ -124,7 +126,7 @@ pub(crate) fn to_envelope(c: Captured, config: &RecorderConfig, stats: &Stats) -
         }),
         resource: Some(resource),
         request: Some(request),
-        metadata: Some(ctx.metadata),
+        metadata: Some(metadata),
         ..EventInput::default()
     };
     match validate(input, &SystemStamp) {
