@@ -26,12 +26,26 @@ fn target(layout: Layout) -> Target {
 }
 
 /// `n` rows of `org`, spread over `days` days ending today, with `retention` days.
+/// `n` rows over `days` days: at the latest noon (UTC) that has passed,
+/// minus a second per row, so the rows of each day stay in that day at any
+/// time of day (a run just after midnight spread them over one day more).
 fn rows_of(org: &str, n: usize, days: i64, retention: u16, seed: u64) -> Vec<EventRow> {
     let now = dataset::now();
+    let noon = now
+        .date_naive()
+        .and_hms_opt(12, 0, 0)
+        .map(|t| t.and_utc())
+        .unwrap_or(now);
+    let anchor = if noon <= now {
+        noon
+    } else {
+        noon - chrono::Duration::days(1)
+    };
     let mut rows = dataset::rows(&dataset::events(org, n, 0, seed, now));
     for (i, r) in rows.iter_mut().enumerate() {
-        r.created_at =
-            now - chrono::Duration::days(i as i64 % days) - chrono::Duration::seconds(i as i64);
+        r.created_at = anchor
+            - chrono::Duration::days(i as i64 % days)
+            - chrono::Duration::seconds(i as i64);
         r.retention_days = retention;
     }
     rows

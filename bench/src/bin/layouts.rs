@@ -17,7 +17,10 @@ use trailhouse_bench::{percentile, print_table};
 use trailhouse_common::clickhouse::{migrate_to, ClickHouseArgs};
 use trailhouse_consumer::writer::{ClickHouseWriter, RowWriter};
 use trailhouse_query_api::cursor::Position;
-use trailhouse_query_api::query::{build_page, Cond, Field, Filter, Order, Page, Sql, Start};
+use trailhouse_query_api::query::{
+    build_count, build_page, Cond, Field, Filter, Order, Page, Sql, Start, COLLAPSE,
+};
+use trailhouse_query_api::store::{fetch_page, ClickHouseStore};
 use trailhouse_schemas::layout::{split_by_partition, Layout, PartitionKey, Target, Topology};
 use trailhouse_schemas::rowbinary::EncodedRows;
 use trailhouse_schemas::{EventRow, Lineage};
@@ -268,6 +271,7 @@ async fn main() -> anyhow::Result<()> {
     let mut load_rows = Vec::new();
     let mut query_rows = Vec::new();
     let mut index_rows = Vec::new();
+    let mut dedup_rows = Vec::new();
     for &orgs in &org_counts {
         let rows = stream(orgs, plan.events, end);
         for layout in [Layout::Fleet, Layout::OrgDay] {
@@ -322,6 +326,8 @@ async fn main() -> anyhow::Result<()> {
             {
                 index_rows.extend(index_report(&client, &rows).await?);
                 compression_report(&client).await?;
+                // Last: it adds copies to the table.
+                dedup_rows = dedup_report(&client, plan.repeats).await?;
             }
             ch.server_client()
                 .query(&format!("DROP DATABASE IF EXISTS {db}"))
@@ -353,7 +359,100 @@ async fn main() -> anyhow::Result<()> {
         &["filter", "granules", "org granules holding the value"],
         &index_rows,
     );
+    println!(
+        "\n### One row per event (fleet layout, largest org; ms p50 / p99)\n\n\
+         A retried publish stores copies of an event; the query API shows each event once. \
+         Keyset pages skip copies as they read them (nothing extra without copies); offset \
+         pages and counts collapse in SQL (`LIMIT 1 BY created_at, id`). \"plain\" is the \
+         same query without the collapse (wrong once copies exist).\n"
+    );
+    print_table(
+        &["query", "stored copies", "plain", "one per event", "ratio"],
+        &dedup_rows,
+    );
     Ok(())
+}
+
+async fn time_count(client: &Client, sql: &Sql, repeats: usize) -> anyhow::Result<(f64, f64)> {
+    let mut ms = Vec::with_capacity(repeats);
+    for _ in 0..repeats {
+        let mut q = client.query(&sql.text);
+        for (n, v) in &sql.params {
+            q = q.param(n, v.as_str());
+        }
+        let t = Instant::now();
+        std::hint::black_box(q.fetch_one::<u64>().await?);
+        ms.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    Ok((percentile(&ms, 50.0), percentile(&ms, 99.0)))
+}
+
+async fn time_keyset(client: &Client, f: &Filter, repeats: usize) -> anyhow::Result<(f64, f64)> {
+    let store = ClickHouseStore::new(client.clone());
+    let mut ms = Vec::with_capacity(repeats);
+    for _ in 0..repeats {
+        let t = Instant::now();
+        std::hint::black_box(fetch_page(&store, f, &page(Start::First)).await?);
+        ms.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    Ok((percentile(&ms, 50.0), percentile(&ms, 99.0)))
+}
+
+/// The cost of showing each event once, without copies and with 1 % of the
+/// events stored twice.
+async fn dedup_report(client: &Client, repeats: usize) -> anyhow::Result<Vec<Vec<String>>> {
+    let f = Filter::new(org_name(0));
+    let plain = |sql: Sql| Sql {
+        text: sql.text.replace(COLLAPSE, ""),
+        params: sql.params,
+    };
+    let offset = build_page(&f, &page(Start::Offset(5_000)));
+    let count = build_count(&f);
+    let plain_count = Sql {
+        text: "SELECT count() FROM events WHERE org_id = {org_0:String}".to_string(),
+        params: count.params.clone(),
+    };
+    let ms = |(p50, p99): (f64, f64)| format!("{p50:.1} / {p99:.1}");
+    let mut out = Vec::new();
+    let mut keyset_base = None;
+    for copies in ["none", "1 %"] {
+        if copies != "none" {
+            client
+                .query("INSERT INTO events SELECT * FROM events WHERE cityHash64(id) % 100 = 0")
+                .execute()
+                .await?;
+        }
+        let a = time_sql(client, &plain(offset.clone()), repeats).await?;
+        let b = time_sql(client, &offset, repeats).await?;
+        out.push(vec![
+            "offset page 50".into(),
+            copies.into(),
+            ms(a),
+            ms(b),
+            format!("{:.2}", b.0 / a.0),
+        ]);
+        let a = time_count(client, &plain_count, repeats).await?;
+        let b = time_count(client, &count, repeats).await?;
+        out.push(vec![
+            "count".into(),
+            copies.into(),
+            ms(a),
+            ms(b),
+            format!("{:.2}", b.0 / a.0),
+        ]);
+        // Keyset pages have no plain form: the ratio is to the same page
+        // read without copies.
+        let b = time_keyset(client, &f, repeats).await?;
+        let base = *keyset_base.get_or_insert(b.0);
+        out.push(vec![
+            "newest keyset page (query API's read)".into(),
+            copies.into(),
+            "—".into(),
+            ms(b),
+            format!("{:.2}", b.0 / base),
+        ]);
+    }
+    Ok(out)
 }
 
 /// For every filter of the query API: what its index skips, or, for

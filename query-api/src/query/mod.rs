@@ -20,7 +20,7 @@
 mod sql;
 mod windows;
 
-pub use sql::{build_count, build_get, build_page, ch_time, Sql};
+pub use sql::{build_count, build_get, build_page, ch_time, Sql, COLLAPSE};
 pub use windows::time_windows;
 
 use chrono::{DateTime, Utc};

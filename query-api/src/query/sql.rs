@@ -138,8 +138,14 @@ pub fn build_page(f: &Filter, page: &Page) -> Sql {
         );
     }
     let dir = scan.sql();
+    let _ = write!(b.text, " ORDER BY created_at {dir}, id {dir}");
+    // An offset counts events, not stored copies (see `COLLAPSE`); keyset
+    // pages skip copies as they read them (`store::fetch_page`).
+    if let Start::Offset(_) = page.start {
+        b.text.push_str(COLLAPSE);
+    }
     let limit = b.param("limit", "UInt64", (u64::from(page.limit) + 1).to_string());
-    let _ = write!(b.text, " ORDER BY created_at {dir}, id {dir} LIMIT {limit}");
+    let _ = write!(b.text, " LIMIT {limit}");
     if let Start::Offset(n) = page.start {
         let off = b.param("offset", "UInt64", n.to_string());
         let _ = write!(b.text, " OFFSET {off}");
@@ -147,9 +153,19 @@ pub fn build_page(f: &Filter, page: &Page) -> Sql {
     b.finish()
 }
 
-/// Counts the events a filter selects.
+/// Keeps one row of each event: an event is `(org_id, id)`, a retry of it
+/// has the same `created_at`, and every query is within one org, so the
+/// copies a retried publish stored share `(created_at, id)`.
+pub const COLLAPSE: &str = " LIMIT 1 BY created_at, id";
+
+/// Counts the events a filter selects (each once, however many copies a
+/// retry stored).
 pub fn build_count(f: &Filter) -> Sql {
-    Builder::select("count()", f).finish()
+    let inner = Builder::select("created_at, id", f).finish();
+    Sql {
+        text: format!("SELECT count() FROM ({}{COLLAPSE})", inner.text),
+        params: inner.params,
+    }
 }
 
 /// One event by id, within the filter's org and conditions (the scope).
@@ -239,7 +255,9 @@ ORDER BY created_at ASC, id ASC LIMIT {limit_8:UInt64}"
         assert!(tail(&s).contains("created_at > {cur_t_1"), "{}", s.text);
         assert!(tail(&s).ends_with("ORDER BY created_at ASC, id ASC LIMIT {limit_3:UInt64}"));
         let s = build_page(&Filter::new("a"), &page(Start::Offset(300)));
-        assert!(tail(&s).ends_with("LIMIT {limit_1:UInt64} OFFSET {offset_2:UInt64}"));
+        assert!(tail(&s).ends_with(
+            "ORDER BY created_at DESC, id DESC LIMIT 1 BY created_at, id LIMIT {limit_1:UInt64} OFFSET {offset_2:UInt64}"
+        ));
     }
 
     #[test]
@@ -250,9 +268,14 @@ ORDER BY created_at ASC, id ASC LIMIT {limit_8:UInt64}"
             tail(&s),
             "WHERE org_id = {org_0:String} AND workspace_id IN ({workspace_id_1:String}) AND id = {id_2:UUID} LIMIT 1"
         );
-        assert!(build_count(&f)
-            .text
-            .starts_with(&format!("SELECT count() FROM {EVENTS_TABLE} WHERE org_id")));
+        let count = build_count(&f);
+        assert_eq!(
+            count.text,
+            format!(
+                "SELECT count() FROM (SELECT created_at, id FROM {EVENTS_TABLE} WHERE org_id = {{org_0:String}} \
+AND workspace_id IN ({{workspace_id_1:String}}) LIMIT 1 BY created_at, id)"
+            )
+        );
     }
 
     proptest! {

@@ -72,13 +72,24 @@ pub fn parse_timestamp(s: &str) -> Result<DateTime<Utc>, String> {
     Ok(t)
 }
 
+/// The time a UUIDv7 carries (millisecond precision); `None` for other
+/// versions.
+fn v7_time(id: Uuid) -> Option<DateTime<Utc>> {
+    if id.get_version_num() != 7 {
+        return None;
+    }
+    let (secs, nanos) = id.get_timestamp()?.to_unix();
+    DateTime::from_timestamp(i64::try_from(secs).ok()?, nanos)
+}
+
 /// Formats a timestamp the way every API of ours writes it.
 pub fn format_timestamp(t: &DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Micros, true)
 }
 
-/// Validates one event. `received_at` is stamped from `stamp`, and so is
-/// `created_at` when absent; a missing `id` becomes a UUIDv7 of `created_at`.
+/// Validates one event. `received_at` is stamped from `stamp`; a missing
+/// `created_at` is the time of a UUIDv7 `id`, else `received_at`; a missing
+/// `id` becomes a UUIDv7 of `created_at`.
 pub fn validate(input: EventInput, stamp: &impl Stamp) -> Result<AuditEvent, Vec<FieldError>> {
     let mut c = Checker { errors: Vec::new() };
     let now = stamp.now();
@@ -87,24 +98,6 @@ pub fn validate(input: EventInput, stamp: &impl Stamp) -> Result<AuditEvent, Vec
     if org_id.is_none() && input.org_id.as_deref().is_none_or(str::is_empty) {
         c.errors.push(FieldError::new("org_id", "is required"));
     }
-
-    let created_at = match input.created_at.as_deref() {
-        None => Some(now),
-        Some(s) => match parse_timestamp(s) {
-            Ok(t) if (t - now).num_seconds() > limits::FUTURE_SKEW_SECS => {
-                c.errors.push(FieldError::new(
-                    "created_at",
-                    "more than 24 hours in the future",
-                ));
-                None
-            }
-            Ok(t) => Some(t),
-            Err(reason) => {
-                c.errors.push(FieldError::new("created_at", reason));
-                None
-            }
-        },
-    };
 
     let id = match input.id.as_deref() {
         None => None,
@@ -117,6 +110,33 @@ pub fn validate(input: EventInput, stamp: &impl Stamp) -> Result<AuditEvent, Vec
             }
             Err(_) => {
                 c.errors.push(FieldError::new("id", "not a UUID"));
+                None
+            }
+        },
+    };
+
+    let created_at = match input.created_at.as_deref() {
+        // A retried event must keep its identity `(org_id, id)` and its
+        // position `created_at`: an event without `created_at` whose id is
+        // a UUIDv7 (as generated ids and the layer's are) takes the id's
+        // time, so a retry lands on the same row; otherwise the time of
+        // receipt.
+        None => Some(
+            id.and_then(v7_time)
+                .filter(|t| (*t - now).num_seconds() <= limits::FUTURE_SKEW_SECS)
+                .unwrap_or(now),
+        ),
+        Some(s) => match parse_timestamp(s) {
+            Ok(t) if (t - now).num_seconds() > limits::FUTURE_SKEW_SECS => {
+                c.errors.push(FieldError::new(
+                    "created_at",
+                    "more than 24 hours in the future",
+                ));
+                None
+            }
+            Ok(t) => Some(t),
+            Err(reason) => {
+                c.errors.push(FieldError::new("created_at", reason));
                 None
             }
         },
@@ -246,6 +266,7 @@ pub fn validate(input: EventInput, stamp: &impl Stamp) -> Result<AuditEvent, Vec
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::event::SystemStamp;
     use serde_json::json;
 
     pub(crate) struct FixedStamp;
@@ -271,6 +292,37 @@ mod tests {
             .into_iter()
             .map(|e| e.field)
             .collect()
+    }
+
+    #[test]
+    fn a_v7_id_without_created_at_gives_the_event_its_time() {
+        let now = FixedStamp.now();
+        let v7 = |at: DateTime<Utc>| SystemStamp.new_id(at).to_string();
+        let hour_ago = now - chrono::Duration::hours(1);
+        let ms = |t: DateTime<Utc>| {
+            DateTime::from_timestamp_millis(t.timestamp_millis()).unwrap_or_default()
+        };
+        let far_future = now + chrono::Duration::days(3);
+        let jan_1 = DateTime::from_timestamp(1_767_225_600, 0).unwrap_or_default();
+        // (id, created_at) -> the stored created_at
+        let cases = [
+            (Some(v7(hour_ago)), None, ms(hour_ago)),
+            (Some(v7(hour_ago)), Some("2026-01-01T00:00:00Z"), jan_1),
+            (Some(Uuid::from_u128(7).to_string()), None, now),
+            (Some(v7(far_future)), None, now),
+            (None, None, now),
+        ];
+        for (id, created_at, want) in cases {
+            let mut v = json!({"org_id": "acme", "action": {"type": "user.login"}});
+            if let Some(id) = &id {
+                v["id"] = json!(id);
+            }
+            if let Some(c) = created_at {
+                v["created_at"] = json!(c);
+            }
+            let e = check(v).expect("valid");
+            assert_eq!(e.created_at, want, "{id:?} {created_at:?}");
+        }
     }
 
     #[test]
