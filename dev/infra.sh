@@ -11,7 +11,8 @@ start() {
     --advertised-listener-url "tcp://127.0.0.1:$KAFKA_PORT" \
     --storage-engine "sqlite://tansu.db"
   start_bg clickhouse "$CLICKHOUSE_PORT" "$VENV/bin/python" "$ROOT/dev/clickhouse_http.py" \
-    --port "$CLICKHOUSE_PORT" --path "$DATA/clickhouse/data"
+    --port "$CLICKHOUSE_PORT" --path "$DATA/clickhouse/data" \
+    --readonly-user "$CLICKHOUSE_QUERY_USER:$CLICKHOUSE_QUERY_PASSWORD"
 }
 
 status() {

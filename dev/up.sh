@@ -35,7 +35,9 @@ TRAILHOUSE_KAFKA_TOPIC="${TRAILHOUSE_KAFKA_TOPIC:-trailhouse.events}.dlq" "$BIN/
 "$BIN/trailhouse-migrate"
 start_bg ingest "$INGEST_PORT" "$BIN/trailhouse-ingest"
 start_bg consumer "$CONSUMER_PORT" "$BIN/trailhouse-consumer"
-start_bg query-api "$QUERY_PORT" "$BIN/trailhouse-query-api"
+# The query API reads as the dev front's read-only user (dev/infra.sh).
+TRAILHOUSE_CLICKHOUSE_USER="$CLICKHOUSE_QUERY_USER" TRAILHOUSE_CLICKHOUSE_PASSWORD="$CLICKHOUSE_QUERY_PASSWORD" \
+  start_bg query-api "$QUERY_PORT" "$BIN/trailhouse-query-api"
 
 demo_marker="$DATA/run/demo-loaded"
 if [[ ! -f "$demo_marker" ]]; then

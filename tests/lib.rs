@@ -173,6 +173,8 @@ impl TestEnv {
             redact_opaque_body: "mask".parse().expect("policy"),
             retention_default_days: "90".parse().expect("retention class"),
             retention_orgs: Default::default(),
+            rate_limit: "off".parse().expect("rate"),
+            rate_limit_overrides: Default::default(),
             shutdown_timeout_secs: 5,
         };
         adjust(&mut config);
@@ -238,6 +240,16 @@ impl TestEnv {
     }
 
     pub async fn start_query_api(&mut self) -> String {
+        self.start_query_api_with(|_| {}).await
+    }
+
+    /// [`TestEnv::start_query_api`] with the configuration adjusted by
+    /// `adjust`. Tests walk many pages, so the harness sets no rate limit;
+    /// the tests of the limits set their own.
+    pub async fn start_query_api_with(
+        &mut self,
+        adjust: impl FnOnce(&mut trailhouse_query_api::QueryConfig),
+    ) -> String {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let url = format!("http://{}", listener.local_addr().expect("addr"));
         let config = trailhouse_query_api::QueryConfig {
@@ -255,8 +267,15 @@ impl TestEnv {
             role_permissions: trailhouse_query_api::access::RolePermissions::default(),
             detail_headers: trailhouse_query_api::access::DEFAULT_DETAIL_HEADERS.into(),
             public_url: None,
+            trusted_proxies: Default::default(),
+            limits: trailhouse_query_api::config::QueryLimits {
+                rate_limit: "off".parse().expect("rate"),
+                ..Default::default()
+            },
             shutdown_timeout_secs: 5,
         };
+        let mut config = config;
+        adjust(&mut config);
         let shutdown = self.shutdown.clone();
         self.tasks.push(tokio::spawn(async move {
             trailhouse_query_api::run(config, listener, shutdown)

@@ -1,11 +1,13 @@
 //! What every Trailhouse service shares: telemetry, health and metrics
-//! endpoints, shutdown signals, Kafka and ClickHouse connection settings, and
-//! applying the ClickHouse migrations.
+//! endpoints, shutdown signals, Kafka and ClickHouse connection settings,
+//! the HTTP edge every service shares, per-org rate limits, and applying
+//! the ClickHouse migrations.
 
 pub mod clickhouse;
 pub mod health;
 pub mod http;
 pub mod kafka;
+pub mod ratelimit;
 pub mod secret;
 pub mod serve;
 pub mod shutdown;

@@ -1,6 +1,7 @@
 //! Running an HTTP service with the shutdown order every service follows.
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use axum::Router;
@@ -12,6 +13,7 @@ use crate::shutdown::Shutdown;
 
 /// Serves `router` until `shutdown` fires: readiness goes false, the listener
 /// stops accepting, and in-flight requests get up to `deadline` to finish.
+/// Handlers can read the peer's address (`ConnectInfo<SocketAddr>`).
 pub async fn serve_until(
     listener: TcpListener,
     router: Router,
@@ -19,7 +21,8 @@ pub async fn serve_until(
     health: Health,
     deadline: Duration,
 ) {
-    let serve = axum::serve(listener, router).with_graceful_shutdown({
+    let service = router.into_make_service_with_connect_info::<SocketAddr>();
+    let serve = axum::serve(listener, service).with_graceful_shutdown({
         let shutdown = shutdown.clone();
         async move {
             shutdown.wait().await;

@@ -9,6 +9,7 @@ use std::time::Duration;
 use clap::builder::TypedValueParser as _;
 use clap::Args;
 use trailhouse_common::kafka::KafkaArgs;
+use trailhouse_common::ratelimit::{RateOverrides, RateSetting};
 use trailhouse_layer::redact::{OpaqueBody, Rules};
 use trailhouse_layer::{Compression, Redactor};
 use trailhouse_schemas::retention::{
@@ -77,7 +78,7 @@ pub struct IngestConfig {
     )]
     pub max_in_flight: usize,
     /// Redaction rules, e.g. `defaults, mask body:ssn, drop headers:x-debug`
-    /// (see the ingest README).
+    /// or `keep body:auth_type, defaults` (see the ingest README).
     #[arg(long, env = "TRAILHOUSE_INGEST_REDACT", default_value = "defaults")]
     pub redact: Rules,
     /// What to do with a `request.body` that is neither JSON nor form data:
@@ -95,6 +96,17 @@ pub struct IngestConfig {
     /// Per-org retention classes: `acme=365,globex=30`.
     #[arg(long, env = "TRAILHOUSE_RETENTION_ORGS", default_value = "")]
     pub retention_orgs: OrgRetention,
+    /// Requests per org (org keys; service keys are not limited):
+    /// `COUNT/UNIT[:BURST]` (`s`, `min`, `hour`) or `off`.
+    #[arg(long, env = "TRAILHOUSE_INGEST_RATE_LIMIT", default_value = "6000/min")]
+    pub rate_limit: RateSetting,
+    /// Per-org rates, `org=RATE` pairs separated by commas.
+    #[arg(
+        long,
+        env = "TRAILHOUSE_INGEST_RATE_LIMIT_OVERRIDES",
+        default_value = ""
+    )]
+    pub rate_limit_overrides: RateOverrides,
     /// Deadline for draining requests and flushing the producer on shutdown.
     #[arg(
         long,
@@ -262,7 +274,10 @@ mod tests {
         .expect("parses");
         assert_eq!(c.compression, Compression::Zstd);
         assert_eq!(c.redact_opaque_body, OpaqueBody::Keep);
-        assert_eq!(c.redactor().rules().len(), 14);
+        assert_eq!(
+            c.redactor().rules().len(),
+            Redactor::default().rules().len() + 1
+        );
         assert_eq!(c.retention_default_days.days(), 30);
         let retention = c.retention().expect("policy");
         assert_eq!(retention.days_for("acme"), 365);

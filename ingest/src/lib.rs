@@ -78,6 +78,10 @@ pub async fn run(
             max_backfill_days: config.max_backfill_days,
             request_timeout: config.request_timeout(),
             max_in_flight: config.max_in_flight,
+            rate_limit: Arc::new(trailhouse_common::ratelimit::OrgRateLimiter::new(
+                config.rate_limit,
+                &config.rate_limit_overrides,
+            )),
         },
         health: health.clone(),
         broker_up: broker_up.clone(),

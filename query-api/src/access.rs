@@ -1,7 +1,11 @@
 //! Who may read what: permissions from roles (configurable) or granted
-//! directly in the token, and the header allow-list of the details view.
+//! directly in the token, and the allow-list of the request headers any API
+//! returns (the native list, show and export, and the organisation log's
+//! details; the other dialects return no headers).
 
 use std::collections::BTreeMap;
+
+use trailhouse_schemas::EventRow;
 
 use crate::auth::Claims;
 use crate::error::ApiError;
@@ -22,7 +26,7 @@ pub const NEVER_SHOWN: [&str; 4] = [
 pub struct Access {
     /// role → permissions it grants.
     pub role_permissions: BTreeMap<String, Vec<String>>,
-    /// Lower-case header names the details view may show.
+    /// Lower-case header names an API may return.
     pub detail_headers: Vec<String>,
 }
 
@@ -146,10 +150,20 @@ impl Access {
         }
     }
 
-    /// Whether the details view may show header `name`.
+    /// Whether an API may return header `name`.
     pub fn shows_header(&self, name: &str) -> bool {
         let n = name.to_ascii_lowercase();
         !NEVER_SHOWN.contains(&n.as_str()) && self.detail_headers.contains(&n)
+    }
+
+    /// Keeps only the request headers an API may return, under their
+    /// lower-case names.
+    pub fn strip_headers(&self, r: &mut EventRow) {
+        r.request_headers = std::mem::take(&mut r.request_headers)
+            .into_iter()
+            .filter(|(k, _)| self.shows_header(k))
+            .map(|(k, v)| (k.to_ascii_lowercase(), v))
+            .collect();
     }
 }
 
@@ -214,5 +228,21 @@ mod tests {
         assert!(!a.shows_header("Cookie"));
         assert!(a.shows_header("x-request-id"));
         assert!(!a.shows_header("content-type"));
+        let e = &trailhouse_schemas::examples::all()[0];
+        let mut r = EventRow::from_event(e, Default::default());
+        r.request_headers = [
+            ("Authorization", "Bearer x"),
+            ("X-Request-Id", "r1"),
+            ("X-Secret-Key", "s"),
+            ("cookie", "c"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        a.strip_headers(&mut r);
+        assert_eq!(
+            r.request_headers.into_iter().collect::<Vec<_>>(),
+            vec![("x-request-id".to_string(), "r1".to_string())]
+        );
     }
 }

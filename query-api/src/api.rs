@@ -1,6 +1,7 @@
 //! The HTTP edge: merges the routes of every dialect and adds the layers
-//! (timeout, tracing, health and metrics endpoints, the JSON 404 and 405
-//! fallbacks, and the headers every answer carries).
+//! (the guard of every data route, timeout, tracing, health and metrics
+//! endpoints, the JSON 404 and 405 fallbacks, the request-size limits and
+//! JSON bodies for every error, and the headers every answer carries).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,6 +12,7 @@ use axum::Router;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 use trailhouse_common::health;
+use trailhouse_common::http::{json_error_bodies, request_limits};
 
 use crate::dialect::{atomic, native, orglog, torq, zendesk};
 use crate::error::ApiError;
@@ -44,6 +46,10 @@ pub fn app<S: EventStore>(state: Arc<AppState<S>>) -> Router {
         .merge(orglog::routes())
         .merge(torq::routes())
         .merge(zendesk::routes())
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::guard::guard::<S>,
+        ))
         .merge(openapi::routes())
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
@@ -56,6 +62,8 @@ pub fn app<S: EventStore>(state: Arc<AppState<S>>) -> Router {
             health,
             trailhouse_common::telemetry::metrics_handle(),
         ))
+        .layer(axum::middleware::map_response(json_error_bodies))
+        .layer(axum::middleware::from_fn(request_limits))
         .layer(axum::middleware::map_response(no_store))
         .layer(TraceLayer::new_for_http())
 }

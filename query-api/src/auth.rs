@@ -36,12 +36,31 @@ pub enum AuthError {
     Missing,
     #[error("invalid token: {0}")]
     Invalid(String),
+    #[error("token has expired")]
+    Expired,
+    #[error("token is not valid yet")]
+    NotYetValid,
     #[error("token has no org_id")]
     NoOrg,
     #[error("token is larger than {MAX_TOKEN_BYTES} bytes")]
     TooLarge,
     #[error("token is valid for longer than the {0} s a token may live")]
     TooLong(i64),
+}
+
+impl AuthError {
+    /// The bounded reason label of the auth-failure metric.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            AuthError::Missing => "missing",
+            AuthError::Invalid(_) => "invalid",
+            AuthError::Expired => "expired",
+            AuthError::NotYetValid => "not_yet_valid",
+            AuthError::NoOrg => "no_org",
+            AuthError::TooLarge => "too_large",
+            AuthError::TooLong(_) => "too_long",
+        }
+    }
 }
 
 /// How tokens are verified.
@@ -122,8 +141,14 @@ impl Verifier {
         if token.len() > MAX_TOKEN_BYTES {
             return Err(AuthError::TooLarge);
         }
-        let data = decode::<Claims>(token, &self.key, &self.validation)
-            .map_err(|e| AuthError::Invalid(e.to_string()))?;
+        let data = decode::<Claims>(token, &self.key, &self.validation).map_err(|e| {
+            use jsonwebtoken::errors::ErrorKind;
+            match e.kind() {
+                ErrorKind::ExpiredSignature => AuthError::Expired,
+                ErrorKind::ImmatureSignature => AuthError::NotYetValid,
+                _ => AuthError::Invalid(e.to_string()),
+            }
+        })?;
         if data.claims.org_id.is_empty() {
             return Err(AuthError::NoOrg);
         }
@@ -186,7 +211,7 @@ mod tests {
         let expired = mint_hs256(b"s3cret", &claims("acme", 1000)).expect("mint");
         assert!(matches!(
             v.verify_header(Some(&format!("Bearer {expired}"))),
-            Err(AuthError::Invalid(_))
+            Err(AuthError::Expired)
         ));
         let no_org = mint_hs256(b"s3cret", &claims("", future)).expect("mint");
         assert!(matches!(

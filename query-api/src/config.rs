@@ -3,14 +3,19 @@
 //! keeps the rules that span fields or guard secrets, whose values a CLI
 //! error would print.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::str::FromStr;
 
 use clap::Args;
+use ipnet::IpNet;
 use trailhouse_common::clickhouse::ClickHouseArgs;
+use trailhouse_common::ratelimit::{OrgRateLimiter, RateOverrides, RateSetting};
 use trailhouse_common::Secret;
 
 use crate::access::{self, DetailHeaders, RolePermissions};
 use crate::auth::{self, JwtAlgorithm};
+use crate::guard::Guard;
+use crate::store::ClickHouseLimits;
 use crate::Error;
 
 /// Configuration of the query API.
@@ -37,8 +42,9 @@ pub struct QueryConfig {
         value_parser = RolePermissions::parse
     )]
     pub role_permissions: RolePermissions,
-    /// Request headers the organisation audit log's details view may show
-    /// (comma separated; `Authorization` and `Cookie` never are).
+    /// Request headers any API may return: the native list, show and export
+    /// and the organisation log's details (comma separated; `Authorization`,
+    /// `Cookie`, `Set-Cookie` and `Proxy-Authorization` never are).
     // Every list parses: clap takes `DetailHeaders: From<&str>`.
     #[arg(
         long,
@@ -50,12 +56,167 @@ pub struct QueryConfig {
     /// from the request's Host / X-Forwarded-* headers when unset.
     #[arg(long, env = "TRAILHOUSE_QUERY_PUBLIC_URL", value_parser = PublicUrl::parse)]
     pub public_url: Option<PublicUrl>,
+    /// Proxies (CIDRs, comma separated) whose `X-Forwarded-Proto` and
+    /// `X-Forwarded-Host` are believed; from any other peer they are
+    /// ignored. Empty: none.
+    #[arg(long, env = "TRAILHOUSE_QUERY_TRUSTED_PROXIES", default_value = "")]
+    pub trusted_proxies: TrustedProxies,
+    #[command(flatten)]
+    pub limits: QueryLimits,
     #[arg(
         long,
         env = "TRAILHOUSE_QUERY_SHUTDOWN_TIMEOUT_SECS",
         default_value_t = 20
     )]
     pub shutdown_timeout_secs: u64,
+}
+
+/// What bounds the work one request, one org and the whole service may
+/// cause (see the README's table for each setting).
+#[derive(Debug, Clone, Args)]
+pub struct QueryLimits {
+    /// The most bytes of events one page reads (the page is shortened and
+    /// its cursor continues after its last row; at least one row).
+    #[arg(
+        long,
+        env = "TRAILHOUSE_QUERY_MAX_PAGE_BYTES",
+        default_value_t = 4 * 1024 * 1024,
+        value_parser = clap::value_parser!(u64).range(1024..=1 << 30)
+    )]
+    pub max_page_bytes: u64,
+    /// Queries the service runs at once; more are answered 503.
+    #[arg(
+        long,
+        env = "TRAILHOUSE_QUERY_MAX_IN_FLIGHT",
+        default_value_t = 64,
+        value_parser = clap::value_parser!(u32).range(1..)
+    )]
+    pub max_in_flight: u32,
+    /// Queries one org runs at once; more are answered 429.
+    #[arg(
+        long,
+        env = "TRAILHOUSE_QUERY_MAX_IN_FLIGHT_PER_ORG",
+        default_value_t = 8,
+        value_parser = clap::value_parser!(u32).range(1..)
+    )]
+    pub max_in_flight_per_org: u32,
+    /// Requests per org: `COUNT/UNIT[:BURST]` (`s`, `min`, `hour`) or `off`.
+    #[arg(long, env = "TRAILHOUSE_QUERY_RATE_LIMIT", default_value = "600/min")]
+    pub rate_limit: RateSetting,
+    /// Per-org rates, `org=RATE` pairs separated by commas.
+    #[arg(
+        long,
+        env = "TRAILHOUSE_QUERY_RATE_LIMIT_OVERRIDES",
+        default_value = ""
+    )]
+    pub rate_limit_overrides: RateOverrides,
+    /// ClickHouse's `max_execution_time` for every query (below the 30 s
+    /// request timeout).
+    #[arg(
+        long,
+        env = "TRAILHOUSE_QUERY_MAX_EXECUTION_SECS",
+        default_value_t = 10,
+        value_parser = clap::value_parser!(u64).range(1..=29)
+    )]
+    pub max_execution_secs: u64,
+    /// ClickHouse's `max_result_rows` for every query.
+    #[arg(
+        long,
+        env = "TRAILHOUSE_QUERY_MAX_RESULT_ROWS",
+        default_value_t = 10_000
+    )]
+    pub max_result_rows: u64,
+    /// ClickHouse's `max_result_bytes` for every query.
+    #[arg(long, env = "TRAILHOUSE_QUERY_MAX_RESULT_BYTES", default_value_t = 256 * 1024 * 1024)]
+    pub max_result_bytes: u64,
+    /// Send `readonly=1` with every query (keep it on; off only for a
+    /// ClickHouse front that cannot take it).
+    #[arg(
+        long,
+        env = "TRAILHOUSE_QUERY_CLICKHOUSE_READONLY",
+        default_value_t = true,
+        action = clap::ArgAction::Set
+    )]
+    pub clickhouse_readonly: bool,
+}
+
+impl Default for QueryLimits {
+    /// The defaults of the flags.
+    fn default() -> Self {
+        QueryLimits {
+            max_page_bytes: 4 * 1024 * 1024,
+            max_in_flight: 64,
+            max_in_flight_per_org: 8,
+            rate_limit: RateSetting("600/min".parse::<RateSetting>().map_or(None, |r| r.0)),
+            rate_limit_overrides: RateOverrides::default(),
+            max_execution_secs: 10,
+            max_result_rows: 10_000,
+            max_result_bytes: 256 * 1024 * 1024,
+            clickhouse_readonly: true,
+        }
+    }
+}
+
+impl QueryLimits {
+    /// The ClickHouse settings of every query.
+    pub fn clickhouse(&self) -> ClickHouseLimits {
+        ClickHouseLimits {
+            max_execution_secs: self.max_execution_secs,
+            max_result_rows: self.max_result_rows,
+            max_result_bytes: self.max_result_bytes,
+            readonly: self.clickhouse_readonly,
+        }
+    }
+
+    /// The rate limits and query slots.
+    pub fn guard(&self) -> Guard {
+        Guard::new(
+            OrgRateLimiter::new(self.rate_limit, &self.rate_limit_overrides),
+            self.max_in_flight as usize,
+            self.max_in_flight_per_org as usize,
+        )
+    }
+
+    pub fn max_page_bytes(&self) -> usize {
+        usize::try_from(self.max_page_bytes).unwrap_or(usize::MAX)
+    }
+}
+
+/// CIDRs of trusted proxies, comma separated (a plain address is one host).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TrustedProxies(pub Vec<IpNet>);
+
+/// A trusted-proxy list that does not parse.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("trusted proxy {0:?} is not a CIDR (e.g. 10.0.0.0/8) or an address")]
+pub struct TrustedProxiesError(String);
+
+impl FromStr for TrustedProxies {
+    type Err = TrustedProxiesError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        s.split(',')
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+            .map(|p| {
+                p.parse::<IpNet>()
+                    .or_else(|_| p.parse::<IpAddr>().map(IpNet::from))
+                    .map_err(|_| TrustedProxiesError(p.to_string()))
+            })
+            .collect::<Result<_, _>>()
+            .map(TrustedProxies)
+    }
+}
+
+impl TrustedProxies {
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        // An IPv4 peer may arrive as an IPv4-mapped IPv6 address.
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        self.0.iter().any(|n| n.contains(&ip))
+    }
 }
 
 /// How bearer tokens are verified.
@@ -191,6 +352,19 @@ mod tests {
         assert_eq!(c.role_permissions, RolePermissions::default());
         assert_eq!(c.detail_headers, DetailHeaders::default());
         assert_eq!(c.public_url, None);
+        assert_eq!(c.trusted_proxies, TrustedProxies::default());
+        let d = QueryLimits::default();
+        let l = &c.limits;
+        assert_eq!(
+            (l.max_page_bytes, l.max_in_flight, l.max_in_flight_per_org),
+            (d.max_page_bytes, d.max_in_flight, d.max_in_flight_per_org)
+        );
+        assert_eq!(
+            (l.rate_limit, &l.rate_limit_overrides),
+            (d.rate_limit, &d.rate_limit_overrides)
+        );
+        assert_eq!(l.clickhouse(), d.clickhouse());
+        assert!(l.clickhouse().readonly);
         assert!(c.validate().is_ok());
     }
 
@@ -205,6 +379,16 @@ mod tests {
             "X-Request-Id",
             "--public-url",
             "https://audit.example.com",
+            "--trusted-proxies",
+            "10.0.0.0/8, 192.168.1.1",
+            "--rate-limit",
+            "1750/hour",
+            "--rate-limit-overrides",
+            "big=off",
+            "--max-page-bytes",
+            "65536",
+            "--clickhouse-readonly",
+            "false",
         ])
         .expect("config");
         assert_eq!(c.jwt.algorithm, JwtAlgorithm::Es256);
@@ -217,6 +401,21 @@ mod tests {
             c.public_url.as_ref().map(PublicUrl::as_str),
             Some("https://audit.example.com")
         );
+        assert_eq!(c.trusted_proxies.0.len(), 2);
+        assert!(c.trusted_proxies.contains("10.1.2.3".parse().expect("ip")));
+        assert!(c
+            .trusted_proxies
+            .contains("::ffff:192.168.1.1".parse().expect("ip")));
+        assert!(!c
+            .trusted_proxies
+            .contains("192.168.1.2".parse().expect("ip")));
+        assert_eq!(
+            c.limits.rate_limit.0.map(|r| r.to_string()).as_deref(),
+            Some("1750/hour")
+        );
+        assert_eq!(c.limits.rate_limit_overrides.0.get("big"), Some(&None));
+        assert_eq!(c.limits.max_page_bytes(), 65536);
+        assert!(!c.limits.clickhouse().readonly);
     }
 
     #[test]
@@ -226,6 +425,9 @@ mod tests {
             (["--jwt-algorithm", "rs256"], "rs256"),
             (["--role-permissions", "admin"], "admin"),
             (["--public-url", "audit.example.com"], "audit.example.com"),
+            (["--trusted-proxies", "10.0.0.0/33"], "10.0.0.0/33"),
+            (["--rate-limit", "600/day"], "600/day"),
+            (["--max-execution-secs", "60"], "60"),
         ] {
             let e = parse(&args).expect_err(bad);
             assert!(e.contains(&format!("invalid value '{bad}'")), "{e}");

@@ -5,7 +5,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Value};
-use trailhouse_common::http::status_headers;
+use trailhouse_common::http::{retry_after, status_headers};
 
 use crate::auth::AuthError;
 use crate::store::StoreError;
@@ -23,6 +23,18 @@ pub enum ApiError {
     NotFound,
     #[error("method not allowed; this API only reads (GET)")]
     MethodNotAllowed,
+    #[error("the organisation's rate limit is spent; retry in {retry_after} s")]
+    RateLimited { retry_after: u64 },
+    #[error("too many queries of this organisation are running; retry shortly")]
+    OrgBusy,
+    #[error("too many queries are running; retry shortly")]
+    Overloaded,
+    #[error(
+        "the result is larger than the service allows; narrow the filter or lower the page size"
+    )]
+    ResultTooLarge(#[source] StoreError),
+    #[error("the query ran longer than the service allows; narrow the filter or the time range")]
+    QueryTimeout(#[source] StoreError),
     #[error("storage temporarily unavailable")]
     Unavailable(#[source] StoreError),
     #[error("internal error")]
@@ -45,7 +57,11 @@ impl ApiError {
             ApiError::BadParam { .. } => StatusCode::BAD_REQUEST,
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::RateLimited { .. } | ApiError::OrgBusy => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::ResultTooLarge(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::Overloaded | ApiError::QueryTimeout(_) | ApiError::Unavailable(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -58,6 +74,11 @@ impl ApiError {
             ApiError::BadParam { .. } => "invalid_parameter",
             ApiError::NotFound => "not_found",
             ApiError::MethodNotAllowed => "method_not_allowed",
+            ApiError::RateLimited { .. } => "rate_limited",
+            ApiError::OrgBusy => "org_busy",
+            ApiError::Overloaded => "overloaded",
+            ApiError::ResultTooLarge(_) => "result_too_large",
+            ApiError::QueryTimeout(_) => "query_timeout",
             ApiError::Unavailable(_) => "unavailable",
             ApiError::Internal(_) => "internal",
         }
@@ -80,6 +101,8 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::Unavailable(_) => ApiError::Unavailable(e),
+            StoreError::TooLarge(_) => ApiError::ResultTooLarge(e),
+            StoreError::Timeout(_) => ApiError::QueryTimeout(e),
             StoreError::Query(_) => ApiError::Internal(e),
         }
     }
@@ -131,6 +154,11 @@ impl Failure {
                     ApiError::BadParam { .. } => 3,
                     ApiError::NotFound => 5,
                     ApiError::MethodNotAllowed => 12,
+                    ApiError::RateLimited { .. }
+                    | ApiError::OrgBusy
+                    | ApiError::ResultTooLarge(_) => 8,
+                    ApiError::QueryTimeout(_) => 4,
+                    ApiError::Overloaded => 14,
                     ApiError::Forbidden(_) => 7,
                     ApiError::Unauthenticated(_) => 16,
                     ApiError::Unavailable(_) => 14,
@@ -155,6 +183,9 @@ impl Failure {
                     ApiError::Forbidden(_) => "Forbidden",
                     ApiError::NotFound => "RecordNotFound",
                     ApiError::MethodNotAllowed => "MethodNotAllowed",
+                    ApiError::RateLimited { .. } | ApiError::OrgBusy => "TooManyRequests",
+                    ApiError::ResultTooLarge(_) => "UnprocessableEntity",
+                    ApiError::Overloaded | ApiError::QueryTimeout(_) => "ServiceUnavailable",
                     ApiError::Unavailable(_) => "ServiceUnavailable",
                     ApiError::Internal(_) => "InternalError",
                 };
@@ -171,11 +202,20 @@ impl Failure {
 impl IntoResponse for Failure {
     fn into_response(self) -> Response {
         let status = self.error.status();
-        if let ApiError::Unavailable(e) | ApiError::Internal(e) = &self.error {
-            tracing::error!(error = %e, "query failed");
+        match &self.error {
+            ApiError::Unavailable(e) | ApiError::Internal(e) => {
+                tracing::error!(error = %e, "query failed")
+            }
+            ApiError::ResultTooLarge(e) | ApiError::QueryTimeout(e) => {
+                tracing::warn!(error = %e, "query refused by its limits")
+            }
+            _ => {}
         }
         let mut resp = (status, Json(self.body())).into_response();
         status_headers(status, resp.headers_mut());
+        if let ApiError::RateLimited { retry_after: secs } = &self.error {
+            retry_after(resp.headers_mut(), *secs);
+        }
         resp
     }
 }
@@ -225,6 +265,39 @@ mod tests {
         assert_eq!(resp.headers()["retry-after"], "1");
         let resp = ApiError::NotFound.into_response();
         assert!(resp.headers().get("retry-after").is_none());
+        // (error, status, code, retry-after)
+        let cases = [
+            (
+                ApiError::RateLimited { retry_after: 7 },
+                429,
+                "rate_limited",
+                Some("7"),
+            ),
+            (ApiError::OrgBusy, 429, "org_busy", Some("1")),
+            (ApiError::Overloaded, 503, "overloaded", Some("1")),
+            (
+                ApiError::ResultTooLarge(StoreError::TooLarge("x".into())),
+                422,
+                "result_too_large",
+                None,
+            ),
+            (
+                ApiError::QueryTimeout(StoreError::Timeout("x".into())),
+                503,
+                "query_timeout",
+                Some("1"),
+            ),
+        ];
+        for (e, status, code, retry) in cases {
+            assert_eq!(e.code(), code);
+            let resp = e.into_response();
+            assert_eq!(resp.status().as_u16(), status, "{code}");
+            let got = resp
+                .headers()
+                .get("retry-after")
+                .and_then(|v| v.to_str().ok());
+            assert_eq!(got, retry, "{code}");
+        }
         assert!(resp.headers().get("www-authenticate").is_none());
     }
 }

@@ -1,7 +1,7 @@
 //! The one keyset-page helper of every cursor mode (the native list,
 //! Zendesk's cursor mode, Torq, and the `{"data", "cursor"}` APIs): verify
 //! the request's cursor against its binding, turn it into a [`Start`], read
-//! the page with [`fetch_page`] and sign the cursors of the neighbouring
+//! the page with [`fetch_page_within`] (within the byte cap) and sign the cursors of the neighbouring
 //! pages. Dialects choose only the parameter names, which walks each accepts
 //! and what the cursor is bound to; offset pages do not come here.
 
@@ -13,7 +13,7 @@ use crate::error::ApiError;
 use crate::params::Params;
 use crate::query::{Cond, Filter, Order, Page, Start};
 use crate::state::AppState;
-use crate::store::{fetch_page, position, EventStore, Fetched};
+use crate::store::{fetch_page_within, position, EventStore, Fetched};
 
 /// A time window `[from, until)`.
 pub type Window = (DateTime<Utc>, DateTime<Utc>);
@@ -198,7 +198,8 @@ impl<'a, S: EventStore> Keyset<'a, S> {
             start,
             limit: self.limit,
         };
-        let fetched = fetch_page(&self.state.store, filter, &page).await?;
+        let fetched =
+            fetch_page_within(&self.state.store, filter, &page, self.state.max_page_bytes).await?;
         Ok(fetched.map(|walk, pos| self.sign(walk, pos, window)))
     }
 }

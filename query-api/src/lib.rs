@@ -5,8 +5,11 @@
 //! [`keyset`] the one keyset-page read every cursor mode shares. [`state`]
 //! holds what handlers share (state, token extractor, absolute URLs);
 //! [`dialect`] the thin adapters of each API dialect, each with its own
-//! routes; [`api`] merges them into the router and [`error`] is its one
-//! error → status table. [`config`] is the typed configuration.
+//! routes; [`scope`] is the one rule that turns a token's claims into the
+//! filter every dialect starts from; [`guard`] admits authenticated
+//! requests (per-org rate limit, per-org and service query slots); [`api`]
+//! merges the routes into the router and [`error`] is its one error →
+//! status table. [`config`] is the typed configuration.
 
 pub mod access;
 pub mod api;
@@ -15,10 +18,15 @@ pub mod config;
 pub mod cursor;
 pub mod dialect;
 pub mod error;
+#[cfg(test)]
+mod fuzz;
+pub mod guard;
 pub mod keyset;
+pub mod metrics;
 pub mod openapi;
 pub mod params;
 pub mod query;
+pub mod scope;
 pub mod state;
 pub mod store;
 
@@ -55,15 +63,19 @@ pub async fn run(
         config.detail_headers.clone(),
     );
     let health = Health::new();
+    let read_client = store::read_client(config.clickhouse.client(), &config.limits.clickhouse());
     let state = Arc::new(AppState {
-        store: store::ClickHouseStore::new(config.clickhouse.client()),
+        store: store::ClickHouseStore::new(read_client.clone()),
         verifier: config.jwt.verifier()?,
         cursors: cursor::CursorCodec::new(config.cursor_secret.expose().as_bytes()),
         access,
         health: health.clone(),
         public_url: config.public_url.as_ref().map(|u| u.as_str().to_string()),
+        trusted_proxies: config.trusted_proxies.clone(),
+        max_page_bytes: config.limits.max_page_bytes(),
+        guard: config.limits.guard(),
     });
-    let client = config.clickhouse.client();
+    let client = read_client;
     let probe = spawn_probe(
         health.clone(),
         shutdown.clone(),

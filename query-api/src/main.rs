@@ -18,7 +18,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Run the service (the default).
-    Serve(QueryConfig),
+    Serve(Box<QueryConfig>),
     /// Mint an HS256 token for local use.
     MintToken {
         #[arg(long, env = "TRAILHOUSE_JWT_HS256_SECRET", hide_env_values = true)]
@@ -79,7 +79,7 @@ async fn main() -> anyhow::Result<()> {
             println!("{}", mint_hs256(secret.as_bytes(), &claims)?);
             return Ok(());
         }
-        Some(Cmd::Serve(c)) => c,
+        Some(Cmd::Serve(c)) => *c,
         None => cli.serve,
     };
     let _telemetry = trailhouse_common::telemetry::init("trailhouse-query-api")?;

@@ -1,10 +1,12 @@
 //! What every handler shares: the state of the service, the bearer-token
-//! extractor and the base of absolute URLs. Dialects depend on this module,
-//! never on the router.
+//! extractor and the base of absolute URLs (from forwarded headers only
+//! when the peer is a trusted proxy). Dialects depend on this module, never
+//! on the router.
 
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-use axum::extract::FromRequestParts;
+use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap};
 use axum::Router;
@@ -12,8 +14,10 @@ use trailhouse_common::health::Health;
 
 use crate::access::Access;
 use crate::auth::{Claims, Verifier};
+use crate::config::TrustedProxies;
 use crate::cursor::CursorCodec;
 use crate::error::ApiError;
+use crate::guard::Guard;
 use crate::store::EventStore;
 
 /// Shared state of the handlers.
@@ -26,6 +30,12 @@ pub struct AppState<S> {
     /// Base of the absolute URLs in responses (e.g. `https://audit.example.com`);
     /// taken from the request's `Host` / `X-Forwarded-*` headers when unset.
     pub public_url: Option<String>,
+    /// Peers whose `X-Forwarded-Proto` / `X-Forwarded-Host` are believed.
+    pub trusted_proxies: TrustedProxies,
+    /// The most bytes of events one page (or one export chunk) reads.
+    pub max_page_bytes: usize,
+    /// Rate limits and query slots.
+    pub guard: Guard,
 }
 
 /// The state as handlers receive it.
@@ -35,11 +45,14 @@ pub type Shared<S> = Arc<AppState<S>>;
 pub type Routes<S> = Router<Shared<S>>;
 
 impl<S> AppState<S> {
-    /// The base of absolute URLs, without a trailing slash.
-    pub fn base_url(&self, headers: &HeaderMap) -> String {
+    /// The base of absolute URLs, without a trailing slash: the configured
+    /// public URL, else the request's; the forwarded headers count only
+    /// when the request came from a trusted proxy (`peer`).
+    pub fn base_url(&self, headers: &HeaderMap, peer: Option<IpAddr>) -> String {
         if let Some(u) = &self.public_url {
             return u.trim_end_matches('/').to_string();
         }
+        let forwarded = peer.is_some_and(|ip| self.trusted_proxies.contains(ip));
         let h = |name: &str| {
             headers
                 .get(name)
@@ -53,11 +66,12 @@ impl<S> AppState<S> {
         // header is ignored, so it cannot turn a link into `javascript:` or
         // point it elsewhere with a path or userinfo.
         let proto = h("x-forwarded-proto")
+            .filter(|_| forwarded)
             .map(str::to_ascii_lowercase)
             .filter(|p| p == "http" || p == "https")
             .unwrap_or_else(|| "http".into());
         let host = h("x-forwarded-host")
-            .filter(|v| is_host(v))
+            .filter(|v| forwarded && is_host(v))
             .or_else(|| h("host").filter(|v| is_host(v)))
             .unwrap_or("localhost");
         format!("{proto}://{host}")
@@ -82,7 +96,32 @@ impl AppState<crate::store::StaticStore> {
             access: Access::default(),
             health: Health::new(),
             public_url: public_url.map(String::from),
+            trusted_proxies: TrustedProxies::default(),
+            max_page_bytes: usize::MAX,
+            guard: Guard::new(
+                trailhouse_common::ratelimit::OrgRateLimiter::unlimited(),
+                64,
+                64,
+            ),
         }
+    }
+}
+
+/// The base of absolute URLs of a request ([`AppState::base_url`]).
+pub struct BaseUrl(pub String);
+
+impl<S: EventStore> FromRequestParts<Shared<S>> for BaseUrl {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Shared<S>,
+    ) -> Result<Self, Self::Rejection> {
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip());
+        Ok(BaseUrl(state.base_url(&parts.headers, peer)))
     }
 }
 
@@ -93,15 +132,19 @@ impl<S: EventStore> FromRequestParts<Shared<S>> for Claims {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &Shared<S>) -> Result<Self, ApiError> {
+        // Verified once already by the guard, when it let the request in.
+        if let Some(c) = parts.extensions.get::<Claims>() {
+            return Ok(c.clone());
+        }
         let h = parts
             .headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok());
-        // Logged with the reason, never the token.
-        Ok(state
-            .verifier
-            .verify_header(h)
-            .inspect_err(|e| tracing::warn!(reason = %e, "authentication failed"))?)
+        // Logged and counted with the reason, never the token.
+        Ok(state.verifier.verify_header(h).inspect_err(|e| {
+            metrics::counter!(crate::metrics::AUTH_FAILURES, "reason" => e.reason()).increment(1);
+            tracing::warn!(reason = %e, "authentication failed");
+        })?)
     }
 }
 
@@ -151,20 +194,49 @@ mod tests {
         }
     }
 
+    fn trusting(cidrs: &str) -> Shared<StaticStore> {
+        let mut s = AppState::for_tests(StaticStore::default(), None);
+        s.trusted_proxies = cidrs.parse().expect("cidrs");
+        Arc::new(s)
+    }
+
+    const PROXY: Option<IpAddr> = Some(IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 7)));
+
     #[test]
     fn base_urls_come_from_the_config_or_the_request() {
         let mut h = HeaderMap::new();
-        assert_eq!(state(None).base_url(&h), "http://localhost");
+        let proxied = trusting("10.0.0.0/8");
+        assert_eq!(proxied.base_url(&h, PROXY), "http://localhost");
         h.insert("host", "api.local:8081".parse().expect("header"));
-        assert_eq!(state(None).base_url(&h), "http://api.local:8081");
+        assert_eq!(proxied.base_url(&h, PROXY), "http://api.local:8081");
         h.insert("x-forwarded-proto", "https, http".parse().expect("header"));
         h.insert(
             "x-forwarded-host",
             "audit.example.com".parse().expect("header"),
         );
-        assert_eq!(state(None).base_url(&h), "https://audit.example.com");
+        assert_eq!(proxied.base_url(&h, PROXY), "https://audit.example.com");
         let configured = state(Some("https://a.example.com/"));
-        assert_eq!(configured.base_url(&h), "https://a.example.com");
+        assert_eq!(configured.base_url(&h, PROXY), "https://a.example.com");
+    }
+
+    #[test]
+    fn forwarded_headers_count_only_from_trusted_proxies() {
+        let mut h = HeaderMap::new();
+        h.insert("host", "api.local".parse().expect("header"));
+        h.insert("x-forwarded-proto", "https".parse().expect("header"));
+        h.insert("x-forwarded-host", "evil.example".parse().expect("header"));
+        let other: Option<IpAddr> = "192.168.1.1".parse().ok();
+        // (trusted, peer, base url)
+        let cases = [
+            ("", PROXY, "http://api.local"),
+            ("10.0.0.0/8", PROXY, "https://evil.example"),
+            ("10.0.0.0/8", other, "http://api.local"),
+            ("10.0.0.0/8", None, "http://api.local"),
+            ("10.0.0.7/32, ::1/128", PROXY, "https://evil.example"),
+        ];
+        for (cidrs, peer, want) in cases {
+            assert_eq!(trusting(cidrs).base_url(&h, peer), want, "{cidrs} {peer:?}");
+        }
     }
 
     #[test]
@@ -186,7 +258,8 @@ mod tests {
             h.insert("host", "api.local".parse().expect("header"));
             h.insert("x-forwarded-proto", proto.parse().expect("header"));
             h.insert("x-forwarded-host", host.parse().expect("header"));
-            assert_eq!(state(None).base_url(&h), want, "{proto} {host}");
+            let s = trusting("10.0.0.0/8");
+            assert_eq!(s.base_url(&h, PROXY), want, "{proto} {host}");
         }
     }
 }

@@ -4,9 +4,12 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod dataset;
+mod dedup;
 mod faults;
 mod ingest;
+mod ingest_edges;
 mod pipeline;
 mod query;
+mod redaction;
 mod rowbinary;
 mod storage;

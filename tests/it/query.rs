@@ -8,10 +8,13 @@
 mod atomic;
 mod cursors;
 mod edges;
+mod hardening;
 mod isolation;
+mod limits;
 mod native;
 mod orglog;
 mod random;
+mod scoping;
 mod torq;
 mod zendesk;
 
@@ -45,6 +48,11 @@ struct Tok<'a> {
 
 impl Api {
     async fn new(test: &str) -> Api {
+        Api::with(test, |_| {}).await
+    }
+
+    /// [`Api::new`] with the query API's configuration adjusted by `adjust`.
+    async fn with(test: &str, adjust: impl FnOnce(&mut trailhouse_query_api::QueryConfig)) -> Api {
         let mut env = TestEnv::clickhouse_only(test).await;
         let now = dataset::now();
         let mut a = dataset::rows(&dataset::events("org_a", 1200, 60, 1, now));
@@ -53,7 +61,7 @@ impl Api {
         env.insert_rows(&b).await;
         newest_first(&mut a);
         newest_first(&mut b);
-        let url = env.start_query_api().await;
+        let url = env.start_query_api_with(adjust).await;
         env.wait_ready().await;
         Api {
             env,

@@ -5,7 +5,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
-use trailhouse_common::http::status_headers;
+use trailhouse_common::http::{retry_after, status_headers};
 
 use super::events::EventError;
 use crate::sink::SinkError;
@@ -41,6 +41,8 @@ pub enum ApiError {
     NotReady,
     #[error("too many requests in flight, retry later")]
     Overloaded,
+    #[error("the organisation's rate limit is spent; retry in {retry_after} s")]
+    RateLimited { retry_after: u64 },
     #[error("the request did not complete in time; its events may or may not have been published, retry with the same ids")]
     Timeout,
     #[error("invalid query parameters: {0}")]
@@ -60,6 +62,7 @@ impl ApiError {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Body(status, _) => *status,
             ApiError::TooManyEvents { .. } | ApiError::EventTooLarge { .. } => {
                 StatusCode::PAYLOAD_TOO_LARGE
@@ -87,6 +90,7 @@ impl ApiError {
             ApiError::Body(..) => "unreadable_body",
             ApiError::Unavailable(_) | ApiError::NotReady => "unavailable",
             ApiError::Overloaded => "overloaded",
+            ApiError::RateLimited { .. } => "rate_limited",
             ApiError::Timeout => "timeout",
             ApiError::BadParams(_) => "invalid_parameters",
         }
@@ -109,6 +113,9 @@ impl IntoResponse for ApiError {
         }
         let mut resp = (status, Json(body)).into_response();
         status_headers(status, resp.headers_mut());
+        if let ApiError::RateLimited { retry_after: secs } = &self {
+            retry_after(resp.headers_mut(), *secs);
+        }
         resp
     }
 }
@@ -136,6 +143,7 @@ mod tests {
                 None,
             ),
             (ApiError::Empty, None, None),
+            (ApiError::RateLimited { retry_after: 9 }, Some("9"), None),
         ];
         for (error, retry_after, authenticate) in cases {
             let name = format!("{error:?}");

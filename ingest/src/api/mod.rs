@@ -3,6 +3,9 @@
 mod error;
 mod events;
 #[cfg(test)]
+mod fuzz;
+mod limit;
+#[cfg(test)]
 mod testing;
 
 use std::sync::atomic::AtomicBool;
@@ -18,6 +21,8 @@ use serde_json::json;
 use tower::ServiceBuilder;
 use tower_http::trace::TraceLayer;
 use trailhouse_common::health::{self, Health};
+use trailhouse_common::http::{json_error_bodies, request_limits};
+use trailhouse_common::ratelimit::OrgRateLimiter;
 use trailhouse_common::telemetry::continue_trace;
 use trailhouse_schemas::retention::RetentionPolicy;
 
@@ -43,6 +48,8 @@ pub struct Limits {
     /// Requests to `POST /v1/events` handled at once; more are answered 503
     /// at once, so memory is bounded by this times `max_body_bytes`.
     pub max_in_flight: usize,
+    /// Requests per org (429 beyond it); service keys are not limited.
+    pub rate_limit: Arc<OrgRateLimiter>,
 }
 
 impl Default for Limits {
@@ -54,6 +61,7 @@ impl Default for Limits {
             max_backfill_days: None,
             request_timeout: Duration::from_secs(30),
             max_in_flight: 256,
+            rate_limit: Arc::new(OrgRateLimiter::unlimited()),
         }
     }
 }
@@ -98,8 +106,12 @@ pub fn app<S: EventSink>(state: Arc<AppState<S>>) -> Router {
             "/v1/events",
             post(events::post_events::<S>)
                 .route_layer(shed)
-                // Outermost: authentication comes before the in-flight
-                // limit and before the body is read.
+                .route_layer(axum::middleware::from_fn_with_state(
+                    state.clone(),
+                    limit::rate_limit::<S>,
+                ))
+                // Outermost: authentication comes before the rate limit,
+                // the in-flight limit and before the body is read.
                 .route_layer(axum::middleware::from_fn_with_state(
                     state.clone(),
                     events::authenticate::<S>,
@@ -117,6 +129,8 @@ pub fn app<S: EventSink>(state: Arc<AppState<S>>) -> Router {
             health,
             trailhouse_common::telemetry::metrics_handle(),
         ))
+        .layer(axum::middleware::map_response(json_error_bodies))
+        .layer(axum::middleware::from_fn(request_limits))
         .layer(TraceLayer::new_for_http().make_span_with(request_span))
 }
 

@@ -1,6 +1,6 @@
-//! Atomic-style `GET /audit-log`: credential role `workbench`, scoped to the
-//! token's org and environment, newest first, `authType` filter, `limit` and
-//! `cursor`.
+//! Atomic-style `GET /audit-log`: credential role `workbench`, within the
+//! token's scope ([`crate::scope`]), newest first, `authType` filter,
+//! `limit` and `cursor`; other parameters are refused.
 
 use axum::extract::{RawQuery, State};
 use axum::routing::get;
@@ -13,6 +13,7 @@ use crate::auth::Claims;
 use crate::error::{ApiError, Failure};
 use crate::params::Params;
 use crate::query::{Cond, Field, Filter};
+use crate::scope::scope;
 use crate::state::{Routes, Shared};
 use crate::store::EventStore;
 
@@ -29,12 +30,8 @@ pub fn routes<S: EventStore>() -> Routes<S> {
     Routes::new().route(PATH, get(list::<S>))
 }
 
-/// The filter of a request.
-pub fn filter(org: &str, environment: Option<&str>, p: &Params) -> Result<Filter, ApiError> {
-    let mut f = Filter::new(org);
-    if let Some(env) = environment {
-        f.push(Cond::AnyOf(Field::Environment, vec![env.to_string()]));
-    }
+/// The filter of a request, within `f` (the token's scope).
+pub fn filter(mut f: Filter, p: &Params) -> Result<Filter, ApiError> {
     if let Some(t) = p.one("authType")? {
         if !AUTH_TYPES.contains(&t) {
             return Err(ApiError::bad(
@@ -90,7 +87,8 @@ pub async fn list<S: EventStore>(
 ) -> Result<Json<Value>, Failure> {
     state.access.require_role(&claims, ROLE)?;
     let p = Params::parse(raw.as_deref())?;
-    let f = filter(&claims.org_id, claims.environment_id.as_deref(), &p)?;
+    p.reject_unknown(PARAMS)?;
+    let f = filter(scope(&claims), &p)?;
     let limit = p.size("limit", DEFAULT_LIMIT, MAX_LIMIT)?;
     let body = super::data_page(&state, DIALECT, &f, &p, limit, |r, after| {
         entry(r, after(r))

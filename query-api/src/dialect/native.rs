@@ -1,7 +1,9 @@
 //! Our own API: `GET /v1/events` (every filter, both orders, cursors both
 //! ways), `GET /v1/events/{id}` and `GET /v1/events/export` (every matching
-//! event as NDJSON or CSV, streamed in constant memory). Unknown parameters
-//! are rejected, so a typo never silently widens a query.
+//! event as NDJSON or CSV, streamed in constant memory), all within the
+//! token's scope ([`crate::scope`]) and returning only allow-listed request
+//! headers. Unknown parameters are rejected, so a typo never silently
+//! widens a query.
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, RawQuery, State};
@@ -20,8 +22,9 @@ use crate::error::{ApiError, Failure};
 use crate::keyset::{CursorParam, Keyset};
 use crate::params::{ceil_micros, Params};
 use crate::query::{build_get, Cond, Field, Filter, Order, Page, Start};
+use crate::scope::scope;
 use crate::state::{Routes, Shared};
-use crate::store::{fetch_page, EventStore};
+use crate::store::{fetch_page_within, EventStore};
 
 pub const DIALECT: &str = "native";
 pub const LIST_PATH: &str = "/v1/events";
@@ -92,21 +95,6 @@ pub fn routes<S: EventStore>() -> Routes<S> {
         .route(SHOW_PATH, get(show::<S>))
 }
 
-/// The token's scope: its org, and its environment and workspace when it
-/// carries them.
-pub fn scope(claims: &Claims) -> Filter {
-    let mut f = Filter::new(&claims.org_id);
-    for (field, v) in [
-        (Field::Environment, &claims.environment_id),
-        (Field::Workspace, &claims.workspace_id),
-    ] {
-        if let Some(v) = v.as_ref().filter(|v| !v.is_empty()) {
-            f.push(Cond::AnyOf(field, vec![v.clone()]));
-        }
-    }
-    f
-}
-
 /// The filter of a request, within `scope`.
 pub fn filter(mut f: Filter, p: &Params) -> Result<Filter, ApiError> {
     for (name, field) in FIELD_PARAMS {
@@ -165,7 +153,14 @@ pub async fn list<S: EventStore>(
         .cursor(CursorParam::either("cursor"))
         .read(&p)
         .await?;
-    let data: Vec<_> = page.rows.into_iter().map(EventRow::into_event).collect();
+    let data: Vec<_> = page
+        .rows
+        .into_iter()
+        .map(|mut r| {
+            state.access.strip_headers(&mut r);
+            r.into_event()
+        })
+        .collect();
     Ok(Json(
         json!({"data": data, "next_cursor": page.next, "prev_cursor": page.prev}),
     ))
@@ -175,15 +170,18 @@ pub async fn show<S: EventStore>(
     State(state): State<Shared<S>>,
     Path(id): Path<String>,
     claims: Claims,
+    RawQuery(raw): RawQuery,
 ) -> Result<Json<Value>, Failure> {
     state.access.require(&claims, VIEW_AUDIT_LOG)?;
+    Params::parse(raw.as_deref())?.reject_unknown(&[])?;
     let id = Uuid::parse_str(&id).map_err(|_| ApiError::bad("id", "must be a UUID"))?;
     let rows = state
         .store
         .fetch(&build_get(&scope(&claims), id))
         .await
         .map_err(ApiError::from)?;
-    let row = rows.into_iter().next().ok_or(ApiError::NotFound)?;
+    let mut row = rows.into_iter().next().ok_or(ApiError::NotFound)?;
+    state.access.strip_headers(&mut row);
     Ok(Json(json!(row.into_event())))
 }
 
@@ -302,7 +300,8 @@ async fn next_chunk<S: EventStore>(
         start,
         limit: EXPORT_CHUNK,
     };
-    match fetch_page(&ex.state.store, &ex.filter, &page).await {
+    let max_bytes = ex.state.max_page_bytes;
+    match fetch_page_within(&ex.state.store, &ex.filter, &page, max_bytes).await {
         Err(e) => {
             tracing::error!(error = %e, "export aborted");
             Some((Err(std::io::Error::other(e.to_string())), ex))
@@ -310,7 +309,8 @@ async fn next_chunk<S: EventStore>(
         Ok(fetched) => {
             ex.next = fetched.next.map(Start::After);
             let mut out = String::new();
-            for r in fetched.rows {
+            for mut r in fetched.rows {
+                ex.state.access.strip_headers(&mut r);
                 match ex.format {
                     Format::Csv => out.push_str(&csv_record(&r)),
                     Format::Ndjson => {

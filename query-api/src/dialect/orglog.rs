@@ -1,7 +1,8 @@
 //! Organisation audit log: `GET /api/v1/organizations/{org_id}/audit-logs`
 //! (search by path, account or workspace) and `…/audit-logs/{id}` (the
 //! request details). Permission `viewAuditLog`; `{org_id}` must be the
-//! token's org.
+//! token's org; both read within the token's scope ([`crate::scope`]);
+//! unknown parameters are refused.
 
 use axum::extract::{Path, RawQuery, State};
 use axum::routing::get;
@@ -16,6 +17,7 @@ use crate::auth::Claims;
 use crate::error::{ApiError, Failure};
 use crate::params::Params;
 use crate::query::{build_get, Cond, Filter};
+use crate::scope::scope;
 use crate::state::{Routes, Shared};
 use crate::store::EventStore;
 
@@ -46,9 +48,8 @@ fn authorize(access: &Access, claims: &Claims, org_id: &str) -> Result<(), ApiEr
     Ok(())
 }
 
-/// The filter of a request.
-pub fn filter(org: &str, p: &Params) -> Result<Filter, ApiError> {
-    let mut f = Filter::new(org);
+/// The filter of a request, within `f` (the token's scope).
+pub fn filter(mut f: Filter, p: &Params) -> Result<Filter, ApiError> {
     if let Some(q) = p.one("search")? {
         f.push(Cond::Search(q.to_string()));
     }
@@ -84,13 +85,14 @@ pub fn entry(r: &EventRow) -> Value {
 
 /// The details view: the entry plus the full request data, headers limited
 /// to the allow-list.
-pub fn details(r: &EventRow, access: &Access) -> Value {
+pub fn details(mut r: EventRow, access: &Access) -> Value {
+    access.strip_headers(&mut r);
+    let r = &r;
     let mut e = entry(r);
     let headers: Map<String, Value> = r
         .request_headers
         .iter()
-        .filter(|(k, _)| access.shows_header(k))
-        .map(|(k, v)| (k.to_ascii_lowercase(), json!(v)))
+        .map(|(k, v)| (k.clone(), json!(v)))
         .collect();
     e["body"] = opt(&r.request_body);
     e["query"] = query_object(r);
@@ -107,7 +109,8 @@ pub async fn list<S: EventStore>(
 ) -> Result<Json<Value>, Failure> {
     authorize(&state.access, &claims, &org_id)?;
     let p = Params::parse(raw.as_deref())?;
-    let f = filter(&claims.org_id, &p)?;
+    p.reject_unknown(PARAMS)?;
+    let f = filter(scope(&claims), &p)?;
     let limit = p.size("limit", DEFAULT_LIMIT, MAX_LIMIT)?;
     let body = super::data_page(&state, DIALECT, &f, &p, limit, |r, _| entry(r)).await?;
     Ok(Json(body))
@@ -117,14 +120,16 @@ pub async fn show<S: EventStore>(
     State(state): State<Shared<S>>,
     Path((org_id, id)): Path<(String, String)>,
     claims: Claims,
+    RawQuery(raw): RawQuery,
 ) -> Result<Json<Value>, Failure> {
     authorize(&state.access, &claims, &org_id)?;
+    Params::parse(raw.as_deref())?.reject_unknown(&[])?;
     let id = Uuid::parse_str(&id).map_err(|_| ApiError::bad("id", "must be a UUID"))?;
     let rows = state
         .store
-        .fetch(&build_get(&Filter::new(&claims.org_id), id))
+        .fetch(&build_get(&scope(&claims), id))
         .await
         .map_err(ApiError::from)?;
-    let row = rows.first().ok_or(ApiError::NotFound)?;
+    let row = rows.into_iter().next().ok_or(ApiError::NotFound)?;
     Ok(Json(details(row, &state.access)))
 }

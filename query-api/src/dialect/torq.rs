@@ -1,6 +1,7 @@
-//! Torq-style `GET /v1alpha/audit_logs`: scoped to the token's workspace,
-//! a time window (the last 24 hours by default), `page_size`, `page_token`
-//! and `order`. Errors take Torq's gRPC-gateway shape.
+//! Torq-style `GET /v1alpha/audit_logs`: requires a token with a workspace
+//! and reads within its scope ([`crate::scope`]), a time window (the last 24
+//! hours by default), `page_size`, `page_token` and `order`. Errors,
+//! including an unknown parameter, take Torq's gRPC-gateway shape.
 
 use axum::extract::{RawQuery, State};
 use axum::routing::get;
@@ -15,7 +16,7 @@ use crate::auth::Claims;
 use crate::error::{ApiError, Failure, Shape};
 use crate::keyset::{CursorParam, Keyset};
 use crate::params::{after_micros, ceil_micros, Params};
-use crate::query::{Cond, Field, Filter, Order};
+use crate::query::{Filter, Order};
 use crate::state::{AppState, Routes, Shared};
 use crate::store::EventStore;
 
@@ -48,14 +49,15 @@ pub fn window(p: &Params, now: DateTime<Utc>) -> Result<(DateTime<Utc>, DateTime
     Ok((ceil_micros(start), after_micros(end)))
 }
 
-/// The scope of a token: its org and workspace.
+/// The scope of a token ([`crate::scope::scope`]); Torq's API serves only
+/// tokens of a workspace.
 pub fn scope(claims: &Claims) -> Result<Filter, ApiError> {
-    let ws = claims
-        .workspace_id
-        .as_deref()
-        .filter(|w| !w.is_empty())
-        .ok_or_else(|| ApiError::Forbidden("the token is not scoped to a workspace".into()))?;
-    Ok(Filter::new(&claims.org_id).and(Cond::AnyOf(Field::Workspace, vec![ws.to_string()])))
+    if claims.workspace_id.as_deref().is_none_or(str::is_empty) {
+        return Err(ApiError::Forbidden(
+            "the token is not scoped to a workspace".into(),
+        ));
+    }
+    Ok(crate::scope::scope(claims))
 }
 
 /// One entry.
@@ -86,6 +88,7 @@ async fn run<S: EventStore>(
     let claims = claims?;
     state.access.require(&claims, VIEW_AUDIT_LOG)?;
     let p = Params::parse(raw)?;
+    p.reject_unknown(PARAMS)?;
     let f = scope(&claims)?;
     let order = p.order("order", Order::Desc)?;
     let limit = p.size("page_size", DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)?;

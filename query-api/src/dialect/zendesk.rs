@@ -1,10 +1,11 @@
 //! Zendesk-style `GET /api/v2/audit_logs` and `GET /api/v2/audit_logs/{id}`:
 //! `filter[...]` parameters (repeat with `[]` for OR), cursor pagination
 //! (`page[size]`, `page[after]`, `page[before]`, `sort`) by default and the
-//! capped offset pagination (`page`, `per_page`) when asked for.
+//! capped offset pagination (`page`, `per_page`) when asked for. Reads are
+//! within the token's scope ([`crate::scope`]); unknown parameters are
+//! refused in Zendesk's error shape.
 
 use axum::extract::{Path, RawQuery, State};
-use axum::http::HeaderMap;
 use axum::routing::get;
 use axum::Json;
 use chrono::SecondsFormat;
@@ -20,8 +21,9 @@ use crate::error::{ApiError, Failure, Shape};
 use crate::keyset::{CursorParam, Keyset};
 use crate::params::{after_micros, ceil_micros, parse_time, Params};
 use crate::query::{build_count, build_get, Cond, Field, Filter, Order, Page, Start};
-use crate::state::{AppState, Routes, Shared};
-use crate::store::{fetch_page, EventStore};
+use crate::scope::scope;
+use crate::state::{AppState, BaseUrl, Routes, Shared};
+use crate::store::{fetch_page_within, EventStore};
 
 pub const DIALECT: &str = "zendesk";
 pub const PARAMS: &[&str] = &[
@@ -79,9 +81,8 @@ fn values(p: &Params, name: &str) -> Vec<String> {
     p.all(&[&format!("filter[{name}]"), &format!("filter[{name}][]")])
 }
 
-/// The filter of a request.
-pub fn filter(org: &str, p: &Params) -> Result<Filter, ApiError> {
-    let mut f = Filter::new(org);
+/// The filter of a request, within `f` (the token's scope).
+pub fn filter(mut f: Filter, p: &Params) -> Result<Filter, ApiError> {
     for (name, field) in FILTERS {
         f.push(Cond::AnyOf(field, values(p, name)));
     }
@@ -188,7 +189,20 @@ impl<S: EventStore> List<'_, S> {
             start,
             limit: per_page,
         };
-        let fetched = fetch_page(&self.state.store, f, &read).await?;
+        let fetched =
+            fetch_page_within(&self.state.store, f, &read, self.state.max_page_bytes).await?;
+        // An offset page cannot continue after a shortened page (the next
+        // page's offset counts whole pages): a page over the byte cap is
+        // refused, naming the parameter that makes it smaller.
+        if fetched.shortened {
+            return Err(ApiError::bad(
+                "per_page",
+                format!(
+                    "this page is larger than {} bytes; use a smaller per_page or cursor pagination (page[size], page[after])",
+                    self.state.max_page_bytes
+                ),
+            ));
+        }
         let count = self.state.store.count(&build_count(f)).await?;
         let to = |n: u32| self.link(&["page"], &[("page", n.to_string())]);
         let next = (fetched.has_more && page < MAX_OFFSET_PAGES).then(|| to(page + 1));
@@ -234,14 +248,14 @@ impl<S: EventStore> List<'_, S> {
 async fn run_list<S: EventStore>(
     state: &AppState<S>,
     claims: Result<Claims, ApiError>,
-    headers: &HeaderMap,
+    base: String,
     raw: Option<&str>,
 ) -> Result<Value, ApiError> {
     let claims = claims?;
     state.access.require(&claims, VIEW_AUDIT_LOG)?;
     let p = Params::parse(raw)?;
-    let f = filter(&claims.org_id, &p)?;
-    let base = state.base_url(headers);
+    p.reject_unknown(PARAMS)?;
+    let f = filter(scope(&claims), &p)?;
     let list = List { state, f, p, base };
     if list.p.has("page") || list.p.has("per_page") {
         list.offset_page().await
@@ -253,10 +267,10 @@ async fn run_list<S: EventStore>(
 pub async fn list<S: EventStore>(
     State(state): State<Shared<S>>,
     claims: Result<Claims, ApiError>,
-    headers: HeaderMap,
+    BaseUrl(base): BaseUrl,
     RawQuery(raw): RawQuery,
 ) -> Result<Json<Value>, Failure> {
-    run_list(&state, claims, &headers, raw.as_deref())
+    run_list(&state, claims, base, raw.as_deref())
         .await
         .map(Json)
         .map_err(|e| e.shaped(Shape::Zendesk))
@@ -265,28 +279,28 @@ pub async fn list<S: EventStore>(
 async fn run_show<S: EventStore>(
     state: &AppState<S>,
     claims: Result<Claims, ApiError>,
-    headers: &HeaderMap,
+    base: &str,
     id: &str,
+    raw: Option<&str>,
 ) -> Result<Value, ApiError> {
     let claims = claims?;
     state.access.require(&claims, VIEW_AUDIT_LOG)?;
+    Params::parse(raw)?.reject_unknown(&[])?;
     let id = Uuid::parse_str(id.strip_suffix(".json").unwrap_or(id))
         .map_err(|_| ApiError::bad("id", "must be a UUID"))?;
-    let rows = state
-        .store
-        .fetch(&build_get(&Filter::new(&claims.org_id), id))
-        .await?;
+    let rows = state.store.fetch(&build_get(&scope(&claims), id)).await?;
     let row = rows.first().ok_or(ApiError::NotFound)?;
-    Ok(json!({"audit_log": entry(row, &state.base_url(headers))}))
+    Ok(json!({"audit_log": entry(row, base)}))
 }
 
 pub async fn show<S: EventStore>(
     State(state): State<Shared<S>>,
-    headers: HeaderMap,
+    BaseUrl(base): BaseUrl,
     Path(id): Path<String>,
     claims: Result<Claims, ApiError>,
+    RawQuery(raw): RawQuery,
 ) -> Result<Json<Value>, Failure> {
-    run_show(&state, claims, &headers, &id)
+    run_show(&state, claims, &base, &id, raw.as_deref())
         .await
         .map(Json)
         .map_err(|e| e.shaped(Shape::Zendesk))
@@ -297,7 +311,10 @@ mod tests {
     use super::*;
 
     fn f(q: &str) -> Result<Filter, ApiError> {
-        filter("o", &Params::parse(Some(q)).unwrap_or_default())
+        filter(
+            Filter::new("o"),
+            &Params::parse(Some(q)).unwrap_or_default(),
+        )
     }
 
     #[test]

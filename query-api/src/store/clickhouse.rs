@@ -1,0 +1,121 @@
+//! The ClickHouse implementation of the read port, and the one place the
+//! ClickHouse-side limits of every query are set ([`read_client`]).
+
+use trailhouse_schemas::EventRow;
+
+use super::{row_bytes, Capped, EventStore, StoreError};
+use crate::query::Sql;
+
+/// The limits ClickHouse enforces on every query of the query API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClickHouseLimits {
+    pub max_execution_secs: u64,
+    pub max_result_rows: u64,
+    pub max_result_bytes: u64,
+    /// `readonly = 1`: ClickHouse refuses anything but reads.
+    pub readonly: bool,
+}
+
+impl ClickHouseLimits {
+    /// The settings sent with every query.
+    pub fn settings(&self) -> Vec<(&'static str, String)> {
+        let mut s = vec![
+            ("max_execution_time", self.max_execution_secs.to_string()),
+            ("max_result_rows", self.max_result_rows.to_string()),
+            ("max_result_bytes", self.max_result_bytes.to_string()),
+            // Over a limit, the query fails (and is answered 422), rather
+            // than returning a silently truncated result.
+            ("result_overflow_mode", "throw".to_string()),
+        ];
+        if self.readonly {
+            s.push(("readonly", "1".to_string()));
+        }
+        s
+    }
+}
+
+/// The client of every query the query API sends: `client` with the
+/// ClickHouse-side limits set once, here.
+pub fn read_client(client: clickhouse::Client, limits: &ClickHouseLimits) -> clickhouse::Client {
+    limits
+        .settings()
+        .into_iter()
+        .fold(client, |c, (name, value)| c.with_setting(name, value))
+}
+
+/// Reads with the `clickhouse` crate.
+#[derive(Clone)]
+pub struct ClickHouseStore {
+    client: clickhouse::Client,
+}
+
+impl ClickHouseStore {
+    /// A store over `client` (see [`read_client`]).
+    pub fn new(client: clickhouse::Client) -> Self {
+        ClickHouseStore { client }
+    }
+}
+
+impl EventStore for ClickHouseStore {
+    async fn fetch_capped(&self, sql: &Sql, max_bytes: usize) -> Result<Capped, StoreError> {
+        let mut q = self.client.query(&sql.text);
+        for (name, value) in &sql.params {
+            q = q.param(name, value.as_str());
+        }
+        let mut cursor = q.fetch::<EventRow>().map_err(classify)?;
+        let (mut rows, mut used) = (Vec::new(), 0usize);
+        // Stops reading at the cap: dropping the cursor ends the response,
+        // so neither side holds more than the cap and one row.
+        while let Some(r) = cursor.next().await.map_err(classify)? {
+            used = used.saturating_add(row_bytes(&r));
+            if !rows.is_empty() && used > max_bytes {
+                return Ok(Capped { rows, cut: true });
+            }
+            rows.push(r);
+        }
+        Ok(Capped { rows, cut: false })
+    }
+
+    async fn fetch(&self, sql: &Sql) -> Result<Vec<EventRow>, StoreError> {
+        let mut q = self.client.query(&sql.text);
+        for (name, value) in &sql.params {
+            q = q.param(name, value.as_str());
+        }
+        q.fetch_all::<EventRow>().await.map_err(classify)
+    }
+
+    async fn count(&self, sql: &Sql) -> Result<u64, StoreError> {
+        let mut q = self.client.query(&sql.text);
+        for (name, value) in &sql.params {
+            q = q.param(name, value.as_str());
+        }
+        q.fetch_one::<u64>().await.map_err(classify)
+    }
+}
+
+/// ClickHouse's error codes of the limits set in [`ClickHouseLimits`].
+const TOO_LARGE_CODES: [u32; 3] = [158, 307, 396];
+const TIMEOUT_EXCEEDED: u32 = 159;
+
+fn classify(e: clickhouse::error::Error) -> StoreError {
+    match e {
+        clickhouse::error::Error::Network(_) | clickhouse::error::Error::TimedOut => {
+            StoreError::Unavailable(e.to_string())
+        }
+        other => classify_text(other.to_string()),
+    }
+}
+
+/// Sorts a server error by its `Code: N.`.
+pub(super) fn classify_text(text: String) -> StoreError {
+    let code = text
+        .split("Code: ")
+        .nth(1)
+        .and_then(|s| s.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|n| n.parse::<u32>().ok());
+    match code {
+        Some(c) if TOO_LARGE_CODES.contains(&c) => StoreError::TooLarge(text),
+        Some(TIMEOUT_EXCEEDED) => StoreError::Timeout(text),
+        _ => StoreError::Query(text),
+    }
+}
