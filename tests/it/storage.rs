@@ -43,9 +43,8 @@ fn rows_of(org: &str, n: usize, days: i64, retention: u16, seed: u64) -> Vec<Eve
     };
     let mut rows = dataset::rows(&dataset::events(org, n, 0, seed, now));
     for (i, r) in rows.iter_mut().enumerate() {
-        r.created_at = anchor
-            - chrono::Duration::days(i as i64 % days)
-            - chrono::Duration::seconds(i as i64);
+        r.created_at =
+            anchor - chrono::Duration::days(i as i64 % days) - chrono::Duration::seconds(i as i64);
         r.retention_days = retention;
     }
     rows
