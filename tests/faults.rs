@@ -96,6 +96,24 @@ impl Drop for Proc {
 }
 
 /// A Kafka broker of the test's own (Tansu with SQLite storage).
+/// The in-memory broker binary, when `TRAILHOUSE_TEST_MEMORY_BROKER` names
+/// one: the tests' own brokers then keep nothing across a restart, and the
+/// tests that restart a broker and read what it held before say so and
+/// stop (see [`needs_durable_broker`]). For measuring that broker, not for CI.
+pub fn memory_broker() -> Option<PathBuf> {
+    std::env::var_os("TRAILHOUSE_TEST_MEMORY_BROKER").map(PathBuf::from)
+}
+
+/// True when the tests' brokers are durable; otherwise prints why `test`
+/// does not run.
+pub fn needs_durable_broker(test: &str) -> bool {
+    if memory_broker().is_some() {
+        println!("{test}: not run on the in-memory broker (it restarts the broker and reads what it held)");
+        return false;
+    }
+    true
+}
+
 pub struct Broker {
     pub port: u16,
     dir: tempfile::TempDir,
@@ -121,7 +139,11 @@ impl Broker {
     pub fn restart(&mut self) {
         let url = format!("tcp://127.0.0.1:{}", self.port);
         let log = std::fs::File::create(self.dir.path().join("broker.log")).expect("log");
-        let child = Command::new("tansu")
+        let (program, storage) = match memory_broker() {
+            Some(path) => (path, "memory://tansu/"),
+            None => (PathBuf::from("tansu"), "sqlite://tansu.db"),
+        };
+        let child = Command::new(program)
             .args([
                 "broker",
                 "--listener-url",
@@ -129,7 +151,7 @@ impl Broker {
                 "--advertised-listener-url",
                 &url,
             ])
-            .args(["--storage-engine", "sqlite://tansu.db"])
+            .args(["--storage-engine", storage])
             .current_dir(self.dir.path())
             .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
             .stdout(Stdio::null())

@@ -347,6 +347,9 @@ async fn clickhouse_down_for_30_seconds() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broker_restarted_mid_run() {
+    if !trailhouse_tests::faults::needs_durable_broker("broker_restarted_mid_run") {
+        return;
+    }
     let mut broker = Broker::start();
     let s = Setup::new("brokerrestart", 3, Some(&broker), None).await;
     let n = fault_events();
