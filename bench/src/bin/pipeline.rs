@@ -1328,7 +1328,13 @@ async fn main() -> anyhow::Result<()> {
         "Machine: {}. Mode: {}. Binaries: {}. Date: {}. Seed: {}.",
         machine(),
         if b.args.quick { "quick" } else { "full" },
-        b.args.bin_dir.display(),
+        // Relative to the checkout (run.sh runs from it): no machine paths
+        // in the published results.
+        std::env::current_dir()
+            .ok()
+            .and_then(|d| b.args.bin_dir.strip_prefix(d).ok())
+            .unwrap_or(&b.args.bin_dir)
+            .display(),
         Utc::now().format("%Y-%m-%d"),
         b.args.seed
     );
