@@ -36,8 +36,35 @@ trap 'stop_bg bench-kafka; [[ -n "${STARTED_ENGINES:-}" ]] && bash "$ROOT/dev/in
 say "building ($profile)"
 "${build[@]}"
 mkdir -p "$out"
+# Freshness is a latency: it runs on the broker the tests trust (the local
+# one, durable unless TRAILHOUSE_DEV_BROKER=memory), whose high watermarks
+# and long polls behave as Kafka's do.
+if [[ "${TRAILHOUSE_DEV_BROKER:-durable}" == memory ]]; then
+  fresh_broker="the local in-memory broker"
+else
+  fresh_broker="the durable local broker (Tansu 0.6.0 on SQLite)"
+fi
 "$ROOT/target/$profile/pipeline" --bin-dir "$ROOT/target/$profile" --out "$out" \
-  --kafka "127.0.0.1:$BENCH_KAFKA_PORT" --clickhouse "http://127.0.0.1:$CLICKHOUSE_PORT" "$@"
+  --kafka "127.0.0.1:$BENCH_KAFKA_PORT" --clickhouse "http://127.0.0.1:$CLICKHOUSE_PORT" \
+  --broker-pid "$(cat "$DATA/run/bench-kafka.pid")" --clickhouse-pid "$(cat "$DATA/run/clickhouse.pid")" \
+  --fresh-kafka "127.0.0.1:$KAFKA_PORT" --fresh-broker "$fresh_broker" "$@"
+
+say "broker on its own"
+if [[ $quick == 1 ]]; then broker_args=(--quick); else broker_args=(); fi
+"$ROOT/target/$profile/broker" --kafka "127.0.0.1:$BENCH_KAFKA_PORT" "${broker_args[@]}" | tee "$out/broker.md"
+
+say "cost per event, per stage (callgrind)"
+if ! command -v valgrind >/dev/null; then
+  say "installing valgrind (Debian package)"
+  sudo=(); [[ $(id -u) == 0 ]] || sudo=(sudo)
+  "${sudo[@]}" apt-get install -y -q valgrind >/dev/null 2>&1 ||
+    { "${sudo[@]}" apt-get update -q >/dev/null && "${sudo[@]}" apt-get install -y -q valgrind >/dev/null; } ||
+    die "could not install valgrind"
+fi
+if [[ $quick == 1 ]]; then stage_args=(--events 200); else stage_args=(); fi
+"$ROOT/target/$profile/stages" report --kafka "127.0.0.1:$BENCH_KAFKA_PORT" \
+  --clickhouse "http://127.0.0.1:$CLICKHOUSE_PORT" --work "$ROOT/bench/results/tmp/callgrind" \
+  "${stage_args[@]}" | tee "$out/stages.md"
 
 if ! "$VENV/bin/python" -c "import matplotlib" 2>/dev/null; then
   say "installing matplotlib into $VENV (for the plots)"

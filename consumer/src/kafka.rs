@@ -40,6 +40,14 @@ impl KafkaSource {
             .set("session.timeout.ms", config.session_timeout_ms.to_string())
             // What is fetched ahead while inserts are behind stays bounded.
             .set("queued.max.messages.kbytes", "16384")
+            // Once that queue is full librdkafka waits this long before the
+            // partition's next fetch (default 1 s): a consumer that keeps up
+            // only with the queue full would read 16 MiB a second.
+            .set("fetch.queue.backoff.ms", "20")
+            .set(
+                "max.partition.fetch.bytes",
+                config.fetch_partition_bytes.to_string(),
+            )
             // The lag metric comes from the statistics (see `stats`).
             .set("statistics.interval.ms", "10000")
             .set(

@@ -133,6 +133,7 @@ pub(crate) fn to_envelope(c: Captured, config: &RecorderConfig, stats: &Stats) -
         Ok(event) => Some(Envelope {
             event,
             traceparent: c.traceparent.map(Arc::from),
+            encoded: None,
         }),
         Err(errors) => {
             let reasons: Vec<String> = errors.iter().map(ToString::to_string).collect();

@@ -173,12 +173,22 @@ fn classify(e: KafkaError) -> SinkError {
 impl EventSink for KafkaSink {
     async fn publish(&self, events: &[Envelope]) -> Result<(), SinkError> {
         let mut deliveries = Vec::with_capacity(events.len());
-        for Envelope { event, traceparent } in events {
-            let payload =
-                trailhouse_schemas::encode(event).map_err(|e| SinkError::Encode(e.to_string()))?;
+        for Envelope {
+            event,
+            traceparent,
+            encoded,
+        } in events
+        {
+            let payload = match encoded {
+                Some(bytes) => std::borrow::Cow::Borrowed(bytes.as_slice()),
+                None => std::borrow::Cow::Owned(
+                    trailhouse_schemas::encode(event)
+                        .map_err(|e| SinkError::Encode(e.to_string()))?,
+                ),
+            };
             let mut record = FutureRecord::to(&self.topic)
                 .key(event.org_id.as_bytes())
-                .payload(&payload);
+                .payload(payload.as_ref());
             if let Some(tp) = traceparent {
                 record = record.headers(OwnedHeaders::new().insert(Header {
                     key: TRACEPARENT,

@@ -42,6 +42,10 @@ pub struct Envelope {
     pub event: AuditEvent,
     /// Written to the Kafka message's `traceparent` header.
     pub traceparent: Option<Arc<str>>,
+    /// The event's Avro encoding, when the caller already made it (ingest
+    /// does, for its size check); the Kafka sink encodes the event otherwise.
+    /// Must be the encoding of `event` as it is now.
+    pub encoded: Option<Vec<u8>>,
 }
 
 impl Envelope {
@@ -49,6 +53,7 @@ impl Envelope {
         Envelope {
             event,
             traceparent: None,
+            encoded: None,
         }
     }
 }

@@ -218,17 +218,18 @@ pub fn retained(
     Ok(())
 }
 
-/// Refuses the request when one of its events, as it would go to Kafka
-/// (redacted, encoded, with its key and trace header), is over the message
-/// size limit: all or nothing, before anything is published. The index is
-/// the event's position in the request.
-fn check_sizes(
-    envelopes: &[Envelope],
+/// Encodes every event once, for the producer, and refuses the request when
+/// one of them, as it would go to Kafka (redacted, encoded, with its key and
+/// trace header), is over the message size limit: all or nothing, before
+/// anything is published. The index is the event's position in the request.
+fn encode_checked(
+    envelopes: &mut [Envelope],
     rejected: &[Rejected],
     limit: usize,
 ) -> Result<(), ApiError> {
+    let count = envelopes.len() as u64;
     let positions = (0..).filter(|i| !rejected.iter().any(|r| r.index == *i));
-    for (e, index) in envelopes.iter().zip(positions) {
+    for (e, index) in envelopes.iter_mut().zip(positions) {
         let payload = trailhouse_schemas::encode(&e.event)
             .map_err(|err| ApiError::Unavailable(SinkError::Encode(err.to_string())))?;
         let bytes = payload.len()
@@ -238,13 +239,14 @@ fn check_sizes(
                 .map_or(0, |t| TRACEPARENT.len() + t.len())
             + super::MESSAGE_OVERHEAD;
         if bytes > limit {
-            metrics::counter!(crate::metrics::EVENTS_REJECTED).increment(envelopes.len() as u64);
+            metrics::counter!(crate::metrics::EVENTS_REJECTED).increment(count);
             return Err(ApiError::EventTooLarge {
                 index,
                 bytes,
                 limit,
             });
         }
+        e.encoded = Some(payload);
     }
     Ok(())
 }
@@ -297,7 +299,7 @@ pub(super) async fn post_events<S: EventSink>(
     let traceparent: Option<Arc<str>> =
         outgoing_traceparent(&tracing::Span::current(), incoming).map(Arc::from);
     let ids: Vec<String> = events.iter().map(|e| e.id.to_string()).collect();
-    let envelopes: Vec<Envelope> = events
+    let mut envelopes: Vec<Envelope> = events
         .into_iter()
         .map(|mut event| {
             state.redactor.apply(&mut event);
@@ -305,10 +307,11 @@ pub(super) async fn post_events<S: EventSink>(
             Envelope {
                 event,
                 traceparent: traceparent.clone(),
+                encoded: None,
             }
         })
         .collect();
-    check_sizes(&envelopes, &rejected, state.limits.max_message_bytes)?;
+    encode_checked(&mut envelopes, &rejected, state.limits.max_message_bytes)?;
     let started = Instant::now();
     if let Err(e) = state.sink.publish(&envelopes).await {
         if matches!(e, SinkError::QueueFull) {

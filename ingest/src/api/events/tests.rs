@@ -276,6 +276,13 @@ async fn events_are_redacted_and_carry_the_trace_context() {
         assert!(!text.contains(secret), "{secret} reached the sink: {text}");
     }
     assert_eq!(sent[0].event.request.headers["Accept"], "*/*");
+    // Encoded once, after redaction: what the producer sends is the event
+    // as the sink sees it.
+    let encoded = sent[0].encoded.as_deref().expect("encoded by the handler");
+    assert_eq!(
+        trailhouse_schemas::decode(encoded).expect("decodes"),
+        sent[0].event
+    );
 }
 
 #[tokio::test]
