@@ -61,7 +61,7 @@ if ! command -v valgrind >/dev/null; then
     { "${sudo[@]}" apt-get update -q >/dev/null && "${sudo[@]}" apt-get install -y -q valgrind >/dev/null; } ||
     die "could not install valgrind"
 fi
-if [[ $quick == 1 ]]; then stage_args=(--events 200); else stage_args=(); fi
+if [[ $quick == 1 ]]; then stage_args=(--events 1000); else stage_args=(); fi
 "$ROOT/target/$profile/stages" report --kafka "127.0.0.1:$BENCH_KAFKA_PORT" \
   --clickhouse "http://127.0.0.1:$CLICKHOUSE_PORT" --work "$ROOT/bench/results/tmp/callgrind" \
   "${stage_args[@]}" | tee "$out/stages.md"

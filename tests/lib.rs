@@ -212,6 +212,7 @@ impl TestEnv {
             paused_not_ready_secs: 60,
             test_crash_after_insert: None,
             session_timeout_ms: 10_000,
+            fetch_partition_bytes: nz(4 << 20),
         }
     }
 

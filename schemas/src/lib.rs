@@ -20,6 +20,8 @@ pub mod rowbinary;
 pub mod trace;
 
 pub use avro::{decode, encode, AvroError};
-pub use event::{parse_input, validate, AuditEvent, EventInput, FieldError, Stamp, SystemStamp};
+pub use event::{
+    parse_input, parse_input_json, validate, AuditEvent, EventInput, FieldError, Stamp, SystemStamp,
+};
 pub use migrations::{EVENTS_TABLE, STATE_TABLE};
 pub use row::{EventRow, Lineage, EVENT_COLUMNS};

@@ -131,7 +131,10 @@ fn config(kafka: &KafkaArgs, partition_bytes: usize) -> ClientConfig {
         .set("auto.offset.reset", "earliest")
         .set("queued.max.messages.kbytes", "65536")
         .set("max.partition.fetch.bytes", partition_bytes.to_string())
-        .set("fetch.max.bytes", (partition_bytes.max(1 << 20) * 2).to_string());
+        .set(
+            "fetch.max.bytes",
+            (partition_bytes.max(1 << 20) * 2).to_string(),
+        );
     c
 }
 
@@ -166,7 +169,12 @@ fn subscribed(
 
 /// The same read through rdkafka's `StreamConsumer` (what the consumer
 /// service uses), awaited message by message.
-async fn streamed(kafka: &KafkaArgs, topic: &str, group: &str, n: usize) -> anyhow::Result<(f64, f64)> {
+async fn streamed(
+    kafka: &KafkaArgs,
+    topic: &str,
+    group: &str,
+    n: usize,
+) -> anyhow::Result<(f64, f64)> {
     let c: StreamConsumer = config(kafka, 4 << 20).set("group.id", group).create()?;
     c.subscribe(&[topic])?;
     let started = Instant::now();
@@ -187,13 +195,22 @@ async fn streamed(kafka: &KafkaArgs, topic: &str, group: &str, n: usize) -> anyh
 }
 
 fn rate(s: &Spread) -> String {
-    format!("{:.0}k ({:.0}k–{:.0}k)", s.median / 1e3, s.min / 1e3, s.max / 1e3)
+    format!(
+        "{:.0}k ({:.0}k–{:.0}k)",
+        s.median / 1e3,
+        s.min / 1e3,
+        s.max / 1e3
+    )
 }
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
     let a = Args::parse();
-    let (n, runs) = if a.quick { (20_000, 1) } else { (a.events, a.runs) };
+    let (n, runs) = if a.quick {
+        (20_000, 1)
+    } else {
+        (a.events, a.runs)
+    };
     let run_id = std::process::id();
     let topic = a
         .topic

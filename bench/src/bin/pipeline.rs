@@ -123,6 +123,10 @@ impl Plan {
 /// CPU µs per accepted event of ingest and of the broker.
 type HttpSamples = (Vec<f64>, Vec<f64>, Vec<f64>, Vec<f64>, f64, Vec<Cpu>);
 
+/// Per partition count: events/s, seconds to the first row, peak RSS MiB,
+/// CPU per event.
+type ConsumerSamples = (Vec<f64>, Vec<f64>, f64, Vec<Cpu>);
+
 /// CPU µs per event of the processes of one measurement.
 #[derive(Debug, Clone, Copy, Default)]
 struct Cpu {
@@ -839,7 +843,7 @@ impl Bench {
         let mut raw_ch = Vec::new();
         let mut engine = Vec::new();
         let mut engine_error: Option<String> = None;
-        let mut by_p: HashMap<usize, (Vec<f64>, Vec<f64>, f64, Vec<Cpu>)> = HashMap::new();
+        let mut by_p: HashMap<usize, ConsumerSamples> = HashMap::new();
         let mut fetch: HashMap<usize, Vec<f64>> = HashMap::new();
         for run in 0..self.plan.runs {
             let (eps, ch_cpu) = self.raw_insert(n, &format!("raw{run}")).await?;

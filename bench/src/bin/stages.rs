@@ -301,7 +301,10 @@ fn consumer_steps(pool: &Pool, stage: Stage, n: usize) -> anyhow::Result<()> {
 }
 
 async fn insert(pool: &Pool, e: &Engines, n: usize) -> anyhow::Result<()> {
-    let ch = ClickHouseArgs::local(e.clickhouse.clone(), format!("stages_{}", std::process::id()));
+    let ch = ClickHouseArgs::local(
+        e.clickhouse.clone(),
+        format!("stages_{}", std::process::id()),
+    );
     migrate(&ch).await?;
     let client = ch.client();
     let result = async {
@@ -422,12 +425,16 @@ fn native_cpu(stage: Stage, n: usize, e: &Engines) -> anyhow::Result<f64> {
 }
 
 async fn report(n: usize, valgrind: &str, work: &Path, engines: &Engines) -> anyhow::Result<()> {
+    if n == 0 || !n.is_multiple_of(BATCH) {
+        bail!("--events {n}: must be a positive multiple of {BATCH}, the batch size");
+    }
     std::fs::create_dir_all(work)?;
     // The fetch stage reads a partition filled here, natively.
     let mut e = engines.clone();
     e.topic = format!("bench.stages.fetch.{}", std::process::id());
     let pool = Pool::new()?;
     ensure_topic(&kafka(&e, &e.topic), &e.topic, 1, 1).await?;
+    // Enough for the largest native run of the fetch stage, and its read-ahead.
     produce(&pool, &e, &e.topic.clone(), 24 * n).await?;
 
     let stages = [
@@ -450,10 +457,16 @@ async fn report(n: usize, valgrind: &str, work: &Path, engines: &Engines) -> any
         let small = callgrind(valgrind, work, stage, n, &e)?;
         let large = callgrind(valgrind, work, stage, 2 * n, &e)?;
         let per_event = large.saturating_sub(small) as f64 / n as f64;
-        // Natively at 5× the events: the kernel counts CPU time in ticks.
-        let cpu_small = native_cpu(stage, 5 * n, &e)?;
-        let cpu_large = native_cpu(stage, 10 * n, &e)?;
-        let micros = (cpu_large - cpu_small).max(0.0) * 1e6 / (5 * n) as f64;
+        // Natively at more events (the kernel counts CPU time in 10 ms
+        // ticks), median of three pairs.
+        let k = if stage.needs_engines() { 5 } else { 25 };
+        let mut pairs = Vec::new();
+        for _ in 0..3 {
+            let cpu_small = native_cpu(stage, k * n, &e)?;
+            let cpu_large = native_cpu(stage, 2 * k * n, &e)?;
+            pairs.push((cpu_large - cpu_small).max(0.0) * 1e6 / (k * n) as f64);
+        }
+        let micros = trailhouse_bench::Spread::of(&pairs).median;
         let step = match (stage, previous) {
             (Stage::Validate | Stage::Redact | Stage::Encode, Some((_, p)))
             | (Stage::Row | Stage::Rowbinary, Some((_, p))) => {
@@ -476,8 +489,9 @@ async fn report(n: usize, valgrind: &str, work: &Path, engines: &Engines) -> any
     println!(
         "Instructions per event: callgrind totals at 2N minus N, over N (N = {n} in process, \
          {} for the Kafka and ClickHouse stages); every thread of the process counts, \
-         librdkafka's included. CPU µs per event: user + system time of native runs at 10N \
-         minus 5N, over 5N; {BATCH} events per request, produce call and insert.\n",
+         librdkafka's included. CPU µs per event: user + system time of native runs at 2kN \
+         minus kN, over kN (k = 25 in process, 5 for the Kafka and ClickHouse stages), median of \
+         three pairs; {BATCH} events per request, produce call and insert.\n",
         2 * n
     );
     print_table(

@@ -17,7 +17,7 @@ use axum::Json;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use trailhouse_layer::trace::outgoing_traceparent;
-use trailhouse_schemas::event::{parse_input, validate, FieldError, Stamp, SystemStamp};
+use trailhouse_schemas::event::{parse_input_json, validate, FieldError, Stamp, SystemStamp};
 use trailhouse_schemas::AuditEvent;
 use uuid::Uuid;
 
@@ -86,8 +86,13 @@ pub(super) async fn authenticate<S: EventSink>(
     }
 }
 
-/// Splits a body into JSON values: an object, an array, or NDJSON lines.
-pub fn split_body(content_type: &str, body: &[u8]) -> Result<Vec<serde_json::Value>, ApiError> {
+/// One event's JSON text, checked for syntax but not parsed into a tree.
+pub type RawEvent = Box<serde_json::value::RawValue>;
+
+/// Splits a body into the JSON texts of its events: an object, an array, or
+/// NDJSON lines. Only the syntax is checked here; each event is parsed
+/// straight into its input type by [`validate_all`].
+pub fn split_body(content_type: &str, body: &[u8]) -> Result<Vec<RawEvent>, ApiError> {
     let mime = content_type
         .split(';')
         .next()
@@ -105,11 +110,13 @@ pub fn split_body(content_type: &str, body: &[u8]) -> Result<Vec<serde_json::Val
             })
             .collect(),
         "application/json" | "" => {
-            match serde_json::from_slice(body)
-                .map_err(|e| ApiError::MalformedJson(e.to_string()))?
-            {
-                serde_json::Value::Array(items) => Ok(items),
-                other => Ok(vec![other]),
+            let malformed = |e: serde_json::Error| ApiError::MalformedJson(e.to_string());
+            if body.trim_ascii_start().first() == Some(&b'[') {
+                serde_json::from_slice(body).map_err(malformed)
+            } else {
+                serde_json::from_slice(body)
+                    .map(|one| vec![one])
+                    .map_err(malformed)
             }
         }
         other => Err(ApiError::UnsupportedMediaType(other.to_string())),
@@ -128,7 +135,7 @@ pub struct Validated {
 /// checked per event; without `partial` a foreign org fails the request.
 /// `admit` is the service's own rule for a valid event (e.g. its age).
 pub fn validate_all(
-    values: Vec<serde_json::Value>,
+    values: Vec<RawEvent>,
     who: &Principal,
     stamp: &impl Stamp,
     partial: bool,
@@ -142,7 +149,7 @@ pub fn validate_all(
     // same identity in one request is refused, not stored twice.
     let mut seen: HashMap<(String, Uuid), usize> = HashMap::new();
     for (index, value) in values.into_iter().enumerate() {
-        let result = parse_input(value)
+        let result = parse_input_json(value.get())
             .map_err(|e| vec![e])
             .and_then(|input| validate(input, stamp))
             .and_then(|e| admit(&e).map(|()| e).map_err(|err| vec![err]));
