@@ -3,7 +3,10 @@
 use std::time::Duration;
 
 pub mod gen;
+mod produce;
 pub mod service;
+
+pub use produce::produce_all;
 
 /// Median, minimum and maximum of repeated measurements.
 #[derive(Debug, Clone, Copy)]

@@ -9,12 +9,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use clap::Parser;
-use futures::stream::{FuturesUnordered, StreamExt};
 use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 use trailhouse_bench::gen::{Generator, Shape};
-use trailhouse_bench::{machine, print_table, Spread};
+use trailhouse_bench::{machine, print_table, produce_all, Spread};
 use trailhouse_common::kafka::{ensure_topic, KafkaArgs};
 
 #[derive(Parser)]
@@ -57,41 +55,8 @@ fn payloads(n: usize) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
 
 async fn fill(kafka: &KafkaArgs, topic: &str, n: usize) -> anyhow::Result<f64> {
     ensure_topic(kafka, topic, 1, 1).await?;
-    let producer: FutureProducer = kafka
-        .client_config()
-        .set("enable.idempotence", "true")
-        .set("acks", "all")
-        .set("compression.type", "lz4")
-        .set("linger.ms", "5")
-        .set("queue.buffering.max.messages", "100000")
-        .create()?;
-    let all = payloads(n)?;
-    let started = Instant::now();
-    let mut pending = FuturesUnordered::new();
-    for (key, body) in all {
-        let p = producer.clone();
-        let to = topic.to_string();
-        pending.push(async move {
-            p.send(
-                FutureRecord::to(&to).key(&key).payload(&body),
-                Duration::from_secs(30),
-            )
-            .await
-            .is_ok()
-        });
-        while pending.len() >= 20_000 {
-            if pending.next().await == Some(false) {
-                bail!("a send to {topic} failed");
-            }
-        }
-    }
-    while let Some(ok) = pending.next().await {
-        if !ok {
-            bail!("a send to {topic} failed");
-        }
-    }
-    producer.flush(Duration::from_secs(30))?;
-    Ok(n as f64 / started.elapsed().as_secs_f64())
+    let (_, rate) = produce_all(kafka, topic, &payloads(n)?, None).await?;
+    Ok(rate)
 }
 
 /// Reads `n` messages from `consumer`: messages/s from `from(start, first

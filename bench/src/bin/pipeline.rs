@@ -17,12 +17,11 @@ use clap::Parser;
 use futures::stream::{FuturesUnordered, StreamExt};
 use futures::FutureExt;
 use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::Message;
 use serde_json::{json, Value};
 use trailhouse_bench::gen::{org_name, Generator, Shape};
 use trailhouse_bench::service::{cpu_secs, free_port, Binaries, Service};
-use trailhouse_bench::{machine, percentile, print_table, Spread};
+use trailhouse_bench::{machine, percentile, print_table, produce_all, Spread};
 use trailhouse_common::clickhouse::{migrate, ClickHouseArgs};
 use trailhouse_common::kafka::{ensure_topic, KafkaArgs};
 use trailhouse_query_api::cursor::Position;
@@ -173,64 +172,6 @@ fn fmt_rate(v: f64) -> String {
 
 fn spread_json(s: &Spread) -> Value {
     json!({"median": s.median, "min": s.min, "max": s.max})
-}
-
-/// Sends `payloads` (Avro, keyed by org) with the ingest service's producer
-/// settings and waits for every acknowledgement; returns events/s.
-async fn raw_produce(
-    kafka: &KafkaArgs,
-    topic: &str,
-    payloads: &[(String, Vec<u8>)],
-    seconds: Option<f64>,
-) -> anyhow::Result<(usize, f64)> {
-    let producer: FutureProducer = kafka
-        .client_config()
-        .set("enable.idempotence", "true")
-        .set("acks", "all")
-        .set("compression.type", "lz4")
-        .set("linger.ms", "5")
-        .set("queue.buffering.max.messages", "100000")
-        .set("queue.buffering.max.kbytes", "262144")
-        .create()?;
-    let started = Instant::now();
-    let mut pending = FuturesUnordered::new();
-    let mut sent = 0usize;
-    let mut failed = 0usize;
-    'outer: loop {
-        for (key, payload) in payloads {
-            if seconds.is_some_and(|s| started.elapsed().as_secs_f64() >= s) {
-                break 'outer;
-            }
-            let p = producer.clone();
-            let (key, payload) = (key.clone(), payload.clone());
-            let topic = topic.to_string();
-            pending.push(async move {
-                p.send(
-                    FutureRecord::to(&topic).key(&key).payload(&payload),
-                    Duration::from_secs(30),
-                )
-                .await
-                .is_ok()
-            });
-            sent += 1;
-            while pending.len() >= 20_000 {
-                if let Some(false) = pending.next().await {
-                    failed += 1;
-                }
-            }
-        }
-        if seconds.is_none() {
-            break;
-        }
-    }
-    while let Some(ok) = pending.next().await {
-        failed += usize::from(!ok);
-    }
-    producer.flush(Duration::from_secs(30))?;
-    if failed > 0 {
-        bail!("{failed} of {sent} raw sends failed");
-    }
-    Ok((sent, sent as f64 / started.elapsed().as_secs_f64()))
 }
 
 /// A row as the JSONEachRow object a Kafka-engine table of the same columns reads.
@@ -394,7 +335,7 @@ impl Bench {
             ensure_topic(&kafka, &raw_topic, 2, 1).await?;
             let broker0 = cpu_of(self.args.broker_pid);
             let (sent, raw) =
-                raw_produce(&kafka, &raw_topic, &payloads, Some(self.plan.ingest_secs)).await?;
+                produce_all(&kafka, &raw_topic, &payloads, Some(self.plan.ingest_secs)).await?;
             raw_rates.push(raw);
             raw_broker.push((cpu_of(self.args.broker_pid) - broker0) * 1e6 / sent.max(1) as f64);
             let ingest = self
@@ -573,7 +514,7 @@ impl Bench {
             .iter()
             .map(|e| Ok((e.org_id.clone(), trailhouse_schemas::avro::encode(e)?)))
             .collect::<anyhow::Result<Vec<_>>>()?;
-        raw_produce(&kafka, topic, &payloads, None).await?;
+        produce_all(&kafka, topic, &payloads, None).await?;
         Ok(events)
     }
 
@@ -797,7 +738,7 @@ impl Bench {
                 Ok((row.org_id.clone(), serde_json::to_vec(&json_row(&row))?))
             })
             .collect::<anyhow::Result<_>>()?;
-        raw_produce(&kafka, &topic, &payloads, None).await?;
+        produce_all(&kafka, &topic, &payloads, None).await?;
         let ch = self.ch(db);
         migrate(&ch).await?;
         let client = ch.client();
