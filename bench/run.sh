@@ -44,7 +44,11 @@ if [[ "${TRAILHOUSE_DEV_BROKER:-durable}" == memory ]]; then
 else
   fresh_broker="the durable local broker (Tansu 0.6.0 on SQLite)"
 fi
-"$ROOT/target/$profile/pipeline" --bin-dir "$ROOT/target/$profile" --out "$out" \
+# Full runs give ClickHouse a CPU of its own in the consumer section, as on
+# separate hosts (docs/benchmarks.md); quick runs leave every CPU shared.
+pin=()
+if [[ $quick == 0 && $(nproc) -ge 2 ]]; then pin=(--pin-clickhouse); fi
+"$ROOT/target/$profile/pipeline" "${pin[@]}" --bin-dir "$ROOT/target/$profile" --out "$out" \
   --kafka "127.0.0.1:$BENCH_KAFKA_PORT" --clickhouse "http://127.0.0.1:$CLICKHOUSE_PORT" \
   --broker-pid "$(cat "$DATA/run/bench-kafka.pid")" --clickhouse-pid "$(cat "$DATA/run/clickhouse.pid")" \
   --fresh-kafka "127.0.0.1:$KAFKA_PORT" --fresh-broker "$fresh_broker" "$@"
@@ -61,7 +65,7 @@ if ! command -v valgrind >/dev/null; then
     { "${sudo[@]}" apt-get update -q >/dev/null && "${sudo[@]}" apt-get install -y -q valgrind >/dev/null; } ||
     die "could not install valgrind"
 fi
-if [[ $quick == 1 ]]; then stage_args=(--events 1000); else stage_args=(); fi
+if [[ $quick == 1 ]]; then stage_args=(--events 1000 --native-factor 2); else stage_args=(); fi
 "$ROOT/target/$profile/stages" report --kafka "127.0.0.1:$BENCH_KAFKA_PORT" \
   --clickhouse "http://127.0.0.1:$CLICKHOUSE_PORT" --work "$ROOT/bench/results/tmp/callgrind" \
   "${stage_args[@]}" | tee "$out/stages.md"
@@ -82,6 +86,8 @@ if [[ $quick == 1 ]]; then front_args=(--quick); else front_args=(); fi
   "${front_args[@]}" | tee "$out/front.md"
 
 say "storage layouts"
-if [[ $quick == 1 ]]; then layout_args=(--quick --orgs 10,1000); else layout_args=(); fi
+# Full runs load 300,000 events per layout and stop a load after 3 minutes
+# (the org-day layout at 10,000 orgs writes that many parts per batch).
+if [[ $quick == 1 ]]; then layout_args=(--quick --orgs 10,1000); else layout_args=(--events 300000 --load-budget-secs 180); fi
 "$ROOT/target/$profile/layouts" --clickhouse "http://127.0.0.1:$CLICKHOUSE_PORT" "${layout_args[@]}" | tee "$out/layouts.md"
 say "results in $out"

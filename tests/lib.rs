@@ -213,6 +213,7 @@ impl TestEnv {
             test_crash_after_insert: None,
             session_timeout_ms: 10_000,
             fetch_partition_bytes: nz(4 << 20),
+            prefetch_kbytes: nz(4 << 10),
         }
     }
 

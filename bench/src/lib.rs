@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 pub mod gen;
+pub mod goals;
 mod produce;
 pub mod service;
 

@@ -2,7 +2,7 @@
 //! partitions.
 //!
 //! Pausing a partition in librdkafka drops the messages it already fetched
-//! for it (up to the 16 MiB fetch queue), and resuming fetches them again.
+//! for it (up to the prefetch queue, 4 MiB by default), and resuming fetches them again.
 //! A consumer that paused whenever one sealed batch waited for an insert
 //! slot, and resumed as soon as the slot freed, paid that re-fetch for
 //! nearly every batch under load. So a short congestion (an insert slot

@@ -118,7 +118,7 @@ pub struct ConsumerConfig {
     )]
     pub poison_max_consecutive: usize,
     /// While inserts are behind, the consumer first stops taking messages
-    /// (librdkafka keeps what it fetched, up to 16 MiB, then stops
+    /// (librdkafka keeps what it fetched, up to `prefetch_kbytes`, then stops
     /// fetching); past this delay it pauses its partitions, which drops
     /// the prefetched messages but keeps rebalances served. See
     /// `backpressure`.
@@ -139,13 +139,25 @@ pub struct ConsumerConfig {
     /// Kafka's default of 1 MiB makes a consumer that is behind pay one
     /// broker round trip per ~1 MiB; 4 MiB was 3× the throughput of 1 MiB on
     /// the local broker (docs/benchmarks.md). What is fetched ahead stays
-    /// bounded by the 16 MiB prefetch queue either way.
+    /// bounded by the prefetch queue either way.
     #[arg(
         long,
         env = "TRAILHOUSE_CONSUMER_FETCH_PARTITION_BYTES",
         default_value = "4194304"
     )]
     pub fetch_partition_bytes: NonZeroUsize,
+    /// The most librdkafka fetches ahead of the consumer, in KiB
+    /// (`queued.max.messages.kbytes`): read-ahead that waits while inserts
+    /// are behind. The decompressed message sets behind it are several times
+    /// this, the largest part of the consumer's memory after its batches;
+    /// 4 MiB instead of 16 cut peak RSS by 25 MiB at the same throughput
+    /// (docs/benchmarks.md).
+    #[arg(
+        long,
+        env = "TRAILHOUSE_CONSUMER_PREFETCH_KBYTES",
+        default_value = "4096"
+    )]
+    pub prefetch_kbytes: NonZeroUsize,
     /// Group session timeout: how long a silent member keeps its partitions.
     #[arg(
         long,
@@ -238,6 +250,14 @@ mod tests {
         assert_eq!(c.batch_rows.get(), 50_000);
         assert_eq!(c.batch_bytes.get(), 32 * 1024 * 1024);
         assert_eq!(c.max_in_flight.get(), 2);
+        assert_eq!(
+            c.fetch_partition_bytes.get(),
+            crate::kafka::DEFAULT_FETCH_PARTITION_BYTES
+        );
+        assert_eq!(
+            c.prefetch_kbytes.get(),
+            crate::kafka::DEFAULT_PREFETCH_KBYTES
+        );
         assert_eq!(
             c.max_partitions_per_insert.get(),
             crate::writer::MAX_PARTITIONS_PER_INSERT

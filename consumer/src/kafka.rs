@@ -26,6 +26,28 @@ pub struct KafkaSource {
     commits: u64,
 }
 
+/// `max.partition.fetch.bytes` unless configured (see `ConsumerConfig`).
+pub const DEFAULT_FETCH_PARTITION_BYTES: usize = 4 << 20;
+/// `queued.max.messages.kbytes` unless configured.
+pub const DEFAULT_PREFETCH_KBYTES: usize = 4 << 10;
+
+/// How the consumer fetches: librdkafka settings, shared with the
+/// benchmarks' bare-fetch ceiling so both read the same way.
+pub fn fetch_settings(
+    partition_bytes: usize,
+    prefetch_kbytes: usize,
+) -> [(&'static str, String); 3] {
+    [
+        // What is fetched ahead while inserts are behind stays bounded.
+        ("queued.max.messages.kbytes", prefetch_kbytes.to_string()),
+        // Once that queue is full librdkafka waits this long before the
+        // partition's next fetch (default 1 s): a consumer that keeps up
+        // only with the queue full would read one queue a second.
+        ("fetch.queue.backoff.ms", "20".into()),
+        ("max.partition.fetch.bytes", partition_bytes.to_string()),
+    ]
+}
+
 impl KafkaSource {
     /// Joins the group and subscribes; revokes wait on `in_flight`.
     pub fn subscribe(
@@ -38,22 +60,18 @@ impl KafkaSource {
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
             .set("session.timeout.ms", config.session_timeout_ms.to_string())
-            // What is fetched ahead while inserts are behind stays bounded.
-            .set("queued.max.messages.kbytes", "16384")
-            // Once that queue is full librdkafka waits this long before the
-            // partition's next fetch (default 1 s): a consumer that keeps up
-            // only with the queue full would read 16 MiB a second.
-            .set("fetch.queue.backoff.ms", "20")
-            .set(
-                "max.partition.fetch.bytes",
-                config.fetch_partition_bytes.to_string(),
-            )
             // The lag metric comes from the statistics (see `stats`).
             .set("statistics.interval.ms", "10000")
             .set(
                 "max.poll.interval.ms",
                 (config.retry_horizon_secs * 1000 + 60_000).to_string(),
             );
+        for (key, value) in fetch_settings(
+            config.fetch_partition_bytes.get(),
+            config.prefetch_kbytes.get(),
+        ) {
+            kc.set(key, value);
+        }
         if let Some(id) = &config.instance_id {
             kc.set("group.instance.id", id);
         }

@@ -130,11 +130,7 @@ pub(crate) fn to_envelope(c: Captured, config: &RecorderConfig, stats: &Stats) -
         ..EventInput::default()
     };
     match validate(input, &SystemStamp) {
-        Ok(event) => Some(Envelope {
-            event,
-            traceparent: c.traceparent.map(Arc::from),
-            encoded: None,
-        }),
+        Ok(event) => Some(Envelope::new(event).with_traceparent(c.traceparent.map(Arc::from))),
         Err(errors) => {
             let reasons: Vec<String> = errors.iter().map(ToString::to_string).collect();
             tracing::warn!(errors = ?reasons, "audit event invalid; dropped");

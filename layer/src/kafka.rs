@@ -173,23 +173,12 @@ fn classify(e: KafkaError) -> SinkError {
 impl EventSink for KafkaSink {
     async fn publish(&self, events: &[Envelope]) -> Result<(), SinkError> {
         let mut deliveries = Vec::with_capacity(events.len());
-        for Envelope {
-            event,
-            traceparent,
-            encoded,
-        } in events
-        {
-            let payload = match encoded {
-                Some(bytes) => std::borrow::Cow::Borrowed(bytes.as_slice()),
-                None => std::borrow::Cow::Owned(
-                    trailhouse_schemas::encode(event)
-                        .map_err(|e| SinkError::Encode(e.to_string()))?,
-                ),
-            };
+        for envelope in events {
+            let (event, payload) = (envelope.event(), envelope.payload()?);
             let mut record = FutureRecord::to(&self.topic)
                 .key(event.org_id.as_bytes())
                 .payload(payload.as_ref());
-            if let Some(tp) = traceparent {
+            if let Some(tp) = envelope.traceparent() {
                 record = record.headers(OwnedHeaders::new().insert(Header {
                     key: TRACEPARENT,
                     value: Some(tp.as_bytes()),

@@ -258,7 +258,7 @@ mod tests {
         async fn publish(&self, events: &[Envelope]) -> Result<(), SinkError> {
             let call = self.calls.fetch_add(1, Ordering::Relaxed);
             if let Ok(mut seen) = self.seen.lock() {
-                seen.push(events.iter().map(|e| e.event.id.to_string()).collect());
+                seen.push(events.iter().map(|e| e.event().id.to_string()).collect());
             }
             match (call < self.failures, self.fatal) {
                 (false, _) => Ok(()),

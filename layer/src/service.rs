@@ -418,7 +418,7 @@ mod tests {
         let stats = recorder.shutdown(Duration::from_secs(5)).await;
         assert_eq!(stats.published, 1, "{stats:?}");
         let envelopes = sink.envelopes();
-        let e = &envelopes[0].event;
+        let e = envelopes[0].event();
         assert_eq!(e.org_id, "acme");
         assert_eq!(e.source.as_deref(), Some("billing"));
         assert_eq!(e.action.kind, "http.post");
@@ -456,7 +456,7 @@ mod tests {
         assert_eq!(recorded["name"], "x");
         assert!(e.request.duration_ms.is_some());
         assert_eq!(
-            envelopes[0].traceparent.as_deref(),
+            envelopes[0].traceparent(),
             Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
         );
     }

@@ -36,16 +36,15 @@ impl SinkError {
     }
 }
 
-/// An event on its way out, with the W3C trace context it continues.
+/// An event on its way out, with the W3C trace context it continues. The
+/// event cannot change once wrapped, so an encoding made for it (ingest
+/// makes one for its size check) stays its encoding and is reused by the
+/// Kafka sink.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Envelope {
-    pub event: AuditEvent,
-    /// Written to the Kafka message's `traceparent` header.
-    pub traceparent: Option<Arc<str>>,
-    /// The event's Avro encoding, when the caller already made it (ingest
-    /// does, for its size check); the Kafka sink encodes the event otherwise.
-    /// Must be the encoding of `event` as it is now.
-    pub encoded: Option<Vec<u8>>,
+    event: AuditEvent,
+    traceparent: Option<Arc<str>>,
+    encoded: Option<Vec<u8>>,
 }
 
 impl Envelope {
@@ -55,6 +54,49 @@ impl Envelope {
             traceparent: None,
             encoded: None,
         }
+    }
+
+    /// Written to the Kafka message's `traceparent` header.
+    pub fn with_traceparent(mut self, traceparent: Option<Arc<str>>) -> Self {
+        self.traceparent = traceparent;
+        self
+    }
+
+    pub fn event(&self) -> &AuditEvent {
+        &self.event
+    }
+
+    pub fn traceparent(&self) -> Option<&str> {
+        self.traceparent.as_deref()
+    }
+
+    pub fn into_event(self) -> AuditEvent {
+        self.event
+    }
+
+    /// The event's Avro encoding, made on the first call and kept.
+    pub fn encode(&mut self) -> Result<&[u8], SinkError> {
+        let bytes = match self.encoded.take() {
+            Some(b) => b,
+            None => trailhouse_schemas::encode(&self.event)
+                .map_err(|e| SinkError::Encode(e.to_string()))?,
+        };
+        Ok(self.encoded.insert(bytes))
+    }
+
+    /// The event's Avro encoding: the kept one, or a new one.
+    pub fn payload(&self) -> Result<std::borrow::Cow<'_, [u8]>, SinkError> {
+        match &self.encoded {
+            Some(b) => Ok(std::borrow::Cow::Borrowed(b)),
+            None => trailhouse_schemas::encode(&self.event)
+                .map(std::borrow::Cow::Owned)
+                .map_err(|e| SinkError::Encode(e.to_string())),
+        }
+    }
+
+    /// Whether an encoding is kept.
+    pub fn is_encoded(&self) -> bool {
+        self.encoded.is_some()
     }
 }
 
@@ -109,14 +151,14 @@ impl EventSink for HttpSink {
     async fn publish(&self, events: &[Envelope]) -> Result<(), SinkError> {
         let body = events
             .iter()
-            .map(|e| input_json(&e.event))
+            .map(|e| input_json(e.event()))
             .collect::<Result<Vec<_>, _>>()?;
         let mut request = self
             .client
             .post(&*self.endpoint)
             .header(reqwest::header::AUTHORIZATION, &*self.authorization)
             .json(&body);
-        if let Some(tp) = events.first().and_then(|e| e.traceparent.as_deref()) {
+        if let Some(tp) = events.first().and_then(Envelope::traceparent) {
             request = request.header(TRACEPARENT, tp);
         }
         let response = request
@@ -154,7 +196,10 @@ pub struct MemorySink {
 impl MemorySink {
     /// The events published so far.
     pub fn taken(&self) -> Vec<AuditEvent> {
-        self.envelopes().into_iter().map(|e| e.event).collect()
+        self.envelopes()
+            .into_iter()
+            .map(Envelope::into_event)
+            .collect()
     }
 
     /// The envelopes published so far.

@@ -71,6 +71,11 @@ enum Cmd {
         /// stages use 2N / 4N, their per-call costs are larger).
         #[arg(long, default_value_t = 2_000)]
         events: usize,
+        /// The native CPU runs are at k·N and 2k·N events, k this factor for
+        /// the in-process stages and a fifth of it (at least 1) for the Kafka
+        /// and ClickHouse ones.
+        #[arg(long, default_value_t = 25)]
+        native_factor: usize,
         #[arg(long, default_value = "valgrind")]
         valgrind: String,
         /// Where the callgrind output files go.
@@ -94,8 +99,6 @@ struct Engines {
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, ValueEnum, Debug)]
 enum Stage {
-    /// Nothing but the pool: the baseline every other stage has too.
-    Baseline,
     /// Ingest: the request body split into JSON values.
     Json,
     /// + parsed into events and validated.
@@ -335,10 +338,6 @@ async fn insert(pool: &Pool, e: &Engines, n: usize) -> anyhow::Result<()> {
 async fn run(stage: Stage, n: usize, e: &Engines) -> anyhow::Result<()> {
     let pool = Pool::new()?;
     match stage {
-        Stage::Baseline => {
-            black_box(&pool);
-            Ok(())
-        }
         Stage::Json | Stage::Validate | Stage::Redact | Stage::Encode => {
             ingest_steps(&pool, stage, n)
         }
@@ -424,18 +423,29 @@ fn native_cpu(stage: Stage, n: usize, e: &Engines) -> anyhow::Result<f64> {
         .with_context(|| format!("stage {stage:?} reported no CPU time"))
 }
 
-async fn report(n: usize, valgrind: &str, work: &Path, engines: &Engines) -> anyhow::Result<()> {
+async fn report(
+    n: usize,
+    native_factor: usize,
+    valgrind: &str,
+    work: &Path,
+    engines: &Engines,
+) -> anyhow::Result<()> {
     if n == 0 || !n.is_multiple_of(BATCH) {
         bail!("--events {n}: must be a positive multiple of {BATCH}, the batch size");
     }
+    if native_factor == 0 {
+        bail!("--native-factor 0: must be at least 1");
+    }
+    let (k_process, k_engines) = (native_factor, (native_factor / 5).max(1));
     std::fs::create_dir_all(work)?;
     // The fetch stage reads a partition filled here, natively.
     let mut e = engines.clone();
     e.topic = format!("bench.stages.fetch.{}", std::process::id());
     let pool = Pool::new()?;
     ensure_topic(&kafka(&e, &e.topic), &e.topic, 1, 1).await?;
-    // Enough for the largest native run of the fetch stage, and its read-ahead.
-    produce(&pool, &e, &e.topic.clone(), 24 * n).await?;
+    // Enough for the largest native run of the fetch stage (2k·2N), and
+    // its read-ahead.
+    produce(&pool, &e, &e.topic.clone(), (4 * k_engines + 4) * n).await?;
 
     let stages = [
         Stage::Json,
@@ -459,7 +469,11 @@ async fn report(n: usize, valgrind: &str, work: &Path, engines: &Engines) -> any
         let per_event = large.saturating_sub(small) as f64 / n as f64;
         // Natively at more events (the kernel counts CPU time in 10 ms
         // ticks), median of three pairs.
-        let k = if stage.needs_engines() { 5 } else { 25 };
+        let k = if stage.needs_engines() {
+            k_engines
+        } else {
+            k_process
+        };
         let mut pairs = Vec::new();
         for _ in 0..3 {
             let cpu_small = native_cpu(stage, k * n, &e)?;
@@ -490,8 +504,8 @@ async fn report(n: usize, valgrind: &str, work: &Path, engines: &Engines) -> any
         "Instructions per event: callgrind totals at 2N minus N, over N (N = {n} in process, \
          {} for the Kafka and ClickHouse stages); every thread of the process counts, \
          librdkafka's included. CPU µs per event: user + system time of native runs at 2kN \
-         minus kN, over kN (k = 25 in process, 5 for the Kafka and ClickHouse stages), median of \
-         three pairs; {BATCH} events per request, produce call and insert.\n",
+         minus kN, over kN (k = {k_process} in process, {k_engines} for the Kafka and ClickHouse \
+         stages), median of three pairs; {BATCH} events per request, produce call and insert.\n",
         2 * n
     );
     print_table(
@@ -510,7 +524,6 @@ async fn report(n: usize, valgrind: &str, work: &Path, engines: &Engines) -> any
 
 fn stage_doc(stage: Stage) -> &'static str {
     match stage {
-        Stage::Baseline => "nothing",
         Stage::Json => "ingest: body → JSON values",
         Stage::Validate => "+ parse and validate",
         Stage::Redact => "+ redact (default rules)",
@@ -540,9 +553,10 @@ async fn main() -> anyhow::Result<()> {
         }
         Cmd::Report {
             events,
+            native_factor,
             valgrind,
             work,
             engines,
-        } => report(events, &valgrind, &work, &engines).await,
+        } => report(events, native_factor, &valgrind, &work, &engines).await,
     }
 }

@@ -237,14 +237,10 @@ fn encode_checked(
     let count = envelopes.len() as u64;
     let positions = (0..).filter(|i| !rejected.iter().any(|r| r.index == *i));
     for (e, index) in envelopes.iter_mut().zip(positions) {
-        let payload = trailhouse_schemas::encode(&e.event)
-            .map_err(|err| ApiError::Unavailable(SinkError::Encode(err.to_string())))?;
-        let bytes = payload.len()
-            + e.event.org_id.len()
-            + e.traceparent
-                .as_deref()
-                .map_or(0, |t| TRACEPARENT.len() + t.len())
-            + super::MESSAGE_OVERHEAD;
+        let key = e.event().org_id.len();
+        let header = e.traceparent().map_or(0, |t| TRACEPARENT.len() + t.len());
+        let payload = e.encode().map_err(ApiError::Unavailable)?.len();
+        let bytes = payload + key + header + super::MESSAGE_OVERHEAD;
         if bytes > limit {
             metrics::counter!(crate::metrics::EVENTS_REJECTED).increment(count);
             return Err(ApiError::EventTooLarge {
@@ -253,7 +249,6 @@ fn encode_checked(
                 limit,
             });
         }
-        e.encoded = Some(payload);
     }
     Ok(())
 }
@@ -311,11 +306,7 @@ pub(super) async fn post_events<S: EventSink>(
         .map(|mut event| {
             state.redactor.apply(&mut event);
             event.retention_days = Some(state.retention.days_for(&event.org_id));
-            Envelope {
-                event,
-                traceparent: traceparent.clone(),
-                encoded: None,
-            }
+            Envelope::new(event).with_traceparent(traceparent.clone())
         })
         .collect();
     encode_checked(&mut envelopes, &rejected, state.limits.max_message_bytes)?;
