@@ -117,7 +117,7 @@ fn per_partition(
     } else if met.is_empty() {
         Verdict::NotMet
     } else {
-        Verdict::Partly(format!("at {} partitions", met.join(", ")))
+        Verdict::Partly(format!("at {} partition(s)", met.join(", ")))
     };
     Ok((
         Goal {
@@ -402,7 +402,7 @@ mod tests {
         let cases = [
             (
                 "consumer vs raw",
-                Verdict::Partly("at 2 partitions".into()),
+                Verdict::Partly("at 2 partition(s)".into()),
             ),
             (
                 "consumer vs bare",

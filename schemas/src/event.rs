@@ -244,11 +244,14 @@ impl std::fmt::Display for FieldError {
 
 /// Parses one JSON event, reporting type errors with the path of the field.
 pub fn parse_input(value: serde_json::Value) -> Result<EventInput, FieldError> {
-    serde_path_to_error::deserialize::<_, EventInput>(value).map_err(|e| {
-        let path = e.path().to_string();
-        let field = if path == "." { String::new() } else { path };
-        FieldError::new(field, e.into_inner().to_string())
-    })
+    serde_path_to_error::deserialize::<_, EventInput>(value)
+        .map_err(|e| field_error(&e, e.inner().to_string()))
+}
+
+/// The field a path-tracked error is about ("" for the event itself).
+fn field_error<E>(e: &serde_path_to_error::Error<E>, reason: String) -> FieldError {
+    let path = e.path().to_string();
+    FieldError::new(if path == "." { String::new() } else { path }, reason)
 }
 
 /// Parses one JSON event from its text, straight into the input type (no
@@ -263,12 +266,8 @@ pub fn parse_input_json(text: &str) -> Result<EventInput, FieldError> {
         return Ok(input);
     }
     let mut de = serde_json::Deserializer::from_str(text);
-    let input = serde_path_to_error::deserialize::<_, EventInput>(&mut de).map_err(|e| {
-        let path = e.path().to_string();
-        let field = if path == "." { String::new() } else { path };
-        let inner = e.into_inner();
-        FieldError::new(field, without_position(&inner))
-    })?;
+    let input = serde_path_to_error::deserialize::<_, EventInput>(&mut de)
+        .map_err(|e| field_error(&e, without_position(e.inner())))?;
     de.end()
         .map_err(|e| FieldError::new("", without_position(&e)))?;
     Ok(input)
