@@ -7,6 +7,7 @@ pub mod clickhouse;
 pub mod health;
 pub mod http;
 pub mod kafka;
+pub mod metrics;
 pub mod ratelimit;
 pub mod secret;
 pub mod serve;
