@@ -210,6 +210,7 @@ impl TestEnv {
             poison_max_consecutive: 100,
             pause_after_ms: 1000,
             paused_not_ready_secs: 60,
+            broker_not_ready_secs: 30,
             test_crash_after_insert: None,
             session_timeout_ms: 10_000,
             fetch_partition_bytes: nz(4 << 20),

@@ -8,7 +8,8 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router};
-use metrics_exporter_prometheus::PrometheusHandle;
+
+use crate::metrics::Exporter;
 
 /// Readiness of a service: false until startup checks pass, false again while
 /// shutting down or while a dependency is unavailable.
@@ -32,11 +33,11 @@ impl Health {
 #[derive(Clone)]
 struct HealthState {
     health: Health,
-    metrics: Option<PrometheusHandle>,
+    metrics: Option<Exporter>,
 }
 
 /// `/health/live`, `/health/ready` and `/metrics`.
-pub fn router(health: Health, metrics: Option<PrometheusHandle>) -> Router {
+pub fn router(health: Health, metrics: Option<Exporter>) -> Router {
     Router::new()
         .route(
             "/health/live",
@@ -59,18 +60,11 @@ async fn ready(State(s): State<HealthState>) -> impl IntoResponse {
 }
 
 async fn render_metrics(State(s): State<HealthState>) -> impl IntoResponse {
-    match s.metrics {
-        Some(h) => (
-            StatusCode::OK,
-            [("content-type", "text/plain; version=0.0.4")],
-            h.render(),
-        ),
-        None => (
-            StatusCode::OK,
-            [("content-type", "text/plain; version=0.0.4")],
-            String::new(),
-        ),
-    }
+    (
+        StatusCode::OK,
+        [("content-type", "text/plain; version=0.0.4; charset=utf-8")],
+        s.metrics.map(|m| m.render()).unwrap_or_default(),
+    )
 }
 
 #[cfg(test)]

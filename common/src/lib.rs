@@ -3,6 +3,7 @@
 //! the HTTP edge every service shares, per-org rate limits, and applying
 //! the ClickHouse migrations.
 
+pub mod access;
 pub mod clickhouse;
 pub mod health;
 pub mod http;

@@ -6,8 +6,12 @@
 //! that shares the recorder (tests start several services in one) gets the
 //! same buckets.
 
+mod dynamic;
+
+pub use dynamic::DynamicGauge;
+
 use metrics::Unit;
-use metrics_exporter_prometheus::{BuildError, Matcher, PrometheusBuilder};
+use metrics_exporter_prometheus::{BuildError, Matcher, PrometheusBuilder, PrometheusHandle};
 
 /// What kind of series a family is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,6 +29,9 @@ pub struct Family {
     pub help: &'static str,
     /// Label names; bounded values only (never an org id).
     pub labels: &'static [&'static str],
+    /// Label values (one per label name) whose series exist from the
+    /// start, at 0: for counters an alert reads with `rate` or `increase`.
+    pub preset: &'static [&'static [&'static str]],
 }
 
 impl Family {
@@ -34,6 +41,7 @@ impl Family {
             kind: Kind::Counter,
             help,
             labels: &[],
+            preset: &[],
         }
     }
 
@@ -43,6 +51,7 @@ impl Family {
             kind: Kind::Gauge,
             help,
             labels: &[],
+            preset: &[],
         }
     }
 
@@ -52,11 +61,17 @@ impl Family {
             kind: Kind::Histogram,
             help,
             labels: &[],
+            preset: &[],
         }
     }
 
     pub const fn labelled(self, labels: &'static [&'static str]) -> Family {
         Family { labels, ..self }
+    }
+
+    /// Series (label values in the order of the names) created at 0.
+    pub const fn preset(self, preset: &'static [&'static [&'static str]]) -> Family {
+        Family { preset, ..self }
     }
 
     /// The unit the name's suffix states (Prometheus naming: base units).
@@ -84,13 +99,107 @@ pub const BYTES_BUCKETS: &[f64] = &[
 /// Count buckets (rows, events): 1 to 100,000.
 pub const COUNT_BUCKETS: &[f64] = &[1.0, 10.0, 100.0, 1000.0, 5000.0, 10000.0, 50000.0, 100000.0];
 
-/// A recorder builder whose histograms get buckets by unit suffix; names
-/// with no unit suffix (rows, events) get count buckets.
+/// The request metrics (RED) of one HTTP service: a counter and a latency
+/// histogram by `route` (the matched route template, never the raw path),
+/// `method` and `status` class (`2xx` … `5xx`). Each service has its own
+/// names so that each gets buckets that fit its routes.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct HttpMetrics {
+    pub service: &'static str,
+    pub requests: &'static str,
+    pub duration: &'static str,
+    pub buckets: &'static [f64],
+}
+
+/// The labels of the request metrics.
+pub const HTTP_LABELS: &[&str] = &["route", "method", "status"];
+
+impl HttpMetrics {
+    /// The two families, for the service's catalogue.
+    pub const fn families(&self) -> [Family; 2] {
+        [
+            Family::counter(self.requests, "HTTP requests answered, by route, method and status class.")
+                .labelled(HTTP_LABELS),
+            Family::histogram(
+                self.duration,
+                "Time from a request's arrival to its response head, by route, method and status class.",
+            )
+            .labelled(HTTP_LABELS),
+        ]
+    }
+}
+
+/// Ingest answers after Kafka acknowledged every event: milliseconds when
+/// healthy, up to the acknowledgement timeout (10 s) when not.
+pub const INGEST_HTTP: HttpMetrics = HttpMetrics {
+    service: "trailhouse-ingest",
+    requests: "trailhouse_ingest_http_requests_total",
+    duration: "trailhouse_ingest_http_request_duration_seconds",
+    buckets: &[
+        0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+    ],
+};
+
+/// Query pages take tens of milliseconds; exports stream for up to the
+/// 30 s request timeout.
+pub const QUERY_HTTP: HttpMetrics = HttpMetrics {
+    service: "trailhouse-query-api",
+    requests: "trailhouse_query_http_requests_total",
+    duration: "trailhouse_query_http_request_duration_seconds",
+    buckets: &[
+        0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    ],
+};
+
+/// A recorder builder whose histograms get buckets by unit suffix (the
+/// request histograms their own); names with no unit suffix (rows, events)
+/// get count buckets. No histogram renders as a summary.
 pub fn builder() -> Result<PrometheusBuilder, BuildError> {
-    PrometheusBuilder::new()
-        .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), SECONDS_BUCKETS)?
+    let mut b = PrometheusBuilder::new();
+    for http in [INGEST_HTTP, QUERY_HTTP] {
+        b = b.set_buckets_for_metric(Matcher::Full(http.duration.into()), http.buckets)?;
+    }
+    b.set_buckets_for_metric(Matcher::Suffix("_seconds".into()), SECONDS_BUCKETS)?
         .set_buckets_for_metric(Matcher::Suffix("_bytes".into()), BYTES_BUCKETS)?
         .set_buckets(COUNT_BUCKETS)
+}
+
+/// The process-wide exporter: the recorder's handle and the process
+/// metrics (`process_cpu_seconds_total`, resident memory, open files,
+/// threads, start time), collected at each scrape.
+#[derive(Clone)]
+pub struct Exporter {
+    handle: PrometheusHandle,
+    process: metrics_process::Collector,
+    dynamic: dynamic::Registry,
+}
+
+impl Exporter {
+    /// Installs the recorder built by [`builder`]; fails if a recorder is
+    /// installed already.
+    pub fn install() -> Result<Exporter, BuildError> {
+        let handle = builder()?.install_recorder()?;
+        let process = metrics_process::Collector::default();
+        process.describe();
+        Ok(Exporter {
+            handle,
+            process,
+            dynamic: dynamic::Registry::default(),
+        })
+    }
+
+    /// Renders `gauge` with the other families for as long as it lives.
+    pub fn register(&self, gauge: &std::sync::Arc<DynamicGauge>) {
+        self.dynamic.register(gauge);
+    }
+
+    /// The text exposition format, with the process metrics read now.
+    pub fn render(&self) -> String {
+        self.process.collect();
+        let mut text = self.handle.render();
+        text.push_str(&self.dynamic.render());
+        text
+    }
 }
 
 /// Describes every family (HELP and unit) and creates the unlabelled
@@ -106,10 +215,24 @@ pub fn describe(service: &'static str, families: &[Family]) {
             (Kind::Histogram, Some(u)) => metrics::describe_histogram!(f.name, u, help),
             (Kind::Histogram, None) => metrics::describe_histogram!(f.name, help),
         }
-        if f.labels.is_empty() {
+        let series: Vec<Vec<metrics::Label>> = if f.labels.is_empty() {
+            vec![Vec::new()]
+        } else {
+            f.preset
+                .iter()
+                .map(|values| {
+                    f.labels
+                        .iter()
+                        .zip(values.iter())
+                        .map(|(k, v)| metrics::Label::new(*k, *v))
+                        .collect()
+                })
+                .collect()
+        };
+        for labels in series {
             match f.kind {
-                Kind::Counter => metrics::counter!(f.name).increment(0),
-                Kind::Gauge => metrics::gauge!(f.name).increment(0.0),
+                Kind::Counter => metrics::counter!(f.name, labels).increment(0),
+                Kind::Gauge => metrics::gauge!(f.name, labels).increment(0.0),
                 Kind::Histogram => {}
             }
         }
@@ -145,6 +268,9 @@ pub fn check(families: &[Family]) -> Result<(), String> {
         }
         if let Some(l) = f.labels.iter().find(|l| l.contains("org")) {
             return Err(format!("{}: label {l} is unbounded", f.name));
+        }
+        if let Some(p) = f.preset.iter().find(|p| p.len() != f.labels.len()) {
+            return Err(format!("{}: preset {p:?} does not match its labels", f.name));
         }
         if !seen.insert(f.name) {
             return Err(format!("{}: declared twice", f.name));

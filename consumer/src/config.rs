@@ -135,6 +135,14 @@ pub struct ConsumerConfig {
         default_value_t = 60
     )]
     pub paused_not_ready_secs: u64,
+    /// Report not-ready once no Kafka broker has been reachable this long
+    /// (the consumer keeps retrying, and is ready again at once when one is).
+    #[arg(
+        long,
+        env = "TRAILHOUSE_CONSUMER_BROKER_NOT_READY_SECS",
+        default_value_t = 30
+    )]
+    pub broker_not_ready_secs: u64,
     /// The most a fetch brings of one partition (`max.partition.fetch.bytes`).
     /// Kafka's default of 1 MiB makes a consumer that is behind pay one
     /// broker round trip per ~1 MiB; 4 MiB was 3× the throughput of 1 MiB on

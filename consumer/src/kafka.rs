@@ -14,6 +14,7 @@ use rdkafka::producer::FutureProducer;
 use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
 
 use crate::config::ConsumerConfig;
+use crate::metrics::PartitionGauges;
 use crate::pipeline::{CommitRequest, InFlightCounts, Received};
 use crate::processor::{Rebalanced, Source, SourceError};
 
@@ -53,6 +54,7 @@ impl KafkaSource {
     pub fn subscribe(
         config: &ConsumerConfig,
         in_flight: Arc<InFlightCounts>,
+        gauges: PartitionGauges,
     ) -> Result<Self, rdkafka::error::KafkaError> {
         let mut kc = config.kafka.client_config();
         kc.set("group.id", &config.group)
@@ -60,8 +62,9 @@ impl KafkaSource {
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
             .set("session.timeout.ms", config.session_timeout_ms.to_string())
-            // The lag metric comes from the statistics (see `stats`).
-            .set("statistics.interval.ms", "10000")
+            // The lag metric and the brokers' state come from the
+            // statistics (see `stats`).
+            .set("statistics.interval.ms", "5000")
             .set(
                 "max.poll.interval.ms",
                 (config.retry_horizon_secs * 1000 + 60_000).to_string(),
@@ -76,7 +79,8 @@ impl KafkaSource {
             kc.set("group.instance.id", id);
         }
         let consumer: StreamConsumer<RebalanceContext> = kc.create_with_context(
-            RebalanceContext::new(in_flight, Duration::from_secs(config.shutdown_timeout_secs)),
+            RebalanceContext::new(in_flight, Duration::from_secs(config.shutdown_timeout_secs))
+                .with_gauges(gauges),
         )?;
         consumer.subscribe(&[&config.kafka.topic])?;
         Ok(KafkaSource {
@@ -100,6 +104,7 @@ impl Source for KafkaSource {
             .recv()
             .await
             .map_err(|e| SourceError(e.to_string()))?;
+        self.consumer.context().broker.reached();
         let traceparent = m.headers().and_then(|h| {
             h.iter()
                 .find(|x| x.key == "traceparent")
@@ -113,6 +118,7 @@ impl Source for KafkaSource {
             key: m.key().map(<[u8]>::to_vec),
             payload: m.payload().map(<[u8]>::to_vec),
             traceparent,
+            timestamp_ms: m.timestamp().to_millis(),
         })
     }
 
@@ -143,6 +149,10 @@ impl Source for KafkaSource {
             Err(e) => tracing::warn!(partition = r.partition, error = %e, "offset commit failed"),
         }
         Ok(())
+    }
+
+    fn broker_unreachable_for(&self) -> Option<Duration> {
+        self.consumer.context().broker.unreachable_for()
     }
 
     fn pause(&mut self) {
@@ -186,6 +196,39 @@ pub struct RebalanceContext {
     assigned: AtomicBool,
     in_flight: Arc<InFlightCounts>,
     revoke_wait: Duration,
+    gauges: PartitionGauges,
+    broker: BrokerWatch,
+}
+
+/// Since when no broker has been reachable, as librdkafka reports it
+/// (`AllBrokersDown`); cleared by a message, or statistics with a broker up.
+#[derive(Debug, Default)]
+pub struct BrokerWatch {
+    down_since: Mutex<Option<Instant>>,
+}
+
+impl BrokerWatch {
+    pub fn down(&self) {
+        if let Ok(mut d) = self.down_since.lock() {
+            if d.is_none() {
+                *d = Some(Instant::now());
+                ::metrics::gauge!(crate::metrics::BROKER_UP).set(0.0);
+            }
+        }
+    }
+
+    pub fn reached(&self) {
+        if let Ok(mut d) = self.down_since.lock() {
+            if d.take().is_some() {
+                tracing::info!("kafka reachable again");
+            }
+        }
+        ::metrics::gauge!(crate::metrics::BROKER_UP).set(1.0);
+    }
+
+    pub fn unreachable_for(&self) -> Option<Duration> {
+        self.down_since.lock().ok()?.map(|t| t.elapsed())
+    }
 }
 
 impl RebalanceContext {
@@ -196,7 +239,14 @@ impl RebalanceContext {
             assigned: AtomicBool::default(),
             in_flight,
             revoke_wait,
+            gauges: PartitionGauges::default(),
+            broker: BrokerWatch::default(),
         }
+    }
+
+    /// Publishes the per-partition gauges into `gauges`.
+    pub fn with_gauges(self, gauges: PartitionGauges) -> Self {
+        RebalanceContext { gauges, ..self }
     }
 }
 
@@ -218,8 +268,25 @@ impl ClientContext for RebalanceContext {
             })
         });
         for (p, lag) in lag_by_partition(partitions) {
-            ::metrics::gauge!(crate::metrics::LAG, "partition" => p.to_string()).set(lag as f64);
+            self.gauges.set_lag(p, lag);
         }
+        if statistics
+            .brokers
+            .values()
+            .any(|b| b.nodeid >= 0 && b.state == "UP")
+        {
+            self.broker.reached();
+        }
+    }
+
+    /// librdkafka's global errors. With no broker reachable, the consumer
+    /// turns not ready after a while (see the driver); the lines repeat
+    /// and are throttled by the log format.
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        if error.rdkafka_error_code() == Some(rdkafka::types::RDKafkaErrorCode::AllBrokersDown) {
+            self.broker.down();
+        }
+        tracing::warn!(target: "librdkafka", error = %error, reason, "kafka client error");
     }
 }
 
@@ -255,6 +322,9 @@ impl ConsumerContext for RebalanceContext {
     fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Revoke(tpl) = rebalance {
             let partitions: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
+            for p in &partitions {
+                self.gauges.revoke(*p);
+            }
             // This runs inside the poll, on a runtime worker; the insert
             // tasks run on the others.
             let started = Instant::now();
@@ -277,6 +347,7 @@ impl ConsumerContext for RebalanceContext {
                     "partitions revoked with inserts still in flight after the deadline"
                 );
             }
+            ::metrics::gauge!(crate::metrics::ASSIGNED).set(self.gauges.assigned().len() as f64);
             if let Ok(mut r) = self.revoked.lock() {
                 r.extend(partitions);
             }
@@ -291,6 +362,10 @@ impl ConsumerContext for RebalanceContext {
             if let Err(e) = consumer.resume(tpl) {
                 tracing::warn!(error = %e, "resuming assigned partitions failed");
             }
+            for e in tpl.elements() {
+                self.gauges.assign(e.partition());
+            }
+            ::metrics::gauge!(crate::metrics::ASSIGNED).set(self.gauges.assigned().len() as f64);
             self.assigned.store(true, Ordering::SeqCst);
             tracing::info!(partitions = tpl.count(), "partitions assigned");
         }

@@ -130,13 +130,18 @@ pub async fn run(
         Arc::new(dead_letters),
         config.pipeline(),
     );
-    let mut source = kafka::KafkaSource::subscribe(&config, pipeline.in_flight_counts())?;
+    metrics::describe();
+    let gauges = metrics::PartitionGauges::registered();
+    let mut source =
+        kafka::KafkaSource::subscribe(&config, pipeline.in_flight_counts(), gauges.clone())?;
     health.set_ready(true);
     tracing::info!(topic = %config.kafka.topic, group = %config.group, "consumer started");
     let settings = processor::DriverSettings {
         pause_after: Duration::from_millis(config.pause_after_ms),
         not_ready_after: Duration::from_secs(config.paused_not_ready_secs),
+        broker_not_ready_after: Duration::from_secs(config.broker_not_ready_secs),
         drain_deadline: Duration::from_secs(config.shutdown_timeout_secs),
+        gauges,
     };
     let result = processor::run(&mut source, &mut pipeline, &shutdown, &health, settings).await;
     // Inserts still running stop with the pipeline; then the group is left.

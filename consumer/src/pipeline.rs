@@ -56,6 +56,8 @@ pub struct Received {
     pub key: Option<Vec<u8>>,
     pub payload: Option<Vec<u8>>,
     pub traceparent: Option<String>,
+    /// The message's Kafka timestamp (ms since the epoch), when it has one.
+    pub timestamp_ms: Option<i64>,
 }
 
 /// A batch is in ClickHouse (and its poison in the dead-letter topic): the
@@ -72,8 +74,15 @@ struct Open {
     batch: Batch,
     end: End,
     dead_letters: Vec<JoinHandle<Result<(), dlq::DeadLetterError>>>,
-    traceparent: Option<String>,
+    /// The trace contexts of the requests the batch carries (the first is
+    /// its parent; all are linked), at most [`MAX_LINKS`].
+    traceparents: Vec<String>,
+    /// The Kafka timestamp of its oldest message.
+    oldest_ms: Option<i64>,
 }
+
+/// The most requests one batch span links.
+pub const MAX_LINKS: usize = 128;
 
 impl Open {
     fn reached_end(&self) -> bool {
@@ -97,6 +106,7 @@ struct InFlight {
     partition: i32,
     range: Range,
     task: JoinHandle<Result<usize, Error>>,
+    oldest_ms: Option<i64>,
     /// Sent before its partition was revoked or rewound: it finishes, but
     /// its offset is not committed. The partition is read again from its
     /// committed offset and its batches planned from the recorded ranges; a
@@ -304,6 +314,30 @@ impl<W: RowWriter, S: StateStore, D: DeadLetters> Pipeline<W, S, D> {
         }))
     }
 
+    /// Per partition, the Kafka timestamp of the oldest message taken but
+    /// not yet committed (open, sealed, inserting or deferred).
+    pub fn oldest_pending_ms(&self) -> BTreeMap<i32, i64> {
+        let mut oldest = BTreeMap::new();
+        let mut note = |p: i32, ts: Option<i64>| {
+            if let Some(ts) = ts {
+                oldest
+                    .entry(p)
+                    .and_modify(|o: &mut i64| *o = (*o).min(ts))
+                    .or_insert(ts);
+            }
+        };
+        for f in self.in_flight.iter().filter(|f| !f.stale) {
+            note(f.partition, f.oldest_ms);
+        }
+        for o in self.sealed.iter().chain(self.open.values()) {
+            note(o.batch.partition, o.oldest_ms);
+        }
+        for m in &self.deferred {
+            note(m.partition, m.timestamp_ms);
+        }
+        oldest
+    }
+
     /// Whether sealed batches wait for an insert slot, or messages wait
     /// (for the state store, or for a partition's running inserts): the
     /// driver stops taking messages.
@@ -381,6 +415,7 @@ impl<W: RowWriter, S: StateStore, D: DeadLetters> Pipeline<W, S, D> {
             key,
             payload,
             traceparent,
+            timestamp_ms,
         } = m;
         // Offsets may skip (transaction markers, compaction): a message past
         // the end a batch must keep seals that batch first, so that no
@@ -405,12 +440,20 @@ impl<W: RowWriter, S: StateStore, D: DeadLetters> Pipeline<W, S, D> {
                 batch: Batch::new(partition, first, Instant::now()),
                 end,
                 dead_letters: Vec::new(),
-                traceparent: None,
+                traceparents: Vec::new(),
+                oldest_ms: None,
             }
         });
-        if open.traceparent.is_none() {
-            open.traceparent = traceparent;
+        if let Some(tp) = traceparent {
+            // A request's events are consecutive: one entry per request.
+            if open.traceparents.len() < MAX_LINKS && open.traceparents.last() != Some(&tp) {
+                open.traceparents.push(tp);
+            }
         }
+        open.oldest_ms = match (open.oldest_ms, timestamp_ms) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         self.next.insert(partition, offset + 1);
         let decoded = match payload.as_deref() {
             Some(bytes) => trailhouse_schemas::decode(bytes).map_err(|e| e.to_string()),
@@ -443,6 +486,7 @@ impl<W: RowWriter, S: StateStore, D: DeadLetters> Pipeline<W, S, D> {
                 // offset never moves past the message until one succeeded.
                 open.dead_letters.push(tokio::spawn(async move {
                     retry::within_horizon(
+                        retry::Step::DeadLetter,
                         "dead-letter write",
                         horizon,
                         |_| true,
@@ -485,9 +529,14 @@ impl<W: RowWriter, S: StateStore, D: DeadLetters> Pipeline<W, S, D> {
                 .record(batch.started.elapsed().as_secs_f64());
             let span = tracing::info_span!("batch", topic = %self.settings.topic, partition = batch.partition,
                 first_offset = range.first, last_offset = range.last, rows = batch.rows.len(),
-                traceparent = o.traceparent.as_deref().unwrap_or(""));
-            if let Some(tp) = &o.traceparent {
+                requests = o.traceparents.len());
+            // The batch joins the trace of the first request it carries and
+            // links every one of them.
+            if let Some(tp) = o.traceparents.first() {
                 trailhouse_common::telemetry::continue_trace(&span, tp);
+            }
+            for tp in &o.traceparents {
+                trailhouse_common::telemetry::link_trace(&span, tp);
             }
             let partition = batch.partition;
             let counted = self.counts.start(partition);
@@ -510,6 +559,7 @@ impl<W: RowWriter, S: StateStore, D: DeadLetters> Pipeline<W, S, D> {
                 partition,
                 range,
                 task,
+                oldest_ms: o.oldest_ms,
                 stale: false,
             });
         }

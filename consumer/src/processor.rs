@@ -13,6 +13,7 @@ use crate::dlq::DeadLetters;
 use crate::pipeline::{CommitRequest, Pipeline, Received};
 use crate::state::StateStore;
 use crate::writer::RowWriter;
+use crate::metrics::PartitionGauges;
 use crate::{metrics, Error};
 
 /// What changed in the assignment since the last look.
@@ -45,21 +46,47 @@ pub trait Source: Send {
     fn commit(&mut self, request: CommitRequest) -> Result<(), SourceError>;
     /// Stops fetching the assigned partitions (still serving rebalances).
     fn pause(&mut self);
+    /// How long no broker has been reachable, if none is now.
+    fn broker_unreachable_for(&self) -> Option<Duration> {
+        None
+    }
     /// Fetches the assigned partitions again, each from the message after
     /// the last one taken.
     fn resume(&mut self);
 }
 
 /// The driver's own settings.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct DriverSettings {
     /// A congestion this long turns a hold into a pause.
     pub pause_after: Duration,
     /// Paused this long, the consumer reports not ready.
     pub not_ready_after: Duration,
+    /// No broker reachable this long, the consumer reports not ready.
+    pub broker_not_ready_after: Duration,
     /// How long the drain on shutdown may take.
     pub drain_deadline: Duration,
+    /// Where the lag in seconds of each assigned partition is published.
+    pub gauges: PartitionGauges,
 }
+
+/// Why the consumer is not ready, while it runs.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct Unready {
+    /// Paused for longer than `not_ready_after`.
+    paused: bool,
+    /// No broker for longer than `broker_not_ready_after`.
+    broker: bool,
+}
+
+impl Unready {
+    fn apply(self, health: &Health) {
+        health.set_ready(!self.paused && !self.broker);
+    }
+}
+
+/// How often the lag in seconds and the broker's reachability are looked at.
+const TICK: Duration = Duration::from_millis(500);
 
 /// Runs until `shutdown` fires (or an error that outlasted its retries),
 /// then seals and inserts the open batches and commits them, within the
@@ -78,6 +105,8 @@ where
     D: DeadLetters,
 {
     let mut pressure = Backpressure::default();
+    let mut unready = Unready::default();
+    let mut last_tick = Instant::now();
     loop {
         let wait = pipeline.next_due_in();
         let deferred_due = pipeline.deferred_due_in();
@@ -114,7 +143,11 @@ where
         }
         let _ = apply_rebalance(source, pipeline, &mut pressure);
         pipeline.flush(false);
-        backpressure(source, pipeline, &mut pressure, health, settings);
+        backpressure(source, pipeline, &mut pressure, &mut unready, health, &settings);
+        if last_tick.elapsed() >= TICK {
+            last_tick = Instant::now();
+            tick(source, pipeline, &mut unready, health, &settings);
+        }
     }
     health.set_ready(false);
     tracing::info!("draining: inserting open batches");
@@ -159,13 +192,47 @@ fn apply_rebalance<Src: Source, W: RowWriter, S: StateStore, D: DeadLetters>(
     revoked
 }
 
+/// Publishes each assigned partition's lag in seconds, and turns the
+/// consumer not ready while no broker has been reachable for too long.
+fn tick<Src: Source, W: RowWriter, S: StateStore, D: DeadLetters>(
+    source: &Src,
+    pipeline: &Pipeline<W, S, D>,
+    unready: &mut Unready,
+    health: &Health,
+    settings: &DriverSettings,
+) {
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    let oldest = pipeline.oldest_pending_ms();
+    for p in settings.gauges.assigned() {
+        let age = oldest.get(&p).map_or(0.0, |ts| (now_ms - ts) as f64 / 1000.0);
+        settings.gauges.set_lag_seconds(p, age);
+    }
+    let down = source
+        .broker_unreachable_for()
+        .filter(|d| *d > settings.broker_not_ready_after);
+    if down.is_some() != unready.broker {
+        match down {
+            Some(d) => tracing::warn!(
+                unreachable_secs = d.as_secs(),
+                "no kafka broker reachable: reporting not ready"
+            ),
+            None => tracing::info!("kafka reachable: ready again"),
+        }
+        unready.broker = down.is_some();
+        unready.apply(health);
+    }
+}
+
 /// Holds, pauses or resumes the source (see [`crate::backpressure`]).
 fn backpressure<Src: Source, W: RowWriter, S: StateStore, D: DeadLetters>(
     source: &mut Src,
     pipeline: &Pipeline<W, S, D>,
     pressure: &mut Backpressure,
+    unready: &mut Unready,
     health: &Health,
-    settings: DriverSettings,
+    settings: &DriverSettings,
 ) {
     let now = Instant::now();
     match pressure.observe(pipeline.congested(), settings.pause_after, now) {
@@ -176,18 +243,21 @@ fn backpressure<Src: Source, W: RowWriter, S: StateStore, D: DeadLetters>(
             ::metrics::gauge!(metrics::PAUSED).set(1.0);
         }
         Step::Paused => {
-            if pressure
-                .paused_for(now)
-                .is_some_and(|d| d > settings.not_ready_after)
+            if !unready.paused
+                && pressure
+                    .paused_for(now)
+                    .is_some_and(|d| d > settings.not_ready_after)
             {
-                health.set_ready(false);
+                unready.paused = true;
+                unready.apply(health);
             }
         }
         Step::Resume => {
             tracing::info!("resuming partitions");
             source.resume();
             ::metrics::gauge!(metrics::PAUSED).set(0.0);
-            health.set_ready(true);
+            unready.paused = false;
+            unready.apply(health);
         }
     }
 }

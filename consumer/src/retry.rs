@@ -27,10 +27,32 @@ pub fn policy(first: Duration) -> ExponentialBuilder {
         .without_max_times()
 }
 
+/// What is retried (a metric label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// Recording a batch's range before its insert.
+    Record,
+    Insert,
+    DeadLetter,
+}
+
+impl Step {
+    pub const ALL: [Step; 3] = [Step::Record, Step::Insert, Step::DeadLetter];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Step::Record => "record",
+            Step::Insert => "insert",
+            Step::DeadLetter => "dead_letter",
+        }
+    }
+}
+
 /// Retries `op` while its error is `retryable` and the next attempt would
 /// start before `horizon` has passed since the first; the last error is
-/// returned.
+/// returned. Each retry is counted by `step` and logged with `what`.
 pub async fn within_horizon<T, E, F, Fut>(
+    step: Step,
     what: &str,
     horizon: Duration,
     retryable: impl Fn(&E) -> bool,
@@ -47,7 +69,7 @@ where
         // No sleep that would end past the horizon.
         .adjust(|_, delay| delay.filter(|d| started.elapsed() + *d < horizon))
         .notify(|e, delay| {
-            ::metrics::counter!(metrics::INSERT_RETRIES).increment(1);
+            ::metrics::counter!(metrics::RETRIES, "step" => step.label()).increment(1);
             tracing::warn!(error = %e, what, retry_in_ms = delay.as_millis() as u64, "failed, retrying");
         })
         .await
@@ -110,6 +132,7 @@ mod tests {
     async fn run(fails: u32, retryable: bool, horizon: Duration) -> (Result<u32, Failure>, u32) {
         let calls = AtomicU32::new(0);
         let r = within_horizon(
+            Step::Insert,
             "test",
             horizon,
             |e: &Failure| e.retryable,

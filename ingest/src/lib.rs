@@ -95,11 +95,15 @@ pub async fn run(
         move || {
             let (s, up) = (sink.clone(), broker_up.clone());
             async move {
+                let queue = s.queue();
+                ::metrics::gauge!(metrics::QUEUE_MESSAGES).set(queue.messages as f64);
+                ::metrics::gauge!(metrics::QUEUE_BYTES).set(queue.bytes as f64);
                 let ok =
                     tokio::task::spawn_blocking(move || s.check(Duration::from_secs(2)).is_ok())
                         .await
                         .unwrap_or(false);
                 up.store(ok, Ordering::Relaxed);
+                ::metrics::gauge!(metrics::BROKER_UP).set(if ok { 1.0 } else { 0.0 });
                 ok
             }
         }

@@ -3,10 +3,12 @@
 
 use std::fmt;
 use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 pub use rdkafka::config::ClientConfig;
+use rdkafka::ClientContext;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
@@ -103,8 +105,31 @@ impl Default for ProducerSettings {
 /// idempotent producer and `acks=all`.
 #[derive(Clone)]
 pub struct KafkaSink {
-    producer: FutureProducer,
+    producer: FutureProducer<QueueStats>,
     topic: Arc<str>,
+    queued_bytes: Arc<AtomicU64>,
+}
+
+/// What is in the producer's queue: waiting to be sent, or sent and not
+/// yet acknowledged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct QueueDepth {
+    pub messages: u64,
+    /// Payload bytes, from librdkafka's statistics (every second).
+    pub bytes: u64,
+}
+
+/// The producer's context: keeps the queue's size from librdkafka's
+/// statistics; logs go to `tracing` as with the default context.
+#[derive(Debug, Default)]
+pub struct QueueStats {
+    bytes: Arc<AtomicU64>,
+}
+
+impl ClientContext for QueueStats {
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        self.bytes.store(statistics.msg_size, Ordering::Relaxed);
+    }
 }
 
 impl KafkaSink {
@@ -115,8 +140,10 @@ impl KafkaSink {
         topic: &str,
         settings: &ProducerSettings,
     ) -> Result<Self, KafkaError> {
-        let producer: FutureProducer = client
+        let queued_bytes = Arc::new(AtomicU64::new(0));
+        let producer: FutureProducer<QueueStats> = client
             .set("enable.idempotence", "true")
+            .set("statistics.interval.ms", "1000")
             .set("acks", "all")
             .set("compression.type", settings.compression.as_str())
             .set(
@@ -135,11 +162,22 @@ impl KafkaSink {
                 settings.queue_max_kbytes.to_string(),
             )
             .set("message.max.bytes", settings.max_message_bytes.to_string())
-            .create()?;
+            .create_with_context(QueueStats {
+                bytes: queued_bytes.clone(),
+            })?;
         Ok(KafkaSink {
             producer,
             topic: Arc::from(topic),
+            queued_bytes,
         })
+    }
+
+    /// The producer's queue now (messages) and at the last statistics (bytes).
+    pub fn queue(&self) -> QueueDepth {
+        QueueDepth {
+            messages: u64::try_from(self.producer.in_flight_count()).unwrap_or(0),
+            bytes: self.queued_bytes.load(Ordering::Relaxed),
+        }
     }
 
     /// Checks that the broker answers and the topic exists.

@@ -105,7 +105,7 @@ pub use body::AuditBody;
 pub use config::{metric, RecorderConfig};
 pub use context::{AuditContext, AuditHandle};
 #[cfg(feature = "kafka")]
-pub use kafka::{Compression, KafkaSink, ProducerSettings};
+pub use kafka::{Compression, KafkaSink, ProducerSettings, QueueDepth};
 pub use recorder::{Recorder, Stats, StatsSnapshot};
 pub use redact::Redactor;
 pub use service::{client_ip, AuditLayer, AuditService};

@@ -21,7 +21,8 @@ fn span_traceparent(span: &tracing::Span) -> Option<String> {
     use tracing_opentelemetry::OpenTelemetrySpanExt;
     let cx = span.context();
     let sc = cx.span().span_context().clone();
-    sc.is_valid().then(|| {
+    // Unsampled spans (no exporter) are not handed on as parents.
+    (sc.is_valid() && sc.is_sampled()).then(|| {
         format!(
             "00-{}-{}-{:02x}",
             sc.trace_id(),

@@ -11,7 +11,9 @@ use axum::response::Response;
 use axum::Router;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
+use trailhouse_common::access::{access, request_span};
 use trailhouse_common::health;
+use trailhouse_common::metrics::QUERY_HTTP;
 use trailhouse_common::http::{json_error_bodies, request_limits};
 
 use crate::dialect::{atomic, native, orglog, torq, zendesk};
@@ -39,6 +41,7 @@ pub const ROUTES: &[(&str, &str)] = &[
 
 /// The query-api router.
 pub fn app<S: EventStore>(state: Arc<AppState<S>>) -> Router {
+    crate::metrics::describe();
     let health = state.health.clone();
     Routes::<S>::new()
         .merge(native::routes())
@@ -65,7 +68,8 @@ pub fn app<S: EventStore>(state: Arc<AppState<S>>) -> Router {
         .layer(axum::middleware::map_response(json_error_bodies))
         .layer(axum::middleware::from_fn(request_limits))
         .layer(axum::middleware::map_response(no_store))
-        .layer(TraceLayer::new_for_http())
+        .layer(axum::middleware::from_fn_with_state(QUERY_HTTP, access))
+        .layer(TraceLayer::new_for_http().make_span_with(request_span))
 }
 
 /// Audit data is never cached by a browser or a proxy, and never sniffed

@@ -144,6 +144,14 @@ pub async fn guard<S: EventStore>(
     let Ok(claims) = state.verifier.verify_header(token) else {
         return next.run(request).await;
     };
+    trailhouse_common::access::identify(
+        request.extensions(),
+        trailhouse_common::access::Caller {
+            org: Some(claims.org_id.clone()),
+            kind: "jwt",
+            name: Some(claims.sub.clone()),
+        },
+    );
     let shape = shape_of(request.uri().path());
     let admitted = state.guard.admit(&claims.org_id);
     request.extensions_mut().insert(claims);

@@ -143,7 +143,7 @@ impl<S: EventStore> FromRequestParts<Shared<S>> for Claims {
         // Logged and counted with the reason, never the token.
         Ok(state.verifier.verify_header(h).inspect_err(|e| {
             metrics::counter!(crate::metrics::AUTH_FAILURES, "reason" => e.reason()).increment(1);
-            tracing::warn!(reason = %e, "authentication failed");
+            trailhouse_common::access::auth_failed(&parts.extensions, &e.to_string(), "jwt");
         })?)
     }
 }

@@ -24,6 +24,18 @@ pub enum StoreError {
     Query(String),
 }
 
+impl StoreError {
+    /// The error's kind, as a metric label.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            StoreError::Unavailable(_) => "unavailable",
+            StoreError::TooLarge(_) => "too_large",
+            StoreError::Timeout(_) => "timeout",
+            StoreError::Query(_) => "query",
+        }
+    }
+}
+
 /// Runs read queries.
 pub trait EventStore: Send + Sync + 'static {
     fn fetch(

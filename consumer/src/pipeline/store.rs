@@ -32,6 +32,7 @@ pub(super) async fn store<W: RowWriter, S: StateStore>(
     // re-form this range too, or a commit at its end could fall inside a
     // batch of that reading.
     retry::within_horizon(
+        retry::Step::Record,
         "record pending range",
         horizon,
         |_| true,
@@ -40,13 +41,17 @@ pub(super) async fn store<W: RowWriter, S: StateStore>(
     .await?;
     if !batch.rows.is_empty() {
         let started = Instant::now();
-        insert_with_retry(&*writer, &batch, &token, horizon)
+        let bytes = batch.bytes();
+        let span = tracing::info_span!("insert", rows = batch.rows.len(), bytes, token = %token);
+        tracing::Instrument::instrument(insert_with_retry(&*writer, &batch, &token, horizon), span)
             .await
             .map_err(|source| Error::Insert {
                 token: token.clone(),
                 source,
             })?;
         ::metrics::histogram!(metrics::INSERT_SECONDS).record(started.elapsed().as_secs_f64());
+        ::metrics::counter!(metrics::BYTES_INSERTED).increment(bytes as u64);
+        ::metrics::gauge!(metrics::LAST_INSERT).set(unix_now());
     }
     for d in dead_letters {
         d.await.map_err(|e| Error::Task(e.to_string()))??;
@@ -62,8 +67,15 @@ async fn insert_with_retry<W: RowWriter>(
     token: &str,
     horizon: Duration,
 ) -> Result<(), WriteError> {
-    retry::within_horizon(token, horizon, WriteError::is_retryable, || {
+    retry::within_horizon(retry::Step::Insert, token, horizon, WriteError::is_retryable, || {
         writer.insert(&batch.rows, token)
     })
     .await
+}
+
+/// Seconds since the epoch, now.
+fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
 }

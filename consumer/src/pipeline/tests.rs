@@ -346,7 +346,9 @@ fn the_driver_runs_the_pipeline_against_an_in_memory_source() {
         let driver_settings = crate::processor::DriverSettings {
             pause_after: Duration::from_millis(5),
             not_ready_after: Duration::from_secs(60),
+            broker_not_ready_after: Duration::from_secs(30),
             drain_deadline: Duration::from_secs(10),
+            gauges: crate::metrics::PartitionGauges::default(),
         };
         let mut src = source.clone();
         let stop = shutdown.clone();

@@ -16,6 +16,7 @@ use axum::Extension;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use trailhouse_common::access::{self, Caller};
 use trailhouse_layer::trace::outgoing_traceparent;
 use trailhouse_schemas::event::{parse_input_json, validate, FieldError, Stamp, SystemStamp};
 use trailhouse_schemas::AuditEvent;
@@ -50,18 +51,19 @@ pub struct EventError {
     pub reason: String,
 }
 
-/// Why a request was not authenticated (logged and counted; never the key).
+/// Why a request was not authenticated (one of
+/// [`crate::metrics::AUTH_REASONS`]; logged and counted, never the key).
 fn principal(keys: &KeyStore, headers: &HeaderMap) -> Result<Principal, &'static str> {
     let value = headers
         .get(header::AUTHORIZATION)
-        .ok_or("no authorization header")?
+        .ok_or("missing")?
         .to_str()
-        .map_err(|_| "authorization header is not text")?;
+        .map_err(|_| "malformed")?;
     let key = value
         .strip_prefix("Bearer ")
         .or_else(|| value.strip_prefix("bearer "))
-        .ok_or("not a bearer key")?;
-    keys.verify(key.trim()).ok_or("unknown key")
+        .ok_or("malformed")?;
+    keys.verify(key.trim()).ok_or("unknown_key")
 }
 
 /// Authenticates from the headers alone, before the request takes an
@@ -75,12 +77,25 @@ pub(super) async fn authenticate<S: EventSink>(
 ) -> Result<Response, ApiError> {
     match principal(&state.keys, request.headers()) {
         Ok(who) => {
+            let caller = match &who {
+                Principal::Org(org) => Caller {
+                    org: Some(org.clone()),
+                    kind: "org_key",
+                    name: None,
+                },
+                Principal::Service(name) => Caller {
+                    org: None,
+                    kind: "service_key",
+                    name: Some(name.clone()),
+                },
+            };
+            access::identify(request.extensions(), caller);
             request.extensions_mut().insert(who);
             Ok(next.run(request).await)
         }
         Err(reason) => {
-            metrics::counter!(crate::metrics::AUTH_FAILURES).increment(1);
-            tracing::warn!(reason, "authentication failed");
+            metrics::counter!(crate::metrics::AUTH_FAILURES, "reason" => reason).increment(1);
+            access::auth_failed(request.extensions(), reason, "api_key");
             Err(ApiError::Unauthenticated)
         }
     }
@@ -242,7 +257,7 @@ fn encode_checked(
         let payload = e.encode().map_err(ApiError::Unavailable)?.len();
         let bytes = payload + key + header + super::MESSAGE_OVERHEAD;
         if bytes > limit {
-            metrics::counter!(crate::metrics::EVENTS_REJECTED).increment(count);
+            crate::metrics::rejected("too_large", count);
             return Err(ApiError::EventTooLarge {
                 index,
                 bytes,
@@ -288,13 +303,14 @@ pub(super) async fn post_events<S: EventSink>(
     let Validated { events, rejected } =
         validate_all(values, &who, &SystemStamp, params.partial, admit).inspect_err(|e| {
             if let ApiError::Invalid(n, _) = e {
-                metrics::counter!(crate::metrics::EVENTS_REJECTED).increment(*n as u64);
+                crate::metrics::rejected("invalid", *n as u64);
             }
         })?;
-    metrics::counter!(crate::metrics::EVENTS_REJECTED).increment(rejected.len() as u64);
+    crate::metrics::rejected("invalid", rejected.len() as u64);
     // While Kafka is known to be unreachable, refuse at once instead of
     // holding the request until the acknowledgement times out.
     if !state.broker_up.load(Ordering::Relaxed) {
+        crate::metrics::rejected("unavailable", events.len() as u64);
         return Err(ApiError::NotReady);
     }
     let incoming = headers.get(TRACEPARENT).and_then(|v| v.to_str().ok());
@@ -312,6 +328,7 @@ pub(super) async fn post_events<S: EventSink>(
     encode_checked(&mut envelopes, &rejected, state.limits.max_message_bytes)?;
     let started = Instant::now();
     if let Err(e) = state.sink.publish(&envelopes).await {
+        crate::metrics::rejected("unavailable", envelopes.len() as u64);
         if matches!(e, SinkError::QueueFull) {
             metrics::counter!(crate::metrics::QUEUE_FULL).increment(1);
         }

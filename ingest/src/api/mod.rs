@@ -23,7 +23,8 @@ use tower_http::trace::TraceLayer;
 use trailhouse_common::health::{self, Health};
 use trailhouse_common::http::{json_error_bodies, request_limits};
 use trailhouse_common::ratelimit::OrgRateLimiter;
-use trailhouse_common::telemetry::continue_trace;
+use trailhouse_common::access::{access, request_span};
+use trailhouse_common::metrics::INGEST_HTTP;
 use trailhouse_schemas::retention::RetentionPolicy;
 
 pub use error::ApiError;
@@ -31,7 +32,7 @@ pub use events::{split_body, validate_all, EventError, PostParams, Rejected, Val
 
 use crate::auth::KeyStore;
 use crate::redact::Redactor;
-use crate::sink::{EventSink, TRACEPARENT};
+use crate::sink::EventSink;
 
 /// Request limits.
 #[derive(Debug, Clone)]
@@ -87,6 +88,7 @@ pub struct AppState<S> {
 
 /// The ingest router.
 pub fn app<S: EventSink>(state: Arc<AppState<S>>) -> Router {
+    crate::metrics::describe();
     let limits = state.limits.clone();
     let health = state.health.clone();
     let shed = ServiceBuilder::new()
@@ -131,24 +133,8 @@ pub fn app<S: EventSink>(state: Arc<AppState<S>>) -> Router {
         ))
         .layer(axum::middleware::map_response(json_error_bodies))
         .layer(axum::middleware::from_fn(request_limits))
+        .layer(axum::middleware::from_fn_with_state(INGEST_HTTP, access))
         .layer(TraceLayer::new_for_http().make_span_with(request_span))
-}
-
-/// The request span, continuing the caller's `traceparent` when it sent one.
-fn request_span<B>(request: &http::Request<B>) -> tracing::Span {
-    let span = tracing::info_span!(
-        "request",
-        method = %request.method(),
-        uri = %request.uri().path(),
-    );
-    if let Some(tp) = request
-        .headers()
-        .get(TRACEPARENT)
-        .and_then(|v| v.to_str().ok())
-    {
-        continue_trace(&span, tp);
-    }
-    span
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@
 use trailhouse_schemas::EventRow;
 
 use super::{row_bytes, Capped, EventStore, StoreError};
+use crate::metrics;
 use crate::query::Sql;
 
 /// The limits ClickHouse enforces on every query of the query API.
@@ -56,13 +57,17 @@ impl ClickHouseStore {
     }
 }
 
-impl EventStore for ClickHouseStore {
-    async fn fetch_capped(&self, sql: &Sql, max_bytes: usize) -> Result<Capped, StoreError> {
+impl ClickHouseStore {
+    fn query(&self, sql: &Sql) -> clickhouse::query::Query {
         let mut q = self.client.query(&sql.text);
         for (name, value) in &sql.params {
             q = q.param(name, value.as_str());
         }
-        let mut cursor = q.fetch::<EventRow>().map_err(classify)?;
+        q
+    }
+
+    async fn read_capped(&self, sql: &Sql, max_bytes: usize) -> Result<Capped, StoreError> {
+        let mut cursor = self.query(sql).fetch::<EventRow>().map_err(classify)?;
         let (mut rows, mut used) = (Vec::new(), 0usize);
         // Stops reading at the cap: dropping the cursor ends the response,
         // so neither side holds more than the cap and one row.
@@ -75,21 +80,56 @@ impl EventStore for ClickHouseStore {
         }
         Ok(Capped { rows, cut: false })
     }
+}
+
+/// Records a query's time, outcome and (for reads) rows and bytes.
+fn observe<T>(
+    query: &'static str,
+    started: std::time::Instant,
+    result: &Result<T, StoreError>,
+    rows: impl FnOnce(&T) -> (u64, u64),
+) {
+    let outcome = match result {
+        Ok(r) => {
+            let (n, bytes) = rows(r);
+            ::metrics::counter!(metrics::ROWS_RETURNED).increment(n);
+            ::metrics::counter!(metrics::BYTES_RETURNED).increment(bytes);
+            "ok"
+        }
+        Err(e) => {
+            ::metrics::counter!(metrics::CLICKHOUSE_ERRORS, "kind" => e.kind()).increment(1);
+            "error"
+        }
+    };
+    ::metrics::histogram!(metrics::CLICKHOUSE_SECONDS, "query" => query, "outcome" => outcome)
+        .record(started.elapsed().as_secs_f64());
+}
+
+fn sizes(rows: &[EventRow]) -> (u64, u64) {
+    let bytes: usize = rows.iter().map(row_bytes).sum();
+    (rows.len() as u64, bytes as u64)
+}
+
+impl EventStore for ClickHouseStore {
+    async fn fetch_capped(&self, sql: &Sql, max_bytes: usize) -> Result<Capped, StoreError> {
+        let started = std::time::Instant::now();
+        let r = self.read_capped(sql, max_bytes).await;
+        observe("rows", started, &r, |c| sizes(&c.rows));
+        r
+    }
 
     async fn fetch(&self, sql: &Sql) -> Result<Vec<EventRow>, StoreError> {
-        let mut q = self.client.query(&sql.text);
-        for (name, value) in &sql.params {
-            q = q.param(name, value.as_str());
-        }
-        q.fetch_all::<EventRow>().await.map_err(classify)
+        let started = std::time::Instant::now();
+        let r = self.query(sql).fetch_all::<EventRow>().await.map_err(classify);
+        observe("rows", started, &r, |rows| sizes(rows));
+        r
     }
 
     async fn count(&self, sql: &Sql) -> Result<u64, StoreError> {
-        let mut q = self.client.query(&sql.text);
-        for (name, value) in &sql.params {
-            q = q.param(name, value.as_str());
-        }
-        q.fetch_one::<u64>().await.map_err(classify)
+        let started = std::time::Instant::now();
+        let r = self.query(sql).fetch_one::<u64>().await.map_err(classify);
+        observe("count", started, &r, |_| (0, 0));
+        r
     }
 }
 

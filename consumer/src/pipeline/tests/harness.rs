@@ -37,6 +37,7 @@ pub fn message(partition: i32, offset: i64, poison: bool) -> Received {
         key: Some(b"org".to_vec()),
         payload,
         traceparent: None,
+        timestamp_ms: Some(1_700_000_000_000 + offset),
     }
 }
 
