@@ -46,3 +46,17 @@ else
   mkdir -p "$(dirname "$MEMORY_TANSU")"
   install -m 0755 "$bundled" "$MEMORY_TANSU"
 fi
+
+# Prometheus (server and promtool) from Debian: the tests validate every
+# service's /metrics with `promtool check metrics`, the chart's rules with
+# `promtool check rules` / `promtool test rules`, and run a real server
+# against the local services.
+if command -v promtool >/dev/null 2>&1 && command -v prometheus >/dev/null 2>&1; then
+  say "prometheus $(promtool --version 2>&1 | head -1 | awk '{print $3}') present"
+else
+  say "installing prometheus (Debian package)"
+  apt_get() { if [[ $(id -u) == 0 ]]; then apt-get "$@"; else sudo apt-get "$@"; fi; }
+  export DEBIAN_FRONTEND=noninteractive
+  apt_get update -q >/dev/null || apt_get update -q
+  apt_get install -y -q --no-install-recommends prometheus >/dev/null
+fi

@@ -121,7 +121,12 @@ pub async fn access(State(m): State<HttpMetrics>, mut request: Request, next: Ne
     if let Ok(v) = HeaderValue::from_str(&request_id) {
         response.headers_mut().insert(REQUEST_ID, v);
     }
-    let caller = slot.0.lock().ok().and_then(|mut c| c.take()).unwrap_or_default();
+    let caller = slot
+        .0
+        .lock()
+        .ok()
+        .and_then(|mut c| c.take())
+        .unwrap_or_default();
     // Microsecond precision, as a number.
     let latency_ms = (elapsed.as_secs_f64() * 1e6).round() / 1e3;
     let (org, kind, name) = (
@@ -187,8 +192,7 @@ pub fn method_label(method: &Method) -> &'static str {
 /// letters, digits and `-_.:`; anything else is replaced.
 pub fn is_valid_request_id(v: &str) -> bool {
     (1..=128).contains(&v.len())
-        && v
-            .bytes()
+        && v.bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
 }
 
@@ -265,7 +269,8 @@ mod tests {
             if let Some(id) = id {
                 r = r.header(REQUEST_ID, id);
             }
-            app.clone().oneshot(r.body(Body::empty()).unwrap_or_default())
+            app.clone()
+                .oneshot(r.body(Body::empty()).unwrap_or_default())
         };
         let Ok(a) = call("/v1/things/1", Some("caller-id-1")).await;
         let Ok(b) = call("/v1/things/2", Some("bad id")).await;

@@ -205,6 +205,8 @@ impl Exporter {
 /// Describes every family (HELP and unit) and creates the unlabelled
 /// counters and gauges at 0, and `trailhouse_build_info`.
 pub fn describe(service: &'static str, families: &[Family]) {
+    // Descriptions go to the recorder installed when they are made.
+    let _ = crate::telemetry::metrics_handle();
     for f in families {
         let help = f.help;
         match (f.kind, f.unit()) {
@@ -270,7 +272,10 @@ pub fn check(families: &[Family]) -> Result<(), String> {
             return Err(format!("{}: label {l} is unbounded", f.name));
         }
         if let Some(p) = f.preset.iter().find(|p| p.len() != f.labels.len()) {
-            return Err(format!("{}: preset {p:?} does not match its labels", f.name));
+            return Err(format!(
+                "{}: preset {p:?} does not match its labels",
+                f.name
+            ));
         }
         if !seen.insert(f.name) {
             return Err(format!("{}: declared twice", f.name));

@@ -10,10 +10,10 @@ use trailhouse_common::shutdown::Shutdown;
 
 use crate::backpressure::{Backpressure, Step};
 use crate::dlq::DeadLetters;
+use crate::metrics::PartitionGauges;
 use crate::pipeline::{CommitRequest, Pipeline, Received};
 use crate::state::StateStore;
 use crate::writer::RowWriter;
-use crate::metrics::PartitionGauges;
 use crate::{metrics, Error};
 
 /// What changed in the assignment since the last look.
@@ -143,7 +143,14 @@ where
         }
         let _ = apply_rebalance(source, pipeline, &mut pressure);
         pipeline.flush(false);
-        backpressure(source, pipeline, &mut pressure, &mut unready, health, &settings);
+        backpressure(
+            source,
+            pipeline,
+            &mut pressure,
+            &mut unready,
+            health,
+            &settings,
+        );
         if last_tick.elapsed() >= TICK {
             last_tick = Instant::now();
             tick(source, pipeline, &mut unready, health, &settings);
@@ -206,7 +213,9 @@ fn tick<Src: Source, W: RowWriter, S: StateStore, D: DeadLetters>(
         .map_or(0, |d| d.as_millis() as i64);
     let oldest = pipeline.oldest_pending_ms();
     for p in settings.gauges.assigned() {
-        let age = oldest.get(&p).map_or(0.0, |ts| (now_ms - ts) as f64 / 1000.0);
+        let age = oldest
+            .get(&p)
+            .map_or(0.0, |ts| (now_ms - ts) as f64 / 1000.0);
         settings.gauges.set_lag_seconds(p, age);
     }
     let down = source

@@ -8,11 +8,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use rdkafka::config::ClientConfig;
-use rdkafka::ClientContext;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::util::Timeout;
+use rdkafka::ClientContext;
 
 use crate::sink::{Envelope, EventSink, SinkError, TRACEPARENT};
 

@@ -13,8 +13,8 @@ use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 use trailhouse_common::access::{access, request_span};
 use trailhouse_common::health;
-use trailhouse_common::metrics::QUERY_HTTP;
 use trailhouse_common::http::{json_error_bodies, request_limits};
+use trailhouse_common::metrics::QUERY_HTTP;
 
 use crate::dialect::{atomic, native, orglog, torq, zendesk};
 use crate::error::ApiError;

@@ -631,10 +631,10 @@ async fn slow_unauthenticated_bodies_leave_ingest_to_authenticated_clients() {
         .expect("text");
     let failures: f64 = metrics
         .lines()
-        .find(|l| l.starts_with("trailhouse_ingest_auth_failures_total"))
-        .and_then(|l| l.split_whitespace().last())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0);
+        .filter(|l| l.starts_with("trailhouse_ingest_auth_failures_total"))
+        .filter_map(|l| l.split_whitespace().last())
+        .filter_map(|v| v.parse::<f64>().ok())
+        .sum();
     assert!(
         failures >= 40.0,
         "{failures} authentication failures counted"

@@ -8,6 +8,7 @@ mod dedup;
 mod faults;
 mod ingest;
 mod ingest_edges;
+mod metrics;
 mod pipeline;
 mod query;
 mod redaction;

@@ -316,7 +316,7 @@ async fn consumer_reports_lag_per_partition() {
             .find_map(|l| l.strip_prefix(name.as_str()))
             .and_then(|v| v.trim().parse().ok())
     };
-    // Statistics arrive every 10 s.
+    // Statistics arrive every 5 s.
     let deadline = Instant::now() + Duration::from_secs(40);
     let mut last = String::new();
     while Instant::now() < deadline {

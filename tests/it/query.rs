@@ -11,6 +11,7 @@ mod edges;
 mod hardening;
 mod isolation;
 mod limits;
+mod metrics;
 mod native;
 mod orglog;
 mod random;

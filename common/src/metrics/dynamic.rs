@@ -125,8 +125,7 @@ mod tests {
 
     #[test]
     fn series_come_and_go_and_owners_merge() {
-        let family =
-            Family::gauge("trailhouse_t_lag_messages", "Lag.").labelled(&["partition"]);
+        let family = Family::gauge("trailhouse_t_lag_messages", "Lag.").labelled(&["partition"]);
         let (a, b) = (DynamicGauge::new(family), DynamicGauge::new(family));
         let registry = Registry::default();
         registry.register(&a);

@@ -67,8 +67,16 @@ where
         let mut fields = Map::new();
         event.record(&mut Fields(&mut fields));
         if *meta.level() <= tracing::Level::WARN && meta.target() != ACCESS_TARGET {
-            let text = format!("{} {} {}", meta.level(), meta.target(), Value::Object(fields.clone()));
-            match self.throttle.check(throttle::key(&text), std::time::Instant::now()) {
+            let text = format!(
+                "{} {} {}",
+                meta.level(),
+                meta.target(),
+                Value::Object(fields.clone())
+            );
+            match self
+                .throttle
+                .check(throttle::key(&text), std::time::Instant::now())
+            {
                 Verdict::Drop => return Ok(()),
                 Verdict::Show { repeated: 0 } => {}
                 Verdict::Show { repeated } => {
@@ -166,7 +174,10 @@ mod tests {
         });
         let got = lines(&buf);
         assert_eq!(got.len(), 4, "{got:?}");
-        assert_eq!((got[2]["status"].clone(), got[3]["status"].clone()), (500.into(), 500.into()));
+        assert_eq!(
+            (got[2]["status"].clone(), got[3]["status"].clone()),
+            (500.into(), 500.into())
+        );
         assert_eq!(got[0]["message"], "outside");
         assert_eq!(got[0]["n"], 3);
         assert!(got[0].get("trace_id").is_none());

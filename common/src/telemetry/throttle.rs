@@ -109,7 +109,11 @@ mod tests {
     #[test]
     fn lines_that_differ_only_in_numbers_are_one_line() {
         let cases = [
-            ("connect to 127.0.0.1:9092 failed after 3ms", "connect to 10.0.0.7:19092 failed after 1200ms", true),
+            (
+                "connect to 127.0.0.1:9092 failed after 3ms",
+                "connect to 10.0.0.7:19092 failed after 1200ms",
+                true,
+            ),
             ("partition 3 lagging", "partition 12 lagging", true),
             ("insert failed", "commit failed", false),
         ];

@@ -67,9 +67,13 @@ async fn insert_with_retry<W: RowWriter>(
     token: &str,
     horizon: Duration,
 ) -> Result<(), WriteError> {
-    retry::within_horizon(retry::Step::Insert, token, horizon, WriteError::is_retryable, || {
-        writer.insert(&batch.rows, token)
-    })
+    retry::within_horizon(
+        retry::Step::Insert,
+        token,
+        horizon,
+        WriteError::is_retryable,
+        || writer.insert(&batch.rows, token),
+    )
     .await
 }
 

@@ -20,11 +20,11 @@ use axum::{Json, Router};
 use serde_json::json;
 use tower::ServiceBuilder;
 use tower_http::trace::TraceLayer;
+use trailhouse_common::access::{access, request_span};
 use trailhouse_common::health::{self, Health};
 use trailhouse_common::http::{json_error_bodies, request_limits};
-use trailhouse_common::ratelimit::OrgRateLimiter;
-use trailhouse_common::access::{access, request_span};
 use trailhouse_common::metrics::INGEST_HTTP;
+use trailhouse_common::ratelimit::OrgRateLimiter;
 use trailhouse_schemas::retention::RetentionPolicy;
 
 pub use error::ApiError;

@@ -120,7 +120,11 @@ impl EventStore for ClickHouseStore {
 
     async fn fetch(&self, sql: &Sql) -> Result<Vec<EventRow>, StoreError> {
         let started = std::time::Instant::now();
-        let r = self.query(sql).fetch_all::<EventRow>().await.map_err(classify);
+        let r = self
+            .query(sql)
+            .fetch_all::<EventRow>()
+            .await
+            .map_err(classify);
         observe("rows", started, &r, |rows| sizes(rows));
         r
     }
