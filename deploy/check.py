@@ -12,6 +12,10 @@
    render with a message.
 5. Scan the rendered manifests with checkov: no failed check other than the
    accepted ones listed (with their justification) in ACCEPTED below.
+6. Monitoring: the alert rules pass `promtool check rules` and their unit
+   tests (`promtool test rules`), every alert has a runbook section, the
+   dashboard is well formed and every query in it is valid PromQL, and the
+   chart ships both unchanged.
 """
 
 from __future__ import annotations
@@ -31,6 +35,10 @@ import yaml
 ROOT = pathlib.Path(__file__).resolve().parent
 CHART = ROOT / "helm" / "trailhouse"
 CI = ROOT / "helm" / "ci"
+ALERTS = CHART / "files" / "alerts.yaml"
+DASHBOARD = CHART / "files" / "dashboard.json"
+ALERT_TESTS = ROOT / "monitoring" / "alerts_test.yaml"
+RUNBOOK = ROOT.parent / "docs" / "runbook.md"
 KUBE_VERSION = "1.37.0"
 
 # Checkov checks accepted for this chart, each with why.
@@ -114,17 +122,88 @@ def check_invariants(set_name: str, docs: list[dict], values: dict) -> None:
 def validate_manifests(set_name: str, docs: list[dict]) -> None:
     for d in docs:
         kind = d["kind"]
-        if d["apiVersion"].startswith("monitoring.coreos.com/"):
+        if kind == "ServiceMonitor":
             # A CRD the Kubernetes schemas do not cover: check its shape here.
             if not (d["spec"].get("selector", {}).get("matchLabels") and d["spec"].get("endpoints")):
                 fail(f"{set_name}: ServiceMonitor {d['metadata']['name']} lacks selector or endpoints")
             continue
+        if kind == "PrometheusRule":
+            if d["spec"] != yaml.safe_load(ALERTS.read_text()):
+                fail(f"{set_name}: the PrometheusRule is not files/alerts.yaml")
+            continue
+        if kind == "ConfigMap" and "trailhouse.json" in d.get("data", {}):
+            if json.loads(d["data"]["trailhouse.json"]) != json.loads(DASHBOARD.read_text()):
+                fail(f"{set_name}: the dashboard ConfigMap is not files/dashboard.json")
         try:
             kubernetes_validate.validate(d, KUBE_VERSION, strict=True)
         except kubernetes_validate.ValidationError as e:  # type: ignore[attr-defined]
             fail(f"{set_name}: {kind} {d['metadata']['name']}: {e.message}")
         except Exception as e:  # noqa: BLE001 - any other validator error is a failure too
             fail(f"{set_name}: {kind} {d['metadata']['name']}: {e}")
+
+
+def promtool(*args: str) -> None:
+    proc = subprocess.run(["promtool", *args], capture_output=True, text=True, check=False)
+    out = (proc.stdout + proc.stderr).strip()
+    print("  " + "\n  ".join(out.splitlines()[-3:]))
+    if proc.returncode != 0:
+        fail(f"promtool {' '.join(args)}:\n{out}")
+
+
+def anchor(heading: str) -> str:
+    """The anchor a Markdown renderer gives a heading."""
+    keep = "".join(c for c in heading.lower() if c.isalnum() or c in " -_")
+    return keep.strip().replace(" ", "-")
+
+
+def check_monitoring() -> None:
+    print("promtool check rules / test rules")
+    promtool("check", "rules", str(ALERTS))
+    promtool("test", "rules", str(ALERT_TESTS))
+    alerts = [r for g in yaml.safe_load(ALERTS.read_text())["groups"] for r in g["rules"]]
+    tested = {t["alertname"] for case in yaml.safe_load(ALERT_TESTS.read_text())["tests"]
+              for t in case.get("alert_rule_test", [])}
+    headings = {anchor(line.lstrip("#").strip()) for line in RUNBOOK.read_text().splitlines()
+                if line.startswith("### ")}
+    for r in alerts:
+        name = r["alert"]
+        if name not in tested:
+            fail(f"alert {name} has no promtool unit test")
+        runbook = r.get("annotations", {}).get("runbook", "")
+        if runbook != f"docs/runbook.md#{name.lower()}" or name.lower() not in headings:
+            fail(f"alert {name}: no runbook section docs/runbook.md#{name.lower()}")
+        if r.get("labels", {}).get("severity") not in ("warning", "critical"):
+            fail(f"alert {name}: severity must be warning or critical")
+
+    print("dashboard")
+    dash = json.loads(DASHBOARD.read_text())
+    for key in ("uid", "title", "panels"):
+        if not dash.get(key):
+            fail(f"dashboard: no {key}")
+    ids = [p["id"] for p in dash["panels"]]
+    if len(ids) != len(set(ids)):
+        fail("dashboard: panel ids repeat")
+    exprs = []
+    for p in dash["panels"]:
+        g = p.get("gridPos", {})
+        if g.get("x", 0) + g.get("w", 0) > 24:
+            fail(f"dashboard: panel {p.get('title')} is wider than the grid")
+        if p["type"] == "row":
+            continue
+        if p.get("datasource", {}).get("uid") != "${datasource}" or not p.get("targets"):
+            fail(f"dashboard: panel {p.get('title')} has no query on the chosen data source")
+        exprs += [(p["title"], t["expr"]) for t in p.get("targets", [])]
+    # Every query must be valid PromQL: promtool checks them as recording
+    # rules, with Grafana's variables given values.
+    rules = {"groups": [{"name": "dashboard", "rules": [
+        {"record": f"dashboard:query:{i}",
+         "expr": e.replace("$__rate_interval", "5m").replace("$job", ".*")}
+        for i, (_, e) in enumerate(exprs)]}]}
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
+        yaml.safe_dump(rules, f)
+    print(f"  {len(exprs)} queries in {len(ids)} panels")
+    promtool("check", "rules", f.name)
+    os.unlink(f.name)
 
 
 def render(values: dict) -> dict[str, str]:
@@ -144,6 +223,8 @@ def main() -> int:
             fail(f"lint: {m.get('path')}: {m.get('error')}")
     for e in report.get("errors", []) or []:
         fail(f"lint: {e}")
+
+    check_monitoring()
 
     sets = [("default", None)] + [(p.stem, p) for p in sorted(CI.glob("values-*.yaml"))]
     for set_name, path in sets:

@@ -9,6 +9,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod faults;
+mod monitoring;
 pub mod scrape;
 
 use std::time::Duration;

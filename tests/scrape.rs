@@ -275,6 +275,10 @@ impl Scrape {
             "build info of {service}:\n{}",
             self.text
         );
+        assert!(
+            self.families.contains_key("trailhouse_ready"),
+            "trailhouse_ready missing"
+        );
         for name in [
             "process_cpu_seconds_total",
             "process_resident_memory_bytes",

@@ -22,8 +22,11 @@ impl Health {
     pub fn new() -> Self {
         Self::default()
     }
+    /// Sets readiness, and the `trailhouse_ready` gauge (an alert counts
+    /// its changes: readiness that flaps).
     pub fn set_ready(&self, ready: bool) {
         self.ready.store(ready, Ordering::Relaxed);
+        metrics::gauge!(crate::metrics::READY).set(if ready { 1.0 } else { 0.0 });
     }
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::Relaxed)

@@ -239,6 +239,8 @@ pub fn describe(service: &'static str, families: &[Family]) {
             }
         }
     }
+    metrics::describe_gauge!(READY, "1 while the service reports ready, else 0.");
+    metrics::gauge!(READY).increment(0.0);
     metrics::describe_gauge!(
         BUILD_INFO,
         "Always 1; the labels name the service and its version."
@@ -246,6 +248,9 @@ pub fn describe(service: &'static str, families: &[Family]) {
     metrics::gauge!(BUILD_INFO, "service" => service, "version" => env!("CARGO_PKG_VERSION"))
         .set(1.0);
 }
+
+/// `trailhouse_ready`: the readiness the service reports (see `health`).
+pub const READY: &str = "trailhouse_ready";
 
 /// `trailhouse_build_info{service, version} 1`.
 pub const BUILD_INFO: &str = "trailhouse_build_info";
