@@ -39,7 +39,7 @@ pub fn free_port() -> u16 {
         .expect("free port")
 }
 
-fn wait_port(port: u16, timeout: Duration) -> bool {
+pub fn wait_port(port: u16, timeout: Duration) -> bool {
     let deadline = Instant::now() + timeout;
     while Instant::now() < deadline {
         if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
@@ -365,35 +365,45 @@ pub fn consumer(
     extra: &[(&str, String)],
     log: &Path,
 ) -> Proc {
-    let bin = root().join("target/debug/trailhouse-consumer");
+    let mut env: Vec<(&str, String)> = vec![
+        ("TRAILHOUSE_KAFKA_BROKERS", kafka.brokers.clone()),
+        ("TRAILHOUSE_KAFKA_TOPIC", kafka.topic.clone()),
+        ("TRAILHOUSE_CLICKHOUSE_URL", ch.url.clone()),
+        ("TRAILHOUSE_CLICKHOUSE_DATABASE", ch.database.clone()),
+        ("TRAILHOUSE_CLICKHOUSE_COMPRESSION", "none".into()),
+        ("TRAILHOUSE_CONSUMER_GROUP", group.into()),
+        ("TRAILHOUSE_CONSUMER_LISTEN", "127.0.0.1:0".into()),
+        ("TRAILHOUSE_CONSUMER_BATCH_ROWS", "5000".into()),
+        ("TRAILHOUSE_CONSUMER_BATCH_AGE_MS", "500".into()),
+        ("TRAILHOUSE_CONSUMER_SESSION_TIMEOUT_MS", "10000".into()),
+        ("RUST_LOG", "warn,trailhouse_consumer=info".into()),
+    ];
+    env.extend(extra.iter().cloned());
+    service("trailhouse-consumer", &env, log)
+}
+
+/// Starts a service binary of this workspace (built into `target/debug`)
+/// with `env` (later entries win), appending its output to `log`. Traces
+/// are exported only if `env` sets `OTEL_EXPORTER_OTLP_ENDPOINT`.
+pub fn service(bin: &str, env: &[(&str, String)], log: &Path) -> Proc {
+    let path = root().join("target/debug").join(bin);
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(log)
         .expect("log");
-    let mut cmd = Command::new(&bin);
-    cmd.env("TRAILHOUSE_KAFKA_BROKERS", &kafka.brokers)
-        .env("TRAILHOUSE_KAFKA_TOPIC", &kafka.topic)
-        .env("TRAILHOUSE_CLICKHOUSE_URL", &ch.url)
-        .env("TRAILHOUSE_CLICKHOUSE_DATABASE", &ch.database)
-        .env("TRAILHOUSE_CLICKHOUSE_COMPRESSION", "none")
-        .env("TRAILHOUSE_CONSUMER_GROUP", group)
-        .env("TRAILHOUSE_CONSUMER_LISTEN", "127.0.0.1:0")
-        .env("TRAILHOUSE_CONSUMER_BATCH_ROWS", "5000")
-        .env("TRAILHOUSE_CONSUMER_BATCH_AGE_MS", "500")
-        .env("TRAILHOUSE_CONSUMER_SESSION_TIMEOUT_MS", "10000")
-        .env("RUST_LOG", "warn,trailhouse_consumer=info")
-        .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+    let mut cmd = Command::new(&path);
+    cmd.env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
         .stdout(log.try_clone().expect("log"))
         .stderr(log);
-    for (k, v) in extra {
+    for (k, v) in env {
         cmd.env(k, v);
     }
     let child = cmd
         .spawn()
-        .unwrap_or_else(|e| panic!("start {}: {e} (build it first)", bin.display()));
+        .unwrap_or_else(|e| panic!("start {}: {e} (build it first)", path.display()));
     Proc {
-        name: "consumer".into(),
+        name: bin.into(),
         child: Some(child),
     }
 }

@@ -14,3 +14,4 @@ mod query;
 mod redaction;
 mod rowbinary;
 mod storage;
+mod traces;
