@@ -57,6 +57,14 @@ pub struct Proc {
 }
 
 impl Proc {
+    /// Takes over `child` (killed when dropped).
+    pub fn new(name: &str, child: Child) -> Proc {
+        Proc {
+            name: name.into(),
+            child: Some(child),
+        }
+    }
+
     pub fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
