@@ -243,8 +243,48 @@ mod tests {
         assert!(!is_valid_request_id(&"a".repeat(129)));
     }
 
+    /// Keeps the fields of every access line.
+    #[derive(Clone, Default)]
+    struct Lines(Arc<Mutex<Vec<(tracing::Level, serde_json::Map<String, serde_json::Value>)>>>);
+
+    impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Lines {
+        fn on_event(
+            &self,
+            event: &tracing::Event<'_>,
+            _: tracing_subscriber::layer::Context<'_, S>,
+        ) {
+            struct V<'a>(&'a mut serde_json::Map<String, serde_json::Value>);
+            impl tracing::field::Visit for V<'_> {
+                fn record_f64(&mut self, f: &tracing::field::Field, v: f64) {
+                    self.0.insert(f.name().into(), v.into());
+                }
+                fn record_u64(&mut self, f: &tracing::field::Field, v: u64) {
+                    self.0.insert(f.name().into(), v.into());
+                }
+                fn record_str(&mut self, f: &tracing::field::Field, v: &str) {
+                    self.0.insert(f.name().into(), v.into());
+                }
+                fn record_debug(&mut self, f: &tracing::field::Field, v: &dyn std::fmt::Debug) {
+                    self.0.insert(f.name().into(), format!("{v:?}").into());
+                }
+            }
+            if event.metadata().target() == "trailhouse::access" {
+                let mut m = serde_json::Map::new();
+                event.record(&mut V(&mut m));
+                if let Ok(mut all) = self.0.lock() {
+                    all.push((*event.metadata().level(), m));
+                }
+            }
+        }
+    }
+
     #[tokio::test]
     async fn requests_are_counted_by_route_template_and_get_an_id() {
+        use tracing_subscriber::layer::SubscriberExt;
+        let lines = Lines::default();
+        let _logs = tracing::subscriber::set_default(
+            tracing_subscriber::registry().with(lines.clone()),
+        );
         let recorder = crate::metrics::builder().expect("buckets").build_recorder();
         let handle = recorder.handle();
         let _guard = metrics::set_default_local_recorder(&recorder);
@@ -279,6 +319,21 @@ mod tests {
         let fresh = b.headers()[REQUEST_ID].to_str().unwrap_or("");
         assert_eq!(fresh.len(), 32, "{fresh}");
         assert_eq!(c.status(), StatusCode::NOT_FOUND);
+        // One access line per request, with the route template, the
+        // status, the latency as a number, the caller and the request id.
+        let lines = lines.0.lock().map(|l| l.clone()).unwrap_or_default();
+        assert_eq!(lines.len(), 3, "{lines:?}");
+        let (level, first) = &lines[0];
+        assert_eq!(*level, tracing::Level::INFO);
+        assert_eq!(first["method"], "GET");
+        assert_eq!(first["route"], "/v1/things/{id}");
+        assert_eq!(first["status"], 200);
+        assert!(first["latency_ms"].is_f64(), "{first:?}");
+        assert_eq!(first["org"], "acme");
+        assert_eq!(first["principal_kind"], "jwt");
+        assert_eq!(first["request_id"], "caller-id-1");
+        assert_eq!(lines[2].1["route"], "unmatched");
+        assert_eq!(lines[2].1["principal_kind"], "");
         let text = handle.render();
         for want in [
             r#"trailhouse_test_http_requests_total{route="/v1/things/{id}",method="GET",status="2xx"} 2"#,
