@@ -47,13 +47,42 @@ if [[ ! -f "$demo_marker" ]]; then
 fi
 
 token=$("$BIN/trailhouse-query-api" mint-token --org org_acme --sub demo-user --roles admin,workbench --permissions viewAuditLog)
+
+# A local Prometheus scraping the three services every 5 s and evaluating
+# the chart's alert rules (deploy/helm/trailhouse/files/alerts.yaml).
+mkdir -p "$DATA/prometheus"
+cp deploy/helm/trailhouse/files/alerts.yaml "$DATA/prometheus/alerts.yaml"
+cat >"$DATA/prometheus/prometheus.yml" <<PROM
+global:
+  scrape_interval: 5s
+  evaluation_interval: 5s
+rule_files: [alerts.yaml]
+scrape_configs:
+  - job_name: ingest
+    static_configs: [{targets: ["127.0.0.1:$INGEST_PORT"]}]
+  - job_name: consumer
+    static_configs: [{targets: ["127.0.0.1:$CONSUMER_PORT"]}]
+  - job_name: query-api
+    static_configs: [{targets: ["127.0.0.1:$QUERY_PORT"]}]
+PROM
+start_bg prometheus "$PROMETHEUS_PORT" prometheus \
+  --config.file="$DATA/prometheus/prometheus.yml" \
+  --storage.tsdb.path="$DATA/prometheus/data" \
+  --web.listen-address="127.0.0.1:$PROMETHEUS_PORT"
+
 cat <<MSG
 
 Trailhouse is running:
   ingest     http://127.0.0.1:$INGEST_PORT     (logs: $DATA/logs/ingest.log)
   query API  http://127.0.0.1:$QUERY_PORT     (logs: $DATA/logs/query-api.log)
-  consumer   http://127.0.0.1:$CONSUMER_PORT/metrics
+  consumer   http://127.0.0.1:$CONSUMER_PORT   (logs: $DATA/logs/consumer.log)
   Kafka 127.0.0.1:$KAFKA_PORT, ClickHouse http://127.0.0.1:$CLICKHOUSE_PORT
+
+Metrics: each service serves /metrics, /health/live and /health/ready, e.g.
+  curl -s http://127.0.0.1:$INGEST_PORT/metrics | grep trailhouse_ingest_events
+Prometheus scrapes all three with the alert rules: http://127.0.0.1:$PROMETHEUS_PORT
+  (alerts: http://127.0.0.1:$PROMETHEUS_PORT/alerts; what each means: docs/runbook.md;
+  the Grafana dashboard to import: deploy/helm/trailhouse/files/dashboard.json)
 
 Send an event:
   curl -s -X POST http://127.0.0.1:$INGEST_PORT/v1/events \\
