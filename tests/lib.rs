@@ -232,9 +232,18 @@ impl TestEnv {
 
     /// [`TestEnv::start_consumer`] serving health and metrics; returns its URL.
     pub async fn start_consumer_serving(&mut self) -> String {
+        self.start_consumer_serving_with(|_| {}).await
+    }
+
+    /// [`TestEnv::start_consumer_serving`] with the configuration adjusted.
+    pub async fn start_consumer_serving_with(
+        &mut self,
+        adjust: impl FnOnce(&mut trailhouse_consumer::ConsumerConfig),
+    ) -> String {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let url = format!("http://{}", listener.local_addr().expect("addr"));
-        let config = self.consumer_config();
+        let mut config = self.consumer_config();
+        adjust(&mut config);
         let shutdown = self.shutdown.clone();
         self.tasks.push(tokio::spawn(async move {
             trailhouse_consumer::run(config, Some(listener), shutdown)

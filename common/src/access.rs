@@ -282,9 +282,8 @@ mod tests {
     async fn requests_are_counted_by_route_template_and_get_an_id() {
         use tracing_subscriber::layer::SubscriberExt;
         let lines = Lines::default();
-        let _logs = tracing::subscriber::set_default(
-            tracing_subscriber::registry().with(lines.clone()),
-        );
+        let _logs =
+            tracing::subscriber::set_default(tracing_subscriber::registry().with(lines.clone()));
         let recorder = crate::metrics::builder().expect("buckets").build_recorder();
         let handle = recorder.handle();
         let _guard = metrics::set_default_local_recorder(&recorder);

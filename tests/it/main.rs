@@ -10,6 +10,7 @@ mod ingest;
 mod ingest_edges;
 mod metrics;
 mod pipeline;
+mod probes;
 mod prometheus;
 mod query;
 mod redaction;

@@ -63,14 +63,23 @@ fn start_prometheus(targets: &[String]) -> Prometheus {
     let port = free_port();
     let log = std::fs::File::create(dir.path().join("prometheus.log")).expect("log");
     let child = std::process::Command::new("prometheus")
-        .arg(format!("--config.file={}", dir.path().join("prometheus.yml").display()))
-        .arg(format!("--storage.tsdb.path={}", dir.path().join("data").display()))
+        .arg(format!(
+            "--config.file={}",
+            dir.path().join("prometheus.yml").display()
+        ))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.path().join("data").display()
+        ))
         .arg(format!("--web.listen-address=127.0.0.1:{port}"))
         .stdout(log.try_clone().expect("log"))
         .stderr(log)
         .spawn()
         .expect("prometheus (Debian package prometheus; dev/install.sh installs it)");
-    assert!(wait_port(port, Duration::from_secs(30)), "prometheus did not start");
+    assert!(
+        wait_port(port, Duration::from_secs(30)),
+        "prometheus did not start"
+    );
     Prometheus {
         url: format!("http://127.0.0.1:{port}"),
         _proc: Proc::new("prometheus", child),
@@ -97,7 +106,13 @@ impl Prometheus {
     }
 
     /// Waits until `alert` is in `state` (`None`: inactive), up to `secs`.
-    async fn wait_alert(&self, http: &reqwest::Client, alert: &str, state: Option<&str>, secs: u64) {
+    async fn wait_alert(
+        &self,
+        http: &reqwest::Client,
+        alert: &str,
+        state: Option<&str>,
+        secs: u64,
+    ) {
         let deadline = Instant::now() + Duration::from_secs(secs);
         loop {
             let now = self.alert(http, alert).await;
@@ -132,7 +147,10 @@ fn the_rules_are_shrunk_only_where_they_are_durations() {
     let r = shrunk_rules();
     assert!(r.contains("[10s]") && r.contains("for: 10s") && r.contains("for: 30s"));
     assert!(!r.contains("[5m]") && !r.contains("for: 5m"));
-    assert!(r.contains("> 10000") && r.contains("> 600"), "thresholds are kept");
+    assert!(
+        r.contains("> 10000") && r.contains("> 600"),
+        "thresholds are kept"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -147,12 +165,18 @@ async fn the_pipeline_alert_fires_when_the_consumer_stops_and_resolves_when_it_r
             &env.kafka,
             &env.clickhouse,
             &format!("{}.consumer", env.name),
-            &[("TRAILHOUSE_CONSUMER_LISTEN", format!("127.0.0.1:{consumer_port}"))],
+            &[(
+                "TRAILHOUSE_CONSUMER_LISTEN",
+                format!("127.0.0.1:{consumer_port}"),
+            )],
             &dir.path().join("consumer.log"),
         )
     };
     let mut running = start_consumer();
-    assert!(wait_port(consumer_port, Duration::from_secs(30)), "consumer did not start");
+    assert!(
+        wait_port(consumer_port, Duration::from_secs(30)),
+        "consumer did not start"
+    );
     let prom = start_prometheus(&[
         ingest.trim_start_matches("http://").to_string(),
         format!("127.0.0.1:{consumer_port}"),
@@ -181,7 +205,10 @@ async fn the_pipeline_alert_fires_when_the_consumer_stops_and_resolves_when_it_r
     // Running under load: rows are inserted, the alert stays quiet.
     let deadline = Instant::now() + Duration::from_secs(60);
     while prom
-        .query(&http, "sum(rate(trailhouse_consumer_rows_inserted_total[10s]))")
+        .query(
+            &http,
+            "sum(rate(trailhouse_consumer_rows_inserted_total[10s]))",
+        )
         .await
         .unwrap_or(0.0)
         <= 0.0

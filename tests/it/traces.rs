@@ -77,7 +77,9 @@ const CALLER_SPAN: &str = "00f067aa0ba902b7";
 async fn a_post_and_the_batch_that_stores_it_are_one_trace() {
     let env = TestEnv::new("traces", 1).await;
     let spans: Spans = Arc::default();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let otlp = format!("http://{}", listener.local_addr().expect("addr"));
     let app = Router::new()
         .route("/v1/traces", post(receive))
@@ -98,10 +100,17 @@ async fn a_post_and_the_batch_that_stores_it_are_one_trace() {
     let mut ingest_env = common("trailhouse-ingest");
     ingest_env.extend([
         ("TRAILHOUSE_INGEST_LISTEN", format!("127.0.0.1:{port}")),
-        ("TRAILHOUSE_INGEST_KEYS", format!("acme:{}", hash_key("key-acme"))),
+        (
+            "TRAILHOUSE_INGEST_KEYS",
+            format!("acme:{}", hash_key("key-acme")),
+        ),
         ("TRAILHOUSE_INGEST_RATE_LIMIT", "off".into()),
     ]);
-    let _ingest = service("trailhouse-ingest", &ingest_env, &dir.path().join("ingest.log"));
+    let _ingest = service(
+        "trailhouse-ingest",
+        &ingest_env,
+        &dir.path().join("ingest.log"),
+    );
     let _consumer = trailhouse_tests::faults::consumer(
         &env.kafka,
         &env.clickhouse,
@@ -109,7 +118,10 @@ async fn a_post_and_the_batch_that_stores_it_are_one_trace() {
         &common("trailhouse-consumer"),
         &dir.path().join("consumer.log"),
     );
-    assert!(wait_port(port, Duration::from_secs(30)), "ingest did not start");
+    assert!(
+        wait_port(port, Duration::from_secs(30)),
+        "ingest did not start"
+    );
     let url = format!("http://127.0.0.1:{port}");
     let ready = Instant::now() + Duration::from_secs(30);
     while env
