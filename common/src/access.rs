@@ -243,9 +243,11 @@ mod tests {
         assert!(!is_valid_request_id(&"a".repeat(129)));
     }
 
+    type Fields = serde_json::Map<String, serde_json::Value>;
+
     /// Keeps the fields of every access line.
     #[derive(Clone, Default)]
-    struct Lines(Arc<Mutex<Vec<(tracing::Level, serde_json::Map<String, serde_json::Value>)>>>);
+    struct Lines(Arc<Mutex<Vec<(tracing::Level, Fields)>>>);
 
     impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Lines {
         fn on_event(
