@@ -88,16 +88,26 @@ fn start_prometheus(targets: &[String]) -> Prometheus {
 }
 
 impl Prometheus {
-    /// The state of `alert` (`pending`, `firing`), or `None`.
-    async fn alert(&self, http: &reqwest::Client, alert: &str) -> Option<String> {
-        let v: Value = http
-            .get(format!("{}/api/v1/alerts", self.url))
+    /// A GET of Prometheus's HTTP API, as JSON.
+    async fn api(
+        &self,
+        http: &reqwest::Client,
+        path: &str,
+        query: &[(&str, &str)],
+    ) -> Option<Value> {
+        http.get(format!("{}/api/v1/{path}", self.url))
+            .query(query)
             .send()
             .await
             .ok()?
             .json()
             .await
-            .ok()?;
+            .ok()
+    }
+
+    /// The state of `alert` (`pending`, `firing`), or `None`.
+    async fn alert(&self, http: &reqwest::Client, alert: &str) -> Option<String> {
+        let v = self.api(http, "alerts", &[]).await?;
         v["data"]["alerts"]
             .as_array()?
             .iter()
@@ -129,15 +139,7 @@ impl Prometheus {
 
     /// The value of an instant query with one result.
     async fn query(&self, http: &reqwest::Client, q: &str) -> Option<f64> {
-        let v: Value = http
-            .get(format!("{}/api/v1/query", self.url))
-            .query(&[("query", q)])
-            .send()
-            .await
-            .ok()?
-            .json()
-            .await
-            .ok()?;
+        let v = self.api(http, "query", &[("query", q)]).await?;
         v["data"]["result"][0]["value"][1].as_str()?.parse().ok()
     }
 }
