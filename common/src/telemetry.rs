@@ -69,7 +69,13 @@ pub fn init(service: &'static str) -> anyhow::Result<Telemetry> {
         provider = provider.with_sampler(opentelemetry_sdk::trace::Sampler::AlwaysOff);
     }
     let provider = provider.build();
-    let otel = tracing_opentelemetry::layer().with_tracer(provider.tracer(service));
+    // Without an exporter, spans exist only for their ids: nothing more is
+    // tracked on them.
+    let otel = tracing_opentelemetry::layer()
+        .with_tracer(provider.tracer(service))
+        .with_tracked_inactivity(exporting)
+        .with_location(exporting)
+        .with_threads(exporting);
     let fmt = tracing_subscriber::fmt::layer()
         .fmt_fields(tracing_subscriber::fmt::format::JsonFields::new())
         .event_format(JsonLines::default());

@@ -14,6 +14,28 @@ pub mod metric {
     pub const PUBLISHED: &str = "trailhouse_audit_layer_published_total";
     /// Events lost, by `reason`: `queue_full`, `publish_failed`, `invalid`, `no_org`, `closed`.
     pub const DROPPED: &str = "trailhouse_audit_layer_dropped_total";
+    /// Why events are lost.
+    pub const DROP_REASONS: [&str; 5] = [
+        "queue_full",
+        "publish_failed",
+        "invalid",
+        "no_org",
+        "closed",
+    ];
+
+    /// Gives every family its HELP line and creates its series at 0, so an
+    /// alert on `increase(dropped[5m])` has them from the start. Called when
+    /// a recorder starts (with whatever `metrics` recorder the app installed).
+    pub fn describe() {
+        metrics::describe_counter!(RECORDED, "Requests captured into the audit layer's queue.");
+        metrics::describe_counter!(PUBLISHED, "Audit events acknowledged by the sink.");
+        metrics::describe_counter!(DROPPED, "Audit events lost, by reason.");
+        metrics::counter!(RECORDED).increment(0);
+        metrics::counter!(PUBLISHED).increment(0);
+        for reason in DROP_REASONS {
+            metrics::counter!(DROPPED, "reason" => reason).increment(0);
+        }
+    }
 }
 
 /// How the layer records requests.

@@ -76,6 +76,7 @@ pub(crate) struct Shared {
 impl Recorder {
     /// Starts the publishing task on the current tokio runtime.
     pub fn start<S: EventSink>(config: RecorderConfig, sink: S) -> Recorder {
+        metric::describe();
         let (tx, rx) = mpsc::channel(config.queue_capacity.max(1));
         let stats = Arc::new(Stats::default());
         let (stop_tx, stop_rx) = oneshot::channel();
