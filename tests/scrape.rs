@@ -193,10 +193,11 @@ impl Scrape {
             })
     }
 
-    /// Holds the scrape to a service's catalogue: every declared family is
-    /// of its type, with its help and exactly its labels (histograms: and
-    /// `le`); counters and gauges without labels, and preset series, exist
-    /// (at 0 before their first event); no label is an org.
+    /// Holds the scrape to the catalogue of the services in the process:
+    /// every declared family is of its type, with its help and exactly its
+    /// labels (histograms: and `le`); counters and gauges without labels,
+    /// and preset series, exist (at 0 before their first event); every
+    /// `trailhouse_` family exported is declared; no label is an org.
     pub fn check_catalogue(&self, catalogue: &[Family]) {
         for f in catalogue {
             let kind = match f.kind {
@@ -246,6 +247,21 @@ impl Scrape {
                     f.name
                 );
             }
+        }
+        let declared: BTreeSet<&str> = catalogue.iter().map(|f| f.name).collect();
+        for name in self
+            .families
+            .keys()
+            .filter(|n| n.starts_with("trailhouse_"))
+        {
+            let common = [
+                trailhouse_common::metrics::BUILD_INFO,
+                trailhouse_common::metrics::READY,
+            ];
+            assert!(
+                declared.contains(name.as_str()) || common.contains(&name.as_str()),
+                "{name} is exported but not in the catalogue"
+            );
         }
         for (name, f) in &self.families {
             for s in &f.samples {

@@ -34,6 +34,8 @@ pub struct Caller {
     pub kind: &'static str,
     /// The key's or token subject's name.
     pub name: Option<String>,
+    /// Why authentication failed (the request was refused with 401).
+    pub auth_failure: Option<String>,
 }
 
 /// The slot [`access`] leaves in a request for [`identify`] to fill.
@@ -50,10 +52,18 @@ pub fn identify(extensions: &Extensions, caller: Caller) {
     }
 }
 
-/// Logs (at WARN) and leaves in the request's access line a failed
-/// authentication: the reason, the kind of credential tried and the peer.
-/// Never the credential itself.
+/// Logs (at WARN, never throttled) a failed authentication with the
+/// reason, the kind of credential tried and the peer, and puts the kind and
+/// reason into the request's access line. Never the credential itself.
 pub fn auth_failed(extensions: &Extensions, reason: &str, kind: &'static str) {
+    identify(
+        extensions,
+        Caller {
+            kind,
+            auth_failure: Some(reason.to_string()),
+            ..Caller::default()
+        },
+    );
     let peer = extensions
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0.to_string());
@@ -129,10 +139,11 @@ pub async fn access(State(m): State<HttpMetrics>, mut request: Request, next: Ne
         .unwrap_or_default();
     // Microsecond precision, as a number.
     let latency_ms = (elapsed.as_secs_f64() * 1e6).round() / 1e3;
-    let (org, kind, name) = (
+    let (org, kind, name, auth_failure) = (
         caller.org.as_deref().unwrap_or(""),
         caller.kind,
         caller.name.as_deref().unwrap_or(""),
+        caller.auth_failure.as_deref().unwrap_or(""),
     );
     macro_rules! line {
         ($level:expr) => {
@@ -146,6 +157,7 @@ pub async fn access(State(m): State<HttpMetrics>, mut request: Request, next: Ne
                 org,
                 principal_kind = kind,
                 principal = name,
+                auth_failure,
                 request_id = request_id.as_str(),
                 "request"
             )
@@ -298,7 +310,7 @@ mod tests {
                         Caller {
                             org: Some("acme".into()),
                             kind: "jwt",
-                            name: None,
+                            ..Caller::default()
                         },
                     );
                     "ok"

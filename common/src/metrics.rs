@@ -129,6 +129,24 @@ impl HttpMetrics {
     }
 }
 
+/// The status classes whose request series exist from the start.
+pub const PRESET_STATUSES: [&str; 3] = ["2xx", "4xx", "5xx"];
+
+impl HttpMetrics {
+    /// Creates the request counters of `method` on each route at 0 for
+    /// each of [`PRESET_STATUSES`], so an error-ratio alert sees the first
+    /// 5xx as an increase.
+    pub fn preset(&self, method: &'static str, routes: impl IntoIterator<Item = &'static str>) {
+        let _ = crate::telemetry::metrics_handle();
+        for route in routes {
+            for status in PRESET_STATUSES {
+                metrics::counter!(self.requests, "route" => route, "method" => method, "status" => status)
+                    .increment(0);
+            }
+        }
+    }
+}
+
 /// Ingest answers after Kafka acknowledged every event: milliseconds when
 /// healthy, up to the acknowledgement timeout (10 s) when not.
 pub const INGEST_HTTP: HttpMetrics = HttpMetrics {

@@ -8,8 +8,10 @@ pub const EVENTS_ACCEPTED: &str = "trailhouse_ingest_events_accepted_total";
 /// Events not accepted, by `reason` ([`REJECT_REASONS`]).
 pub const EVENTS_REJECTED: &str = "trailhouse_ingest_events_rejected_total";
 /// Why events are not accepted: failed validation, over the message size
-/// limit, or Kafka unavailable (down, queue full, not acknowledged).
-pub const REJECT_REASONS: &[&[&str]] = &[&["invalid"], &["too_large"], &["unavailable"]];
+/// limit, Kafka unavailable (down, queue full, not acknowledged: retryable),
+/// or another publish failure that is not.
+pub const REJECT_REASONS: &[&[&str]] =
+    &[&["invalid"], &["too_large"], &["unavailable"], &["failed"]];
 /// Requests answered 503 because the producer queue was full.
 pub const QUEUE_FULL: &str = "trailhouse_ingest_queue_full_total";
 /// Time from handing a request's events to the producer to Kafka's
@@ -36,7 +38,7 @@ pub fn families() -> Vec<Family> {
         Family::counter(EVENTS_ACCEPTED, "Events acknowledged by Kafka."),
         Family::counter(
             EVENTS_REJECTED,
-            "Events not accepted: invalid, too large, or Kafka unavailable.",
+            "Events not accepted, by reason: invalid, too_large, unavailable (Kafka; retryable), failed.",
         )
         .labelled(&["reason"])
         .preset(REJECT_REASONS),
@@ -61,6 +63,7 @@ pub fn families() -> Vec<Family> {
 /// Describes every family and creates the counters at 0.
 pub fn describe() {
     m::describe(INGEST_HTTP.service, &families());
+    INGEST_HTTP.preset("POST", [crate::api::EVENTS_PATH]);
 }
 
 /// Counts `n` events not accepted for `reason` (one of [`REJECT_REASONS`]).

@@ -69,7 +69,12 @@ pub fn app<S: EventStore>(state: Arc<AppState<S>>) -> Router {
         .layer(axum::middleware::from_fn(request_limits))
         .layer(axum::middleware::map_response(no_store))
         .layer(axum::middleware::from_fn_with_state(QUERY_HTTP, access))
-        .layer(TraceLayer::new_for_http().make_span_with(request_span))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(request_span)
+                // The access line reports every answer, failures included.
+                .on_failure(()),
+        )
 }
 
 /// Audit data is never cached by a browser or a proxy, and never sniffed

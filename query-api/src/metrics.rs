@@ -58,6 +58,7 @@ pub fn families() -> Vec<Family> {
 /// Describes every family and creates the counters at 0.
 pub fn describe() {
     m::describe(QUERY_HTTP.service, &families());
+    QUERY_HTTP.preset("GET", crate::api::ROUTES.iter().map(|(path, _)| *path));
 }
 
 #[cfg(test)]

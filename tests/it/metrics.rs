@@ -78,6 +78,7 @@ async fn ingest_exports_its_catalogue() {
         )
     };
     assert_eq!(by("POST", "/v1/events", "2xx"), Some(1.0), "{}", s.text);
+    assert_eq!(by("POST", "/v1/events", "5xx"), Some(0.0), "preset at 0");
     assert_eq!(by("POST", "/v1/events", "4xx"), Some(2.0));
     assert_eq!(by("GET", "unmatched", "4xx"), Some(1.0));
     let duration_count = format!("{}_count", INGEST_HTTP.duration);
@@ -137,7 +138,8 @@ async fn the_consumer_exports_its_catalogue_and_lag_per_partition() {
             && s.value(m::LAG, &[("partition", "1")]) == Some(0.0)
     })
     .await;
-    s.check_catalogue(&m::families());
+    // Ingest runs in this process too.
+    s.check_catalogue(&[m::families(), trailhouse_ingest::metrics::families()].concat());
     s.check_common("trailhouse-consumer");
     assert_eq!(s.value(m::ROWS_INSERTED, &[]), Some(100.0), "{}", s.text);
     for p in ["0", "1"] {
@@ -163,4 +165,70 @@ async fn the_consumer_exports_its_catalogue_and_lag_per_partition() {
     assert_eq!(s.value(m::PAUSED, &[]), Some(0.0));
     assert_eq!(s.value(m::BROKER_UP, &[]), Some(1.0));
     env.stop().await;
+}
+
+/// The partitions a consumer's scrape has lag series for.
+fn partitions(s: &Scrape) -> Vec<String> {
+    let mut p: Vec<String> = s
+        .families
+        .get(trailhouse_consumer::metrics::LAG_SECONDS)
+        .map(|f| {
+            f.samples
+                .iter()
+                .filter_map(|x| x.labels.get("partition").cloned())
+                .collect()
+        })
+        .unwrap_or_default();
+    p.sort();
+    p
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_partition_takes_its_series_along() {
+    use trailhouse_tests::faults::{consumer, free_port, wait_port};
+    let env = TestEnv::new("metrics_revoke", 2).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let group = format!("{}.consumer", env.name);
+    let start = |port: u16, name: &str| {
+        consumer(
+            &env.kafka,
+            &env.clickhouse,
+            &group,
+            &[("TRAILHOUSE_CONSUMER_LISTEN", format!("127.0.0.1:{port}"))],
+            &dir.path().join(format!("{name}.log")),
+        )
+    };
+    let (pa, pb) = (free_port(), free_port());
+    let _a = start(pa, "a");
+    assert!(
+        wait_port(pa, Duration::from_secs(30)),
+        "consumer a did not start"
+    );
+    let (a, b) = (
+        format!("http://127.0.0.1:{pa}"),
+        format!("http://127.0.0.1:{pb}"),
+    );
+    let s = scrape_until(&env, &a, 60, |s| partitions(s) == ["0", "1"]).await;
+    assert_eq!(partitions(&s), ["0", "1"], "a owns both:\n{}", s.text);
+    let _b = start(pb, "b");
+    assert!(
+        wait_port(pb, Duration::from_secs(30)),
+        "consumer b did not start"
+    );
+    // After the rebalance each owns one partition, and a's scrape no longer
+    // shows the one it gave away.
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let (sa, sb) = (scrape(&env.http, &a).await, scrape(&env.http, &b).await);
+        let (ours, theirs) = (partitions(&sa), partitions(&sb));
+        if ours.len() == 1 && theirs.len() == 1 && ours != theirs {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "a: {ours:?}, b: {theirs:?}\n{}",
+            std::fs::read_to_string(dir.path().join("a.log")).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }

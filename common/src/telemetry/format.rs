@@ -24,8 +24,10 @@ pub struct JsonLines {
     throttle: Throttle,
 }
 
-/// The target of access lines, never throttled.
-const ACCESS_TARGET: &str = "trailhouse::access";
+/// Targets never throttled: one access line per request, and every failed
+/// authentication with its peer (lines that differ only in the peer's
+/// address would otherwise count as repeats).
+const UNTHROTTLED: [&str; 2] = ["trailhouse::access", "trailhouse::auth"];
 
 impl<S> FormatEvent<S, JsonFields> for JsonLines
 where
@@ -38,7 +40,29 @@ where
         event: &Event<'_>,
     ) -> fmt::Result {
         let meta = event.metadata();
-        let mut line = Map::new();
+        let mut fields = Map::new();
+        event.record(&mut Fields(&mut fields));
+        let mut repeated = 0;
+        if *meta.level() <= tracing::Level::WARN && !UNTHROTTLED.contains(&meta.target()) {
+            let text = format!(
+                "{} {} {}",
+                meta.level(),
+                meta.target(),
+                Value::Object(fields.clone())
+            );
+            match self
+                .throttle
+                .check(throttle::key(&text), std::time::Instant::now())
+            {
+                Verdict::Drop => return Ok(()),
+                Verdict::Show { repeated: n } => repeated = n,
+            }
+        }
+        // The event's fields first: the line's own keys win a clash.
+        let mut line = fields;
+        if repeated > 0 {
+            line.insert("repeated".into(), repeated.into());
+        }
         line.insert(
             "timestamp".into(),
             chrono::Utc::now()
@@ -64,27 +88,6 @@ where
                 }
             }
         }
-        let mut fields = Map::new();
-        event.record(&mut Fields(&mut fields));
-        if *meta.level() <= tracing::Level::WARN && meta.target() != ACCESS_TARGET {
-            let text = format!(
-                "{} {} {}",
-                meta.level(),
-                meta.target(),
-                Value::Object(fields.clone())
-            );
-            match self
-                .throttle
-                .check(throttle::key(&text), std::time::Instant::now())
-            {
-                Verdict::Drop => return Ok(()),
-                Verdict::Show { repeated: 0 } => {}
-                Verdict::Show { repeated } => {
-                    line.insert("repeated".into(), repeated.into());
-                }
-            }
-        }
-        line.extend(fields);
         writeln!(writer, "{}", Value::Object(line))
     }
 }
@@ -163,7 +166,7 @@ mod tests {
                     .with_writer(move || writer.clone()),
             );
         tracing::subscriber::with_default(subscriber, || {
-            tracing::info!(n = 3, "outside");
+            tracing::info!(n = 3, level = "forged", "outside");
             let span = tracing::info_span!("request", route = "/v1/events");
             let _e = span.enter();
             tracing::warn!(latency_ms = 1.5, ok = true, "inside");
@@ -180,6 +183,10 @@ mod tests {
         );
         assert_eq!(got[0]["message"], "outside");
         assert_eq!(got[0]["n"], 3);
+        assert_eq!(
+            got[0]["level"], "INFO",
+            "an event field cannot forge the line's keys"
+        );
         assert!(got[0].get("trace_id").is_none());
         assert_eq!(got[1]["level"], "WARN");
         assert_eq!(got[1]["latency_ms"], 1.5);

@@ -434,3 +434,33 @@ proptest! {
         prop_assert_eq!(rows, valid);
     }
 }
+
+#[test]
+fn the_oldest_message_not_committed_is_known_per_partition() {
+    runtime().block_on(async {
+        let mut pl = Pipeline::new(
+            Arc::new(MemoryWriter::default()),
+            Arc::new(MemoryState::default()),
+            Arc::new(MemoryDeadLetters::default()),
+            settings(64, 2),
+        );
+        assert!(pl.oldest_pending_ms().is_empty());
+        // The harness stamps offset n of any partition at BASE + n.
+        const BASE: i64 = 1_700_000_000_000;
+        for offset in 2..5 {
+            pl.receive(message(0, offset, false))
+                .await
+                .expect("receive");
+        }
+        pl.receive(message(1, 7, false)).await.expect("receive");
+        let want = BTreeMap::from([(0, BASE + 2), (1, BASE + 7)]);
+        assert_eq!(pl.oldest_pending_ms(), want, "open batches");
+        pl.flush(true);
+        assert!(!pl.is_idle());
+        assert_eq!(pl.oldest_pending_ms(), want, "inserting");
+        while !pl.is_idle() {
+            pl.completed().await.expect("insert");
+        }
+        assert!(pl.oldest_pending_ms().is_empty(), "all committed");
+    });
+}

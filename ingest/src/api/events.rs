@@ -81,12 +81,12 @@ pub(super) async fn authenticate<S: EventSink>(
                 Principal::Org(org) => Caller {
                     org: Some(org.clone()),
                     kind: "org_key",
-                    name: None,
+                    ..Caller::default()
                 },
                 Principal::Service(name) => Caller {
-                    org: None,
                     kind: "service_key",
                     name: Some(name.clone()),
+                    ..Caller::default()
                 },
             };
             access::identify(request.extensions(), caller);
@@ -328,7 +328,12 @@ pub(super) async fn post_events<S: EventSink>(
     encode_checked(&mut envelopes, &rejected, state.limits.max_message_bytes)?;
     let started = Instant::now();
     if let Err(e) = state.sink.publish(&envelopes).await {
-        crate::metrics::rejected("unavailable", envelopes.len() as u64);
+        let reason = match &e {
+            SinkError::TooLarge(_) => "too_large",
+            e if e.is_retryable() => "unavailable",
+            _ => "failed",
+        };
+        crate::metrics::rejected(reason, envelopes.len() as u64);
         if matches!(e, SinkError::QueueFull) {
             metrics::counter!(crate::metrics::QUEUE_FULL).increment(1);
         }

@@ -86,6 +86,9 @@ pub struct AppState<S> {
     pub retention: RetentionPolicy,
 }
 
+/// The one data route.
+pub const EVENTS_PATH: &str = "/v1/events";
+
 /// The ingest router.
 pub fn app<S: EventSink>(state: Arc<AppState<S>>) -> Router {
     crate::metrics::describe();
@@ -105,7 +108,7 @@ pub fn app<S: EventSink>(state: Arc<AppState<S>>) -> Router {
         .timeout(limits.request_timeout);
     Router::new()
         .route(
-            "/v1/events",
+            EVENTS_PATH,
             post(events::post_events::<S>)
                 .route_layer(shed)
                 .route_layer(axum::middleware::from_fn_with_state(
@@ -134,7 +137,12 @@ pub fn app<S: EventSink>(state: Arc<AppState<S>>) -> Router {
         .layer(axum::middleware::map_response(json_error_bodies))
         .layer(axum::middleware::from_fn(request_limits))
         .layer(axum::middleware::from_fn_with_state(INGEST_HTTP, access))
-        .layer(TraceLayer::new_for_http().make_span_with(request_span))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(request_span)
+                // The access line reports every answer, failures included.
+                .on_failure(()),
+        )
 }
 
 #[cfg(test)]

@@ -29,6 +29,7 @@ async fn the_query_api_exports_its_catalogue() {
     assert_eq!(by("/v1/events", "2xx"), Some(1.0), "{}", s.text);
     assert_eq!(by("/v1/events", "4xx"), Some(1.0));
     assert_eq!(by("unmatched", "4xx"), Some(1.0));
+    assert_eq!(by("/api/v2/audit_logs", "5xx"), Some(0.0), "preset at 0");
     let duration = format!("{}_count", trailhouse_common::metrics::QUERY_HTTP.duration);
     let labels = [
         ("route", "/v1/events"),
