@@ -51,12 +51,16 @@ fi
 # service's /metrics with `promtool check metrics`, the chart's rules with
 # `promtool check rules` / `promtool test rules`, and run a real server
 # against the local services.
-if command -v promtool >/dev/null 2>&1 && command -v prometheus >/dev/null 2>&1; then
-  say "prometheus $(promtool --version 2>&1 | head -1 | awk '{print $3}') present"
+# Chromium (Debian) for the viewer's browser tests.
+missing=()
+command -v promtool >/dev/null 2>&1 && command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)
+[[ -x /usr/bin/chromium ]] || missing+=(chromium)
+if [[ ${#missing[@]} == 0 ]]; then
+  say "prometheus $(promtool --version 2>&1 | head -1 | awk '{print $3}') and chromium present"
 else
-  say "installing prometheus (Debian package)"
+  say "installing ${missing[*]} (Debian packages)"
   apt_get() { if [[ $(id -u) == 0 ]]; then apt-get "$@"; else sudo apt-get "$@"; fi; }
   export DEBIAN_FRONTEND=noninteractive
   apt_get update -q >/dev/null || apt_get update -q
-  apt_get install -y -q --no-install-recommends prometheus >/dev/null
+  apt_get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
 fi

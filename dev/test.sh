@@ -12,6 +12,9 @@ use_local_engines
 export TRAILHOUSE_TEST_KAFKA="127.0.0.1:$KAFKA_PORT"
 export TRAILHOUSE_TEST_CLICKHOUSE="http://127.0.0.1:$CLICKHOUSE_PORT"
 
+say "the viewer: build (embedded into the query API), unit tests"
+bash dev/build_ui.sh
+node --test ui/tests/
 say "cargo fmt --check"
 cargo fmt --all --check
 say "cargo build"

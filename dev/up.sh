@@ -8,6 +8,7 @@ cd "$ROOT"
 bash dev/install.sh
 bash dev/infra.sh start
 
+bash dev/build_ui.sh
 say "building the services"
 cargo build --workspace --bins -q
 BIN="$ROOT/target/debug"
@@ -77,6 +78,10 @@ Trailhouse is running:
   query API  http://127.0.0.1:$QUERY_PORT     (logs: $DATA/logs/query-api.log)
   consumer   http://127.0.0.1:$CONSUMER_PORT   (logs: $DATA/logs/consumer.log)
   Kafka 127.0.0.1:$KAFKA_PORT, ClickHouse http://127.0.0.1:$CLICKHOUSE_PORT
+
+The audit log viewer: http://127.0.0.1:$QUERY_PORT/ui/
+  sign in with this token of org_acme (valid 24 h; kept in the tab's memory only):
+  $token
 
 Metrics: each service serves /metrics, /health/live and /health/ready, e.g.
   curl -s http://127.0.0.1:$INGEST_PORT/metrics | grep trailhouse_ingest_events

@@ -22,6 +22,7 @@ use crate::openapi;
 pub use crate::openapi::OPENAPI;
 use crate::state::{AppState, Routes};
 use crate::store::EventStore;
+use crate::ui;
 
 /// Every route of the API, as `(path, OpenAPI path)`; the OpenAPI test holds
 /// the document to this list.
@@ -54,6 +55,7 @@ pub fn app<S: EventStore>(state: Arc<AppState<S>>) -> Router {
             crate::guard::guard::<S>,
         ))
         .merge(openapi::routes())
+        .merge(ui::routes())
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .with_state(state)

@@ -29,6 +29,7 @@ pub mod query;
 pub mod scope;
 pub mod state;
 pub mod store;
+pub mod ui;
 
 use std::sync::Arc;
 use std::time::Duration;

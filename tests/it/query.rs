@@ -17,6 +17,7 @@ mod orglog;
 mod random;
 mod scoping;
 mod torq;
+mod viewer;
 mod zendesk;
 
 use chrono::{DateTime, Utc};
