@@ -282,6 +282,7 @@ impl TestEnv {
             detail_headers: trailhouse_query_api::access::DEFAULT_DETAIL_HEADERS.into(),
             public_url: None,
             trusted_proxies: Default::default(),
+            viewer: true,
             limits: trailhouse_query_api::config::QueryLimits {
                 rate_limit: "off".parse().expect("rate"),
                 ..Default::default()

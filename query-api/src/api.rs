@@ -44,6 +44,11 @@ pub const ROUTES: &[(&str, &str)] = &[
 pub fn app<S: EventStore>(state: Arc<AppState<S>>) -> Router {
     crate::metrics::describe();
     let health = state.health.clone();
+    let viewer = if state.viewer {
+        ui::routes()
+    } else {
+        Routes::new()
+    };
     Routes::<S>::new()
         .merge(native::routes())
         .merge(atomic::routes())
@@ -55,7 +60,7 @@ pub fn app<S: EventStore>(state: Arc<AppState<S>>) -> Router {
             crate::guard::guard::<S>,
         ))
         .merge(openapi::routes())
-        .merge(ui::routes())
+        .merge(viewer)
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .with_state(state)

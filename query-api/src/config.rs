@@ -61,6 +61,15 @@ pub struct QueryConfig {
     /// ignored. Empty: none.
     #[arg(long, env = "TRAILHOUSE_QUERY_TRUSTED_PROXIES", default_value = "")]
     pub trusted_proxies: TrustedProxies,
+    /// Serve the viewer (the audit log page and its element) at `/ui/`.
+    #[arg(
+        long,
+        env = "TRAILHOUSE_QUERY_VIEWER",
+        default_value_t = true,
+        action = clap::ArgAction::Set,
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
+    pub viewer: bool,
     #[command(flatten)]
     pub limits: QueryLimits,
     #[arg(
@@ -353,6 +362,12 @@ mod tests {
         assert_eq!(c.detail_headers, DetailHeaders::default());
         assert_eq!(c.public_url, None);
         assert_eq!(c.trusted_proxies, TrustedProxies::default());
+        assert!(c.viewer, "the viewer is served unless turned off");
+        for (value, on) in [("false", false), ("off", false), ("true", true)] {
+            let c = parse(&["--viewer", value]).expect("viewer");
+            assert_eq!(c.viewer, on, "{value}");
+        }
+        assert!(parse(&["--viewer", "maybe"]).is_err());
         let d = QueryLimits::default();
         let l = &c.limits;
         assert_eq!(

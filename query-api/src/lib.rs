@@ -75,6 +75,7 @@ pub async fn run(
         trusted_proxies: config.trusted_proxies.clone(),
         max_page_bytes: config.limits.max_page_bytes(),
         guard: config.limits.guard(),
+        viewer: config.viewer,
     });
     let client = read_client;
     let probe = spawn_probe(

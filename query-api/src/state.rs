@@ -36,6 +36,8 @@ pub struct AppState<S> {
     pub max_page_bytes: usize,
     /// Rate limits and query slots.
     pub guard: Guard,
+    /// Whether `/ui/` serves the viewer.
+    pub viewer: bool,
 }
 
 /// The state as handlers receive it.
@@ -103,6 +105,7 @@ impl AppState<crate::store::StaticStore> {
                 64,
                 64,
             ),
+            viewer: true,
         }
     }
 }

@@ -90,6 +90,51 @@ mod tests {
         }
     }
 
+    async fn get(viewer: bool, path: &str) -> axum::http::Response<axum::body::Body> {
+        use tower::ServiceExt;
+        let mut state =
+            crate::state::AppState::for_tests(crate::store::StaticStore::default(), None);
+        state.viewer = viewer;
+        let app = crate::api::app(std::sync::Arc::new(state));
+        let req = axum::http::Request::get(path)
+            .body(axum::body::Body::empty())
+            .unwrap_or_default();
+        match app.oneshot(req).await {
+            Ok(r) => r,
+            Err(e) => match e {},
+        }
+    }
+
+    #[tokio::test]
+    async fn the_viewer_is_served_only_when_enabled() {
+        let on = get(true, PATH).await;
+        if ASSETS.is_empty() {
+            assert_eq!(
+                on.status(),
+                StatusCode::SERVICE_UNAVAILABLE,
+                "built without the viewer"
+            );
+        } else {
+            assert_eq!(on.status(), StatusCode::OK);
+            assert_eq!(on.headers()[header::CONTENT_SECURITY_POLICY], CSP);
+            assert_eq!(
+                on.headers()[header::CONTENT_TYPE],
+                "text/html; charset=utf-8"
+            );
+            let element = get(true, "/ui/trailhouse-audit-log.js").await;
+            assert_eq!(element.status(), StatusCode::OK);
+        }
+        assert_eq!(
+            get(true, "/ui").await.status(),
+            StatusCode::PERMANENT_REDIRECT
+        );
+        assert_eq!(
+            get(true, "/ui/no-such-file.js").await.status(),
+            StatusCode::NOT_FOUND
+        );
+        assert_eq!(get(false, PATH).await.status(), StatusCode::NOT_FOUND);
+    }
+
     #[test]
     fn the_policy_allows_nothing_inline_or_foreign() {
         for directive in [

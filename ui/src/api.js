@@ -42,6 +42,18 @@ export function listUrl(base, org, q = {}) {
   return `${base}/api/v1/organizations/${encodeURIComponent(org)}/audit-logs${query ? `?${query}` : ""}`;
 }
 
+/**
+ * The URL of an export of everything the search matches (the native API's
+ * export, scoped by the token), newest first.
+ * @param {string} base
+ * @param {{search?: string, format: "csv"|"ndjson"}} q
+ */
+export function exportUrl(base, q) {
+  const params = new URLSearchParams({ format: q.format, order: "desc" });
+  if (q.search) params.set("search", q.search);
+  return `${base}/v1/events/export?${params}`;
+}
+
 /** The URL of one entry's details. */
 export function detailsUrl(base, org, id) {
   return `${base}/api/v1/organizations/${encodeURIComponent(org)}/audit-logs/${encodeURIComponent(id)}`;

@@ -13,6 +13,9 @@ form.addEventListener("submit", (ev) => {
   const token = input.value.trim();
   input.value = "";
   if (!token) return;
+  // A deep link (#event=<id>) opens that event's details once signed in.
+  const linked = new URLSearchParams(location.hash.slice(1)).get("event");
+  if (linked) log.event = linked;
   log.token = token;
   form.hidden = true;
   log.hidden = false;

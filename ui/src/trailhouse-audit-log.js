@@ -6,10 +6,13 @@
 // (the query API's origin, default: this page's), `page-size` (default 50).
 // Properties: `token` (a bearer token, kept in memory only) or
 // `tokenProvider` (an async function returning one; called again after a
-// 401, so a platform can hand out short-lived viewer tokens).
+// 401, so a platform can hand out short-lived viewer tokens), and `event`
+// (an event id whose details open once the log is shown: the deep link
+// `#event=<id>` of the page). The drawer offers a link to its event: the
+// page's URL with `#event=<id>`, never a token.
 
 import { LitElement, html, css, nothing } from "lit";
-import { ApiError, detailsUrl, getJson, listUrl, orgOfToken } from "./api.js";
+import { ApiError, detailsUrl, exportUrl, getJson, kindOf, listUrl, orgOfToken } from "./api.js";
 
 const MESSAGES = {
   unauthenticated: "Your session has expired or the token is not valid. Sign in again.",
@@ -29,6 +32,7 @@ export class TrailhouseAuditLog extends LitElement {
     pageSize: { type: Number, attribute: "page-size" },
     token: { attribute: false },
     tokenProvider: { attribute: false },
+    event: { type: String },
     _rows: { state: true },
     _state: { state: true },
     _error: { state: true },
@@ -37,6 +41,7 @@ export class TrailhouseAuditLog extends LitElement {
     _next: { state: true },
     _details: { state: true },
     _detailsState: { state: true },
+    _exporting: { state: true },
   };
 
   constructor() {
@@ -46,6 +51,7 @@ export class TrailhouseAuditLog extends LitElement {
     this.pageSize = 50;
     this.token = "";
     this.tokenProvider = null;
+    this.event = "";
     this._rows = [];
     this._state = "idle";
     this._error = null;
@@ -65,14 +71,19 @@ export class TrailhouseAuditLog extends LitElement {
   }
 
   updated(changed) {
-    if ((changed.has("token") && changed.get("token") !== undefined) || changed.has("org")) {
+    // A token the provider just gave is not a new sign-in.
+    const provided = this._provided;
+    this._provided = false;
+    if ((changed.has("token") && changed.get("token") !== undefined && !provided) || changed.has("org")) {
       if (this.isConnected && (this.token || this.tokenProvider)) this._restart();
     }
   }
 
   async _token(renew = false) {
     if (this.tokenProvider && (renew || !this.token)) {
-      this.token = await this.tokenProvider();
+      const token = await this.tokenProvider();
+      this._provided = true;
+      this.token = token;
     }
     return this.token;
   }
@@ -118,6 +129,11 @@ export class TrailhouseAuditLog extends LitElement {
       this._next = page.cursor ?? null;
       this._state = this._rows.length ? "ready" : "empty";
       this._error = null;
+      if (this.event) {
+        const id = this.event;
+        this.event = "";
+        this._open({ id });
+      }
     } catch (e) {
       if (id !== this._loadId) return;
       this._rows = [];
@@ -151,15 +167,65 @@ export class TrailhouseAuditLog extends LitElement {
   async _open(row) {
     this._details = { entry: row };
     this._detailsState = "loading";
+    this._copied = "";
     this.updateComplete.then(() => this.renderRoot.querySelector("dialog")?.showModal());
     try {
       const full = await this._get(detailsUrl(this.apiBase, this._orgId(), row.id));
-      this._details = { entry: row, full };
+      this._details = { entry: { ...full, ...row, method: full.method, path: full.path }, full };
       this._detailsState = "ready";
     } catch (e) {
       this._details = { entry: row, error: e };
       this._detailsState = "error";
     }
+  }
+
+  /**
+   * Downloads everything the current search matches as CSV or NDJSON, from
+   * the native API's export (the token decides the org and scope).
+   */
+  async _export(format) {
+    this._exporting = `Exporting ${format.toUpperCase()}…`;
+    try {
+      const url = exportUrl(this.apiBase, { search: this._search, format });
+      const resp = await fetch(url, {
+        headers: { Authorization: `Bearer ${await this._token()}` },
+        credentials: "omit",
+        cache: "no-store",
+      });
+      if (!resp.ok) {
+        const body = await resp.json().catch(() => null);
+        throw new ApiError(kindOf(resp.status), body?.error?.message ?? resp.statusText, resp.status);
+      }
+      const blob = await resp.blob();
+      const a = document.createElement("a");
+      a.href = URL.createObjectURL(blob);
+      a.download = `audit-log-${this._orgId()}.${format}`;
+      this.renderRoot.appendChild(a);
+      a.click();
+      a.remove();
+      setTimeout(() => URL.revokeObjectURL(a.href), 60_000);
+      this._exporting = "";
+    } catch (e) {
+      this._exporting = `Export failed: ${MESSAGES[e.kind] ?? MESSAGES.failed}`;
+    }
+  }
+
+  /** The page's URL with `#event=<id>`: a link to one event (no token). */
+  _linkTo(id) {
+    const url = new URL(window.location.href);
+    url.hash = `event=${encodeURIComponent(id)}`;
+    return url.toString();
+  }
+
+  async _copyLink(id) {
+    const link = this._linkTo(id);
+    try {
+      await navigator.clipboard.writeText(link);
+      this._copied = "Link copied";
+    } catch {
+      this._copied = "Copy the link from the field";
+    }
+    this.requestUpdate();
   }
 
   _close() {
@@ -174,7 +240,10 @@ export class TrailhouseAuditLog extends LitElement {
         <input id="search" type="search" name="search" .value=${this._search}
           placeholder="API path, account id or workspace id" autocomplete="off" />
         <button type="submit">Search</button>
+        <button type="button" class="export" data-format="csv" @click=${() => this._export("csv")}>Export CSV</button>
+        <button type="button" class="export" data-format="ndjson" @click=${() => this._export("ndjson")}>Export NDJSON</button>
       </form>
+      ${this._exporting ? html`<p class="exporting" role="status">${this._exporting}</p>` : nothing}
       <div class="status" role="status" aria-live="polite">${this._status()}</div>
       ${this._state === "ready" ? this._table() : nothing}
       <nav class="pager" aria-label="Pages">
@@ -243,6 +312,12 @@ export class TrailhouseAuditLog extends LitElement {
       ${this._detailsState === "loading" ? html`<p>Loading…</p>` : nothing}
       ${this._detailsState === "error" ? html`<p class="error">${MESSAGES[d.error?.kind] ?? MESSAGES.failed}</p>` : nothing}
       ${f ? html`
+        <p class="link">
+          <label for="event-link">Link to this event</label>
+          <input id="event-link" readonly .value=${this._linkTo(f.id)} @focus=${(e) => e.target.select()} />
+          <button type="button" class="copy" @click=${() => this._copyLink(f.id)}>Copy link</button>
+          <span role="status">${this._copied ?? ""}</span>
+        </p>
         <section><h3>Body</h3><pre class="body">${pretty(f.body)}</pre></section>
         <section><h3>Query parameters</h3>${pairs(f.query)}</section>
         <section><h3>Path parameters</h3>${pairs(f.pathParams)}</section>
@@ -268,6 +343,8 @@ export class TrailhouseAuditLog extends LitElement {
     dialog header { display: flex; justify-content: space-between; align-items: center; gap: 1rem; }
     dialog h2 { font-size: 1rem; margin: 0; font-family: ui-monospace, monospace; }
     dialog h3 { font-size: .9rem; margin: 1rem 0 .25rem; }
+    .link { display: flex; gap: .5rem; align-items: center; flex-wrap: wrap; }
+    .link input { flex: 1; min-width: 16rem; font: 12px ui-monospace, monospace; padding: .25rem; }
     pre { background: color-mix(in srgb, CanvasText 6%, transparent); padding: .5rem; overflow: auto; margin: 0; }
     dl { display: grid; grid-template-columns: max-content 1fr; gap: .15rem .75rem; margin: 0; }
     dt { font-family: ui-monospace, monospace; } dd { margin: 0; word-break: break-all; }

@@ -1,7 +1,7 @@
 // Unit tests of the viewer's API client (node --test).
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { ApiError, detailsUrl, getJson, kindOf, listUrl, orgOfToken } from "../src/api.js";
+import { ApiError, detailsUrl, exportUrl, getJson, kindOf, listUrl, orgOfToken } from "../src/api.js";
 
 test("list URLs carry only the parameters given, encoded", () => {
   const cases = [
@@ -11,6 +11,8 @@ test("list URLs carry only the parameters given, encoded", () => {
   ];
   for (const [q, want] of cases) assert.equal(listUrl("", "org/1", q), want);
   assert.equal(detailsUrl("https://h", "o", "i d"), "https://h/api/v1/organizations/o/audit-logs/i%20d");
+  assert.equal(exportUrl("", { format: "csv" }), "/v1/events/export?format=csv&order=desc");
+  assert.equal(exportUrl("/a", { format: "ndjson", search: "x y" }), "/a/v1/events/export?format=ndjson&order=desc&search=x+y");
 });
 
 test("statuses map to what the viewer shows", () => {

@@ -129,6 +129,23 @@ try {
   const found = await shownIds(page);
   check(found.length > 0 && found.length < PAGE + 1, `search “${term}” finds some rows`, `${found.length}`);
   check(JSON.stringify(found) === JSON.stringify(wantSearch.data.map((r) => r.id)), "search shows the API's matches");
+  // Export: the downloaded file is exactly the API's export of the same search.
+  for (const format of ["csv", "ndjson"]) {
+    const [download] = await Promise.all([
+      page.waitForEvent("download"),
+      page.click(`trailhouse-audit-log button.export[data-format=${format}]`),
+    ]);
+    const got = readFileSync(await download.path(), "utf8");
+    const wantExport = await (await fetch(`${base}/v1/events/export?format=${format}&order=desc&search=${encodeURIComponent(term)}`, {
+      headers: { Authorization: `Bearer ${token}` },
+    })).text();
+    const lines = got.trim().split("\n").length - (format === "csv" ? 1 : 0);
+    check(got === wantExport && lines > 0, `export ${format.toUpperCase()} downloads exactly the searched rows`, `${lines} rows, ${download.suggestedFilename()}`);
+    if (format === "ndjson") {
+      const orgs = new Set(got.trim().split("\n").map((l) => JSON.parse(l).org_id));
+      check(orgs.size === 1 && orgs.has("org_a"), "the export holds this org's events only", [...orgs].join(","));
+    }
+  }
   const none = await afterLoad(page, async () => {
     await page.fill("trailhouse-audit-log #search", "no-such-thing-anywhere");
     await page.press("trailhouse-audit-log #search", "Enter");
@@ -146,6 +163,20 @@ try {
   const serious = results.violations.filter((v) => ["serious", "critical"].includes(v.impact));
   check(serious.length === 0, "axe: no serious or critical violations", serious.map((v) => `${v.id}: ${v.help}`).join("; "));
   check(problems.length === 0, "no console errors or policy violations", problems.join(" | "));
+
+  // A deep link opens that event's details; the link it offers has no token.
+  if (row) {
+    const linked = await (await browser.newContext()).newPage();
+    await linked.goto(`${base}/ui/#event=${row.id}`);
+    await linked.fill("#token", token);
+    await linked.click("#sign-in button[type=submit]");
+    const drawer = linked.locator("trailhouse-audit-log dialog[open]");
+    await drawer.locator("pre.body").waitFor();
+    const title = await drawer.locator("h2").textContent();
+    check(title.trim() === `${row.method ?? ""} ${row.path ?? ""}`.trim(), "a deep link opens its event's details", title);
+    const link = await drawer.locator("#event-link").inputValue();
+    check(link.endsWith(`/ui/#event=${row.id}`) && !link.includes(token.slice(0, 20)), "the drawer's link names the event and no token", link);
+  }
 
   // Another org's token sees only its own org's events.
   const other = await (await browser.newContext()).newPage();

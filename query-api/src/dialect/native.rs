@@ -51,7 +51,8 @@ pub const FIELD_PARAMS: [(&str, Field); 11] = [
 ];
 
 /// The other filter parameters.
-pub const OTHER_FILTER_PARAMS: [&str; 7] = [
+pub const OTHER_FILTER_PARAMS: [&str; 8] = [
+    "search",
     "status",
     "status_min",
     "status_max",
@@ -122,6 +123,11 @@ pub fn filter(mut f: Filter, p: &Params) -> Result<Filter, ApiError> {
     }
     if let Some(v) = p.one("path_contains")? {
         f.push(Cond::PathContains(v.to_string()));
+    }
+    // The organisation audit log's search (path, account id or workspace
+    // id), so the viewer's export has exactly the rows its table shows.
+    if let Some(v) = p.one("search")? {
+        f.push(Cond::Search(v.to_string()));
     }
     let (from, to) = (p.time("from")?, p.time("to")?);
     if let (Some(a), Some(b)) = (from, to) {
