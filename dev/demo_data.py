@@ -27,12 +27,14 @@ ACTIONS = [
 AUTH = ["client", "clientCredentials", "signedPayload", "workbench", "api_key", "jwt"]
 
 
-def events(seed):
+def events(seed, orgs=None):
     rnd = random.Random(seed)
     # The last seven days: events older than their org's retention class
     # would be dropped by the table's TTL.
     start = datetime.now(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=7)
     for org, count in ORGS.items():
+        if orgs and org not in orgs:
+            continue
         users = [(f"usr_{i}", f"user{i}@{org[4:]}.example", f"User {i}") for i in range(20)]
         for n in range(count):
             action, desc, rtype, method, path = rnd.choice(ACTIONS)
@@ -75,7 +77,12 @@ def main():
     ap.add_argument("--url", default="http://127.0.0.1:8080")
     ap.add_argument("--key", required=True, help="an ingest service key")
     ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--orgs", default=",".join(ORGS), help="comma-separated orgs to post (default: all)")
     args = ap.parse_args()
+    orgs = [o for o in args.orgs.split(",") if o]
+    unknown = [o for o in orgs if o not in ORGS]
+    if unknown:
+        sys.exit(f"--orgs: unknown org {unknown[0]!r} (known: {', '.join(ORGS)})")
     batch, sent = [], 0
 
     def flush():
@@ -92,12 +99,12 @@ def main():
             sys.exit(f"ingest refused the demo data: {e.code} {e.read().decode()}")
         batch = []
 
-    for ev in events(args.seed):
+    for ev in events(args.seed, orgs):
         batch.append(ev)
         if len(batch) == 500:
             flush()
     flush()
-    print(f"posted {sent} demo events for {', '.join(ORGS)}")
+    print(f"posted {sent} demo events for {', '.join(orgs)}")
 
 
 if __name__ == "__main__":

@@ -23,6 +23,8 @@ use trailhouse_ingest::auth::hash_key;
 use trailhouse_query_api::auth::{mint_hs256, Claims};
 
 pub const JWT_SECRET: &str = "integration-test-jwt-secret";
+/// The secret of the query API's viewer tokens in tests.
+pub const VIEWER_SECRET: &str = "integration-test-viewer-token-secret-0123";
 pub const SERVICE_KEY: &str = "thk_integration_service_key";
 
 /// One test's isolated slice of the infrastructure.
@@ -276,6 +278,9 @@ impl TestEnv {
                 issuer: None,
                 audience: None,
                 max_lifetime_secs: trailhouse_query_api::auth::MAX_LIFETIME_SECS,
+                viewer_secret: Some(Secret::new(VIEWER_SECRET)),
+                viewer_max_lifetime_secs:
+                    trailhouse_query_api::viewer_token::DEFAULT_VIEWER_LIFETIME_SECS,
             },
             cursor_secret: Secret::new("integration-test-cursor-secret"),
             role_permissions: trailhouse_query_api::access::RolePermissions::default(),
@@ -283,6 +288,7 @@ impl TestEnv {
             public_url: None,
             trusted_proxies: Default::default(),
             viewer: true,
+            cors_allowed_origins: Default::default(),
             limits: trailhouse_query_api::config::QueryLimits {
                 rate_limit: "off".parse().expect("rate"),
                 ..Default::default()

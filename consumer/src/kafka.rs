@@ -202,14 +202,18 @@ pub struct RebalanceContext {
 
 /// Since when no broker has been reachable, as librdkafka reports it
 /// (`AllBrokersDown`); cleared by a message, or statistics with a broker up.
+/// `up` is the fast path of [`BrokerWatch::reached`], which every message
+/// calls: once a broker is known up, it costs one atomic load.
 #[derive(Debug, Default)]
 pub struct BrokerWatch {
     down_since: Mutex<Option<Instant>>,
+    up: AtomicBool,
 }
 
 impl BrokerWatch {
     pub fn down(&self) {
         if let Ok(mut d) = self.down_since.lock() {
+            self.up.store(false, Ordering::Release);
             if d.is_none() {
                 *d = Some(Instant::now());
                 ::metrics::gauge!(crate::metrics::BROKER_UP).set(0.0);
@@ -218,12 +222,16 @@ impl BrokerWatch {
     }
 
     pub fn reached(&self) {
+        if self.up.load(Ordering::Acquire) {
+            return;
+        }
         if let Ok(mut d) = self.down_since.lock() {
             if d.take().is_some() {
                 tracing::info!("kafka reachable again");
             }
+            ::metrics::gauge!(crate::metrics::BROKER_UP).set(1.0);
+            self.up.store(true, Ordering::Release);
         }
-        ::metrics::gauge!(crate::metrics::BROKER_UP).set(1.0);
     }
 
     pub fn unreachable_for(&self) -> Option<Duration> {

@@ -2,7 +2,8 @@
 //! [`trailhouse_common::metrics`]), and its per-partition gauges, which
 //! exist from a partition's assignment until its revoke.
 
-use std::sync::Arc;
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
 
 use trailhouse_common::metrics::{self as m, DynamicGauge, Family};
 
@@ -67,6 +68,9 @@ pub fn families() -> Vec<Family> {
 pub struct PartitionGauges {
     lag: Arc<DynamicGauge>,
     lag_seconds: Arc<DynamicGauge>,
+    /// The partitions with series, so the tick reads them without parsing
+    /// label values.
+    partitions: Arc<Mutex<BTreeSet<i32>>>,
 }
 
 impl Default for PartitionGauges {
@@ -74,6 +78,7 @@ impl Default for PartitionGauges {
         PartitionGauges {
             lag: DynamicGauge::new(LAG_FAMILY),
             lag_seconds: DynamicGauge::new(LAG_SECONDS_FAMILY),
+            partitions: Arc::default(),
         }
     }
 }
@@ -96,6 +101,9 @@ impl PartitionGauges {
         if !self.lag_seconds.contains(&[&p]) {
             self.lag_seconds.set(&[&p], 0.0);
         }
+        if let Ok(mut set) = self.partitions.lock() {
+            set.insert(partition);
+        }
     }
 
     /// A partition was revoked: its series go.
@@ -103,6 +111,9 @@ impl PartitionGauges {
         let p = partition.to_string();
         self.lag.remove(&[&p]);
         self.lag_seconds.remove(&[&p]);
+        if let Ok(mut set) = self.partitions.lock() {
+            set.remove(&partition);
+        }
     }
 
     /// The lag of an assigned partition, in messages. Ignored for a
@@ -124,11 +135,10 @@ impl PartitionGauges {
 
     /// The partitions assigned (with series).
     pub fn assigned(&self) -> Vec<i32> {
-        self.lag_seconds
-            .series()
-            .iter()
-            .filter_map(|v| v.first().and_then(|p| p.parse().ok()))
-            .collect()
+        self.partitions
+            .lock()
+            .map(|set| set.iter().copied().collect())
+            .unwrap_or_default()
     }
 
     /// Whether `partition` is assigned (has series).

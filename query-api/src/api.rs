@@ -6,9 +6,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{header, HeaderName, HeaderValue, Method, StatusCode};
 use axum::response::Response;
 use axum::Router;
+use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 use trailhouse_common::access::{access, request_span};
@@ -44,12 +45,13 @@ pub const ROUTES: &[(&str, &str)] = &[
 pub fn app<S: EventStore>(state: Arc<AppState<S>>) -> Router {
     crate::metrics::describe();
     let health = state.health.clone();
+    let origins = state.cors_origins.clone();
     let viewer = if state.viewer {
         ui::routes()
     } else {
         Routes::new()
     };
-    Routes::<S>::new()
+    let inner = Routes::<S>::new()
         .merge(native::routes())
         .merge(atomic::routes())
         .merge(orglog::routes())
@@ -74,7 +76,14 @@ pub fn app<S: EventStore>(state: Arc<AppState<S>>) -> Router {
         ))
         .layer(axum::middleware::map_response(json_error_bodies))
         .layer(axum::middleware::from_fn(request_limits))
-        .layer(axum::middleware::map_response(no_store))
+        .layer(axum::middleware::map_response(no_store));
+    // Without origins there is no CORS layer: a preflight is a plain 405.
+    let inner = if origins.is_empty() {
+        inner
+    } else {
+        inner.layer(cors(&origins))
+    };
+    inner
         .layer(axum::middleware::from_fn_with_state(QUERY_HTTP, access))
         .layer(
             TraceLayer::new_for_http()
@@ -82,6 +91,31 @@ pub fn app<S: EventStore>(state: Arc<AppState<S>>) -> Router {
                 // The access line reports every answer, failures included.
                 .on_failure(()),
         )
+}
+
+/// Cross-origin reads for the pages of `origins` (an embedding admin
+/// portal): GET with a bearer token, never cookies; the answers' request id
+/// and file name readable. With no origins, no CORS header is ever sent.
+fn cors(origins: &[String]) -> CorsLayer {
+    let list: Vec<HeaderValue> = origins
+        .iter()
+        .filter_map(|o| HeaderValue::from_str(o).ok())
+        .collect();
+    CorsLayer::new()
+        .allow_origin(AllowOrigin::list(list))
+        .allow_methods([Method::GET, Method::HEAD])
+        .allow_headers([
+            header::AUTHORIZATION,
+            header::ACCEPT,
+            HeaderName::from_static("traceparent"),
+            HeaderName::from_static("x-request-id"),
+        ])
+        .expose_headers([
+            HeaderName::from_static("x-request-id"),
+            header::CONTENT_DISPOSITION,
+            header::RETRY_AFTER,
+        ])
+        .max_age(Duration::from_secs(600))
 }
 
 /// Audit data is never cached by a browser or a proxy, and never sniffed
@@ -264,5 +298,58 @@ mod tests {
             b["previous_page"].as_str(),
             Some("https://audit.example.com/api/v2/audit_logs?per_page=1&page=1")
         );
+    }
+
+    #[tokio::test]
+    async fn cors_answers_the_configured_origins_only() {
+        let call = |origins: Vec<String>, method: &str, origin: &str| {
+            let mut st = AppState::for_tests(StaticStore::default(), None);
+            st.cors_origins = origins;
+            let mut req = Request::builder()
+                .method(method)
+                .uri("/v1/events")
+                .header("origin", origin);
+            if method == "OPTIONS" {
+                req = req
+                    .header("access-control-request-method", "GET")
+                    .header("access-control-request-headers", "authorization");
+            }
+            let req = req.body(Body::empty()).unwrap_or_default();
+            async move {
+                let Ok(resp) = app(Arc::new(st)).oneshot(req).await;
+                let h = |n: &str| {
+                    resp.headers()
+                        .get(n)
+                        .and_then(|v| v.to_str().ok())
+                        .map(String::from)
+                };
+                (
+                    resp.status(),
+                    h("access-control-allow-origin"),
+                    h("access-control-allow-headers"),
+                    h("access-control-expose-headers"),
+                )
+            }
+        };
+        let portal = || vec!["https://portal.example".to_string()];
+        let (st, allow, headers, _) = call(portal(), "OPTIONS", "https://portal.example").await;
+        assert_eq!(st, StatusCode::OK);
+        assert_eq!(allow.as_deref(), Some("https://portal.example"));
+        assert!(headers.unwrap_or_default().contains("authorization"));
+        // A refusal is readable by the page too, so the viewer can show it.
+        let (st, allow, _, expose) = call(portal(), "GET", "https://portal.example").await;
+        assert_eq!(st, StatusCode::UNAUTHORIZED);
+        assert_eq!(allow.as_deref(), Some("https://portal.example"));
+        assert!(expose.unwrap_or_default().contains("x-request-id"));
+        for (origins, origin) in [
+            (portal(), "https://evil.example"),
+            (portal(), "http://portal.example"),
+            (Vec::new(), "https://portal.example"),
+        ] {
+            let (_, allow, _, _) = call(origins.clone(), "GET", origin).await;
+            assert_eq!(allow, None, "{origins:?} {origin}");
+            let (_, allow, _, _) = call(origins, "OPTIONS", origin).await;
+            assert_eq!(allow, None, "preflight {origin}");
+        }
     }
 }

@@ -4,6 +4,8 @@
 use jsonwebtoken::{decode, encode, Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
+use crate::viewer_token::{is_viewer_token, ViewerKey};
+
 /// The claims we read.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Claims {
@@ -69,6 +71,8 @@ pub struct Verifier {
     key: DecodingKey,
     validation: Validation,
     max_lifetime: i64,
+    /// Short-lived viewer tokens, when enabled ([`crate::viewer_token`]).
+    viewer: Option<ViewerKey>,
 }
 
 /// A public-key JWT algorithm (HS256 takes a shared secret instead).
@@ -109,7 +113,14 @@ impl Verifier {
             key,
             validation,
             max_lifetime: MAX_LIFETIME_SECS,
+            viewer: None,
         }
+    }
+
+    /// Also accepts viewer tokens signed with `key`.
+    pub fn with_viewer(mut self, key: Option<ViewerKey>) -> Self {
+        self.viewer = key;
+        self
     }
 
     /// Refuses tokens whose `exp` is more than `secs` away.
@@ -141,26 +152,45 @@ impl Verifier {
         if token.len() > MAX_TOKEN_BYTES {
             return Err(AuthError::TooLarge);
         }
-        let data = decode::<Claims>(token, &self.key, &self.validation).map_err(|e| {
-            use jsonwebtoken::errors::ErrorKind;
-            match e.kind() {
-                ErrorKind::ExpiredSignature => AuthError::Expired,
-                ErrorKind::ImmatureSignature => AuthError::NotYetValid,
-                _ => AuthError::Invalid(e.to_string()),
-            }
-        })?;
-        if data.claims.org_id.is_empty() {
-            return Err(AuthError::NoOrg);
+        if is_viewer_token(token) {
+            return match &self.viewer {
+                Some(v) => v.verify(token),
+                None => Err(AuthError::Invalid(
+                    "viewer tokens are not enabled on this server".into(),
+                )),
+            };
         }
-        let remaining = data
-            .claims
-            .exp
-            .saturating_sub(chrono::Utc::now().timestamp());
-        if remaining > self.max_lifetime + self.validation.leeway as i64 {
-            return Err(AuthError::TooLong(self.max_lifetime));
-        }
-        Ok(data.claims)
+        decode_checked(token, &self.key, &self.validation, self.max_lifetime)
     }
+}
+
+/// Decodes and validates `token`, then checks what `jsonwebtoken` does
+/// not: an org, and at most `max_lifetime` seconds left.
+pub(crate) fn decode_checked(
+    token: &str,
+    key: &DecodingKey,
+    validation: &Validation,
+    max_lifetime: i64,
+) -> Result<Claims, AuthError> {
+    let data = decode::<Claims>(token, key, validation).map_err(|e| {
+        use jsonwebtoken::errors::ErrorKind;
+        match e.kind() {
+            ErrorKind::ExpiredSignature => AuthError::Expired,
+            ErrorKind::ImmatureSignature => AuthError::NotYetValid,
+            _ => AuthError::Invalid(e.to_string()),
+        }
+    })?;
+    if data.claims.org_id.is_empty() {
+        return Err(AuthError::NoOrg);
+    }
+    let remaining = data
+        .claims
+        .exp
+        .saturating_sub(chrono::Utc::now().timestamp());
+    if remaining > max_lifetime + validation.leeway as i64 {
+        return Err(AuthError::TooLong(max_lifetime));
+    }
+    Ok(data.claims)
 }
 
 /// Mints an HS256 token (local development and tests).

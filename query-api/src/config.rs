@@ -16,6 +16,7 @@ use crate::access::{self, DetailHeaders, RolePermissions};
 use crate::auth::{self, JwtAlgorithm};
 use crate::guard::Guard;
 use crate::store::ClickHouseLimits;
+use crate::viewer_token::{self, ViewerKey};
 use crate::Error;
 
 /// Configuration of the query API.
@@ -70,6 +71,14 @@ pub struct QueryConfig {
         value_parser = clap::builder::BoolishValueParser::new()
     )]
     pub viewer: bool,
+    /// Origins whose pages may call the API from a browser (CORS), comma
+    /// separated: the admin portals that embed the viewer.
+    #[arg(
+        long,
+        env = "TRAILHOUSE_QUERY_CORS_ALLOWED_ORIGINS",
+        default_value = ""
+    )]
+    pub cors_allowed_origins: CorsOrigins,
     #[command(flatten)]
     pub limits: QueryLimits,
     #[arg(
@@ -228,6 +237,46 @@ impl TrustedProxies {
     }
 }
 
+/// Origins (`scheme://host[:port]`, comma separated) whose pages may call
+/// the API from a browser: the admin portals that embed the viewer. Empty:
+/// none (same-origin only).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CorsOrigins(pub Vec<String>);
+
+/// An origin that is not `http(s)://host[:port]`.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("CORS origin {0:?} is not an origin such as https://admin.example.com (a scheme, a host, an optional port; no path, no `*`)")]
+pub struct CorsOriginError(String);
+
+impl FromStr for CorsOrigins {
+    type Err = CorsOriginError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        s.split(',')
+            .map(str::trim)
+            .filter(|o| !o.is_empty())
+            .map(|o| {
+                let rest = o
+                    .strip_prefix("https://")
+                    .or_else(|| o.strip_prefix("http://"));
+                let host_ok = rest.is_some_and(|r| {
+                    !r.is_empty()
+                        && r.bytes().all(|b| {
+                            b.is_ascii_alphanumeric()
+                                || matches!(b, b'.' | b'-' | b':' | b'[' | b']')
+                        })
+                });
+                if host_ok {
+                    Ok(o.to_ascii_lowercase())
+                } else {
+                    Err(CorsOriginError(o.to_string()))
+                }
+            })
+            .collect::<Result<_, _>>()
+            .map(CorsOrigins)
+    }
+}
+
 /// How bearer tokens are verified.
 #[derive(Debug, Clone, Args)]
 pub struct JwtArgs {
@@ -262,6 +311,24 @@ pub struct JwtArgs {
         value_parser = clap::value_parser!(i64).range(60..=31_622_400)
     )]
     pub max_lifetime_secs: i64,
+    /// The secret of viewer tokens (HS256, at least 32 bytes, not the
+    /// secret above): shared with the platform's backend only, which mints
+    /// short-lived read-only tokens for the embedded viewer. Unset: viewer
+    /// tokens are refused.
+    #[arg(
+        long = "viewer-token-secret",
+        env = "TRAILHOUSE_QUERY_VIEWER_TOKEN_SECRET",
+        hide_env_values = true
+    )]
+    pub viewer_secret: Option<Secret>,
+    /// The longest a viewer token may still be valid.
+    #[arg(
+        long = "viewer-token-max-lifetime-secs",
+        env = "TRAILHOUSE_QUERY_VIEWER_TOKEN_MAX_LIFETIME_SECS",
+        default_value_t = viewer_token::DEFAULT_VIEWER_LIFETIME_SECS,
+        value_parser = clap::value_parser!(i64).range(60..=3600)
+    )]
+    pub viewer_max_lifetime_secs: i64,
 }
 
 /// An absolute `http://` or `https://` URL base.
@@ -331,8 +398,33 @@ impl JwtArgs {
         };
         Ok(
             v.expect_issuer_audience(self.issuer.as_deref(), self.audience.as_deref())
-                .max_lifetime(self.max_lifetime_secs),
+                .max_lifetime(self.max_lifetime_secs)
+                .with_viewer(self.viewer_key()?),
         )
+    }
+
+    /// The viewer-token key, when a viewer secret is configured.
+    fn viewer_key(&self) -> Result<Option<ViewerKey>, Error> {
+        let Some(secret) = &self.viewer_secret else {
+            return Ok(None);
+        };
+        let bytes = secret.expose().as_bytes();
+        if bytes.len() < viewer_token::MIN_SECRET_BYTES {
+            return Err(Error::Config(format!(
+                "the viewer token secret must be at least {} bytes",
+                viewer_token::MIN_SECRET_BYTES
+            )));
+        }
+        if self
+            .hs256_secret
+            .as_ref()
+            .is_some_and(|s| s.expose().as_bytes() == bytes)
+        {
+            return Err(Error::Config(
+                "the viewer token secret must differ from the JWT secret".into(),
+            ));
+        }
+        Ok(Some(ViewerKey::new(bytes, self.viewer_max_lifetime_secs)))
     }
 }
 
@@ -404,8 +496,14 @@ mod tests {
             "65536",
             "--clickhouse-readonly",
             "false",
+            "--cors-allowed-origins",
+            "https://Admin.example.com, http://localhost:3000",
         ])
         .expect("config");
+        assert_eq!(
+            c.cors_allowed_origins.0,
+            vec!["https://admin.example.com", "http://localhost:3000"]
+        );
         assert_eq!(c.jwt.algorithm, JwtAlgorithm::Es256);
         assert_eq!(
             c.role_permissions.0.get("auditor"),
@@ -443,6 +541,12 @@ mod tests {
             (["--trusted-proxies", "10.0.0.0/33"], "10.0.0.0/33"),
             (["--rate-limit", "600/day"], "600/day"),
             (["--max-execution-secs", "60"], "60"),
+            (
+                ["--cors-allowed-origins", "https://a.example.com/x"],
+                "https://a.example.com/x",
+            ),
+            (["--cors-allowed-origins", "*"], "*"),
+            (["--viewer-token-max-lifetime-secs", "7200"], "7200"),
         ] {
             let e = parse(&args).expect_err(bad);
             assert!(e.contains(&format!("invalid value '{bad}'")), "{e}");
@@ -472,5 +576,15 @@ mod tests {
         jwt.public_key_file = None;
         jwt.hs256_secret = Some(Secret::new("short"));
         assert!(jwt.verifier().is_err(), "short secret");
+        jwt.hs256_secret = Some(Secret::new("0123456789abcdef0123456789abcdef"));
+        jwt.viewer_secret = Some(Secret::new("0123456789abcdef"));
+        assert!(jwt.verifier().is_err(), "short viewer secret");
+        jwt.viewer_secret = jwt.hs256_secret.clone();
+        assert!(
+            jwt.verifier().is_err(),
+            "the viewer secret is the JWT secret"
+        );
+        jwt.viewer_secret = Some(Secret::new("fedcba9876543210fedcba9876543210"));
+        assert!(jwt.verifier().is_ok());
     }
 }

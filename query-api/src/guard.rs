@@ -150,7 +150,7 @@ pub async fn guard<S: EventStore>(
             org: Some(claims.org_id.clone()),
             kind: "jwt",
             name: Some(claims.sub.clone()),
-            auth_failure: None,
+            ..Default::default()
         },
     );
     let shape = shape_of(request.uri().path());

@@ -30,6 +30,7 @@ pub mod scope;
 pub mod state;
 pub mod store;
 pub mod ui;
+pub mod viewer_token;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -76,6 +77,7 @@ pub async fn run(
         max_page_bytes: config.limits.max_page_bytes(),
         guard: config.limits.guard(),
         viewer: config.viewer,
+        cors_origins: config.cors_allowed_origins.0.clone(),
     });
     let client = read_client;
     let probe = spawn_probe(

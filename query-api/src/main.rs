@@ -3,7 +3,7 @@
 use clap::{Parser, Subcommand};
 use trailhouse_common::shutdown::Shutdown;
 use trailhouse_query_api::auth::{mint_hs256, Claims};
-use trailhouse_query_api::QueryConfig;
+use trailhouse_query_api::{viewer_token, QueryConfig};
 
 #[derive(Parser)]
 #[command(name = "trailhouse-query-api", version, about = "Trailhouse query API")]
@@ -39,6 +39,29 @@ enum Cmd {
         permissions: String,
         /// Lifetime in seconds.
         #[arg(long, default_value_t = 86_400)]
+        ttl: i64,
+    },
+    /// Mint a viewer token (read-only, short-lived) as a platform's backend
+    /// would for the embedded viewer.
+    MintViewerToken {
+        #[arg(
+            long,
+            env = "TRAILHOUSE_QUERY_VIEWER_TOKEN_SECRET",
+            hide_env_values = true
+        )]
+        secret: String,
+        #[arg(long)]
+        org: String,
+        /// The signed-in user the token is for (in the access log).
+        #[arg(long)]
+        sub: String,
+        #[arg(long)]
+        environment: Option<String>,
+        #[arg(long)]
+        workspace: Option<String>,
+        /// Lifetime in seconds (the query API refuses more than its viewer
+        /// lifetime, 900 s by default).
+        #[arg(long, default_value_t = viewer_token::DEFAULT_VIEWER_LIFETIME_SECS)]
         ttl: i64,
     },
 }
@@ -77,6 +100,31 @@ async fn main() -> anyhow::Result<()> {
                 iat: now,
             };
             println!("{}", mint_hs256(secret.as_bytes(), &claims)?);
+            return Ok(());
+        }
+        Some(Cmd::MintViewerToken {
+            secret,
+            org,
+            sub,
+            environment,
+            workspace,
+            ttl,
+        }) => {
+            let now = chrono::Utc::now().timestamp();
+            let claims = Claims {
+                sub,
+                org_id: org,
+                environment_id: environment,
+                workspace_id: workspace,
+                roles: Vec::new(),
+                permissions: viewer_token::VIEWER_PERMISSIONS.map(String::from).to_vec(),
+                exp: now + ttl,
+                iat: now,
+            };
+            println!(
+                "{}",
+                viewer_token::mint_viewer_token(secret.as_bytes(), &claims)?
+            );
             return Ok(());
         }
         Some(Cmd::Serve(c)) => *c,

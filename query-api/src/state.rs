@@ -38,6 +38,8 @@ pub struct AppState<S> {
     pub guard: Guard,
     /// Whether `/ui/` serves the viewer.
     pub viewer: bool,
+    /// Origins whose pages may call the API from a browser (CORS).
+    pub cors_origins: Vec<String>,
 }
 
 /// The state as handlers receive it.
@@ -106,6 +108,7 @@ impl AppState<crate::store::StaticStore> {
                 64,
             ),
             viewer: true,
+            cors_origins: Vec::new(),
         }
     }
 }

@@ -27,31 +27,36 @@ export function kindOf(status) {
   return "failed";
 }
 
+/** `params` (name → values) as a query string, in a stable order. */
+function query(params) {
+  const q = new URLSearchParams();
+  for (const [name, values] of Object.entries(params)) {
+    for (const v of [].concat(values)) if (v !== undefined && v !== null && v !== "") q.append(name, String(v));
+  }
+  return q.toString();
+}
+
 /**
  * The URL of a list page.
  * @param {string} base  the API's origin and prefix ("" for the same origin)
  * @param {string} org
- * @param {{search?: string, limit?: number, cursor?: string}} q
+ * @param {Record<string, string|string[]|number|undefined>} params  the
+ *   filter (see query.js), `limit` and `cursor`
  */
-export function listUrl(base, org, q = {}) {
-  const params = new URLSearchParams();
-  if (q.search) params.set("search", q.search);
-  if (q.limit) params.set("limit", String(q.limit));
-  if (q.cursor) params.set("cursor", q.cursor);
-  const query = params.toString();
-  return `${base}/api/v1/organizations/${encodeURIComponent(org)}/audit-logs${query ? `?${query}` : ""}`;
+export function listUrl(base, org, params = {}) {
+  const q = query(params);
+  return `${base}/api/v1/organizations/${encodeURIComponent(org)}/audit-logs${q ? `?${q}` : ""}`;
 }
 
 /**
- * The URL of an export of everything the search matches (the native API's
+ * The URL of an export of everything the filter matches (the native API's
  * export, scoped by the token), newest first.
  * @param {string} base
- * @param {{search?: string, format: "csv"|"ndjson"}} q
+ * @param {Record<string, string|string[]>} filter
+ * @param {"csv"|"ndjson"} format
  */
-export function exportUrl(base, q) {
-  const params = new URLSearchParams({ format: q.format, order: "desc" });
-  if (q.search) params.set("search", q.search);
-  return `${base}/v1/events/export?${params}`;
+export function exportUrl(base, filter, format) {
+  return `${base}/v1/events/export?${query({ format, order: "desc", ...filter })}`;
 }
 
 /** The URL of one entry's details. */
@@ -60,29 +65,37 @@ export function detailsUrl(base, org, id) {
 }
 
 /**
- * GETs `url` with the token; JSON on success, else throws an ApiError
- * carrying the server's message.
+ * GETs `url` with the token: the response when it is a success, else
+ * throws an ApiError carrying the server's message.
  * @param {string} url
  * @param {string} token
- * @param {typeof fetch} [fetchFn]
+ * @param {{fetchFn?: typeof fetch, signal?: AbortSignal, accept?: string}} [opts]
  */
-export async function getJson(url, token, fetchFn = fetch) {
+export async function fetchOk(url, token, { fetchFn = fetch, signal, accept = "application/json" } = {}) {
   let resp;
   try {
     resp = await fetchFn(url, {
-      headers: { Authorization: `Bearer ${token}`, Accept: "application/json" },
+      headers: { Authorization: `Bearer ${token}`, Accept: accept },
       credentials: "omit",
       cache: "no-store",
+      signal,
     });
   } catch (e) {
+    if (e?.name === "AbortError") throw e;
     throw new ApiError("unavailable", `the audit log could not be reached: ${e.message}`, 0);
   }
-  const body = await resp.json().catch(() => null);
   if (!resp.ok) {
+    const body = await resp.json().catch(() => null);
     const message = body?.error?.message ?? body?.message ?? resp.statusText;
     throw new ApiError(kindOf(resp.status), String(message), resp.status);
   }
-  return body;
+  return resp;
+}
+
+/** GETs `url` with the token: its JSON, or an ApiError. */
+export async function getJson(url, token, fetchFn = fetch) {
+  const resp = await fetchOk(url, token, { fetchFn });
+  return resp.json().catch(() => null);
 }
 
 /**

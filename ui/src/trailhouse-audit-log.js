@@ -1,68 +1,100 @@
 // <trailhouse-audit-log>: an organisation's audit log as a table, with
-// search, paging both ways and a details drawer. The same element is the
-// query API's own /ui/ page and what a platform embeds in its admin portal.
+// search and qualifiers, a time range, filter chips, paging both ways, a
+// details drawer, export and live tail. The same element is the query
+// API's own /ui/ page and what a platform embeds in its admin portal.
 //
 // Attributes: `org` (the org id; default: the token's `org_id`), `api-base`
-// (the query API's origin, default: this page's), `page-size` (default 50).
+// (the query API's origin, default: this page's), `page-size` (default 50),
+// `tail-interval` (live tail's poll, ms; default 5000).
 // Properties: `token` (a bearer token, kept in memory only) or
 // `tokenProvider` (an async function returning one; called again after a
 // 401, so a platform can hand out short-lived viewer tokens), and `event`
 // (an event id whose details open once the log is shown: the deep link
 // `#event=<id>` of the page). The drawer offers a link to its event: the
 // page's URL with `#event=<id>`, never a token.
+// Events: `trailhouse-loaded` {rows, state} after each load,
+// `trailhouse-tail` {added} when live tail adds rows, `trailhouse-exported`
+// {format, rows, bytes} or {format, error}.
 
-import { LitElement, html, css, nothing } from "lit";
-import { ApiError, detailsUrl, exportUrl, getJson, kindOf, listUrl, orgOfToken } from "./api.js";
-
-const MESSAGES = {
-  unauthenticated: "Your session has expired or the token is not valid. Sign in again.",
-  forbidden: "You do not have permission to view this organisation's audit log (viewAuditLog).",
-  not_found: "Not found.",
-  rate_limited: "Too many requests. Wait a moment and try again.",
-  unavailable: "The audit log is unavailable right now. Try again shortly.",
-  failed: "Something went wrong while loading the audit log.",
-};
+import { LitElement, html, nothing } from "lit";
+import { ApiError, detailsUrl, exportUrl, fetchOk, getJson, listUrl, orgOfToken } from "./api.js";
+import { MESSAGES, drawer, statusClass } from "./details.js";
+import { QUALIFIERS, QueryError, parse, terms, timeWindow, without } from "./query.js";
+import { styles } from "./styles.js";
 
 const local = new Intl.DateTimeFormat(undefined, { dateStyle: "medium", timeStyle: "medium" });
+
+/** Live tail re-reads this far behind the newest row shown (late events). */
+const TAIL_LOOKBACK_MS = 30_000;
+/** At most this many rows per poll; a fuller window reloads the first page. */
+const TAIL_MAX = 500;
+/** Live tail pauses once the table holds this many rows. */
+const TAIL_KEEP = 2000;
+
+const RANGE_LABELS = {
+  "": "Any time",
+  "1h": "Last hour",
+  "24h": "Last 24 hours",
+  "7d": "Last 7 days",
+  "30d": "Last 30 days",
+  custom: "Custom…",
+};
+
+const newest = (a, b) => Date.parse(b.created) - Date.parse(a.created);
 
 export class TrailhouseAuditLog extends LitElement {
   static properties = {
     org: { type: String },
     apiBase: { type: String, attribute: "api-base" },
     pageSize: { type: Number, attribute: "page-size" },
+    tailInterval: { type: Number, attribute: "tail-interval" },
     token: { attribute: false },
     tokenProvider: { attribute: false },
     event: { type: String },
     _rows: { state: true },
     _state: { state: true },
     _error: { state: true },
-    _search: { state: true },
+    _text: { state: true },
+    _range: { state: true },
+    _queryError: { state: true },
     _pages: { state: true },
     _next: { state: true },
     _details: { state: true },
     _detailsState: { state: true },
     _exporting: { state: true },
+    _tail: { state: true },
+    _tailNote: { state: true },
   };
+
+  static styles = styles;
 
   constructor() {
     super();
     this.org = "";
     this.apiBase = "";
     this.pageSize = 50;
+    this.tailInterval = 5000;
     this.token = "";
     this.tokenProvider = null;
     this.event = "";
     this._rows = [];
     this._state = "idle";
     this._error = null;
-    this._search = "";
+    this._text = "";
+    this._range = { range: "", from: "", to: "" };
+    this._filter = {};
+    this._queryError = null;
     // Cursors of the pages before the current one ("" is the first page).
     this._pages = [];
     this._cursor = "";
     this._next = null;
     this._details = null;
     this._detailsState = "idle";
+    this._copied = "";
     this._loadId = 0;
+    this._tail = false;
+    this._tailNote = "";
+    this._fresh = new Set();
   }
 
   connectedCallback() {
@@ -70,11 +102,21 @@ export class TrailhouseAuditLog extends LitElement {
     this.load();
   }
 
+  disconnectedCallback() {
+    super.disconnectedCallback();
+    clearInterval(this._tailTimer);
+    this._exportAbort?.abort();
+  }
+
   updated(changed) {
     // A token the provider just gave is not a new sign-in.
     const provided = this._provided;
     this._provided = false;
-    if ((changed.has("token") && changed.get("token") !== undefined && !provided) || changed.has("org")) {
+    const signedIn = changed.has("token") && changed.get("token") !== undefined && !provided;
+    // A provider set after the element connected (an embedding page's
+    // script) starts the first load.
+    const providerSet = changed.has("tokenProvider") && changed.get("tokenProvider") !== undefined;
+    if (signedIn || providerSet || changed.has("org")) {
       if (this.isConnected && (this.token || this.tokenProvider)) this._restart();
     }
   }
@@ -88,24 +130,34 @@ export class TrailhouseAuditLog extends LitElement {
     return this.token;
   }
 
-  _orgId() {
-    return this.org || orgOfToken(this.token || "") || "";
-  }
-
-  async _get(url) {
+  /** Runs `request(token)`, once more with a new token after a 401. */
+  async _authorized(request) {
     try {
-      return await getJson(url, await this._token());
+      return await request(await this._token());
     } catch (e) {
       if (e instanceof ApiError && e.kind === "unauthenticated" && this.tokenProvider) {
-        return getJson(url, await this._token(true));
+        return request(await this._token(true));
       }
       throw e;
     }
   }
 
+  _get(url) {
+    return this._authorized((token) => getJson(url, token));
+  }
+
+  _orgId() {
+    return this.org || orgOfToken(this.token || "") || "";
+  }
+
+  _emit(name, detail) {
+    this.dispatchEvent(new CustomEvent(name, { detail, bubbles: true, composed: true }));
+  }
+
   _restart() {
     this._pages = [];
     this._cursor = "";
+    this._fresh = new Set();
     this.load();
   }
 
@@ -118,11 +170,7 @@ export class TrailhouseAuditLog extends LitElement {
       await this._token();
       const org = this._orgId();
       if (!org) throw new ApiError("unauthenticated", "the token names no organisation", 401);
-      const url = listUrl(this.apiBase, org, {
-        search: this._search,
-        limit: this.pageSize,
-        cursor: this._cursor || undefined,
-      });
+      const url = listUrl(this.apiBase, org, { ...this._filter, limit: this.pageSize, cursor: this._cursor || undefined });
       const page = await this._get(url);
       if (id !== this._loadId) return;
       this._rows = page.data ?? [];
@@ -130,9 +178,9 @@ export class TrailhouseAuditLog extends LitElement {
       this._state = this._rows.length ? "ready" : "empty";
       this._error = null;
       if (this.event) {
-        const id = this.event;
+        const linked = this.event;
         this.event = "";
-        this._open({ id });
+        this._open({ id: linked });
       }
     } catch (e) {
       if (id !== this._loadId) return;
@@ -140,20 +188,59 @@ export class TrailhouseAuditLog extends LitElement {
       this._error = e;
       this._state = e instanceof ApiError ? e.kind : "failed";
     }
-    this.dispatchEvent(new CustomEvent("trailhouse-loaded", { detail: { rows: this._rows.length, state: this._state }, bubbles: true, composed: true }));
+    this._emit("trailhouse-loaded", { rows: this._rows.length, state: this._state });
+  }
+
+  /** Applies the search box and the time range: a new first page. */
+  _apply() {
+    const text = this.renderRoot.querySelector("#search")?.value.trim() ?? this._text;
+    this._text = text;
+    try {
+      const parsed = parse(text);
+      this._filter = { ...parsed.params, ...timeWindow(parsed, this._range) };
+      this._queryError = null;
+    } catch (e) {
+      if (!(e instanceof QueryError)) throw e;
+      this._queryError = e.message;
+      return;
+    }
+    this._restart();
   }
 
   _onSearch(ev) {
     ev.preventDefault();
+    this._apply();
+  }
+
+  _onRange(ev) {
+    const range = ev.target.value;
+    this._range = { ...this._range, range };
+    // A custom range waits for its times.
+    if (range !== "custom") this._apply();
+  }
+
+  _onCustom(which, ev) {
+    this._range = { ...this._range, [which]: ev.target.value };
+    this._apply();
+  }
+
+  _removeTerm(index) {
+    this._text = without(this._text, index);
     const input = this.renderRoot.querySelector("#search");
-    this._search = input.value.trim();
-    this._restart();
+    if (input) input.value = this._text;
+    this._apply();
+  }
+
+  _removeRange() {
+    this._range = { range: "", from: "", to: "" };
+    this._apply();
   }
 
   _older() {
     if (!this._next) return;
     this._pages = [...this._pages, this._cursor];
     this._cursor = this._next;
+    this._fresh = new Set();
     this.load();
   }
 
@@ -164,7 +251,58 @@ export class TrailhouseAuditLog extends LitElement {
     this.load();
   }
 
+  /** Live tail on or off; on, it shows the newest page first. */
+  _toggleTail() {
+    this._tail = !this._tail;
+    this._tailNote = "";
+    clearInterval(this._tailTimer);
+    if (!this._tail) return;
+    this._tailSince = Date.now();
+    if (this._pages.length) this._restart();
+    this._tailTimer = setInterval(() => this._poll(), Math.max(250, this.tailInterval));
+  }
+
+  /** One poll of live tail: rows newer than the newest shown go on top. */
+  async _poll() {
+    const idle = this._state === "ready" || this._state === "empty";
+    if (this._polling || this._pages.length || !idle || document.visibilityState === "hidden") return;
+    this._polling = true;
+    const loadId = this._loadId;
+    try {
+      const top = this._rows.length ? Date.parse(this._rows[0].created) : this._tailSince;
+      let from = new Date(top - TAIL_LOOKBACK_MS);
+      const floor = this._filter.from?.[0];
+      if (floor && new Date(floor) > from) from = new Date(floor);
+      const url = listUrl(this.apiBase, this._orgId(), { ...this._filter, from: from.toISOString(), limit: TAIL_MAX });
+      const page = await this._get(url);
+      if (loadId !== this._loadId || !this._tail) return;
+      const data = page.data ?? [];
+      if (data.length >= TAIL_MAX) {
+        // More arrived than one poll reads: the first page again, no gap.
+        this._restart();
+        return;
+      }
+      const seen = new Set(this._rows.map((r) => r.id));
+      const fresh = data.filter((r) => !seen.has(r.id));
+      this._tailNote = "";
+      if (!fresh.length) return;
+      this._fresh = new Set(fresh.map((r) => r.id));
+      this._rows = [...fresh, ...this._rows].sort(newest);
+      this._state = "ready";
+      this._emit("trailhouse-tail", { added: fresh.length });
+      if (this._rows.length >= TAIL_KEEP) {
+        this._toggleTail();
+        this._tailNote = `Live tail paused: ${this._rows.length} events are shown. Turn it on again to start from the newest.`;
+      }
+    } catch (e) {
+      this._tailNote = `Live tail: ${MESSAGES[e.kind] ?? MESSAGES.failed}`;
+    } finally {
+      this._polling = false;
+    }
+  }
+
   async _open(row) {
+    this._opener = row.id;
     this._details = { entry: row };
     this._detailsState = "loading";
     this._copied = "";
@@ -179,34 +317,60 @@ export class TrailhouseAuditLog extends LitElement {
     }
   }
 
+  _closed() {
+    this._details = null;
+    // Focus goes back to the row's View Details button.
+    const id = this._opener;
+    this.updateComplete.then(() => {
+      const rows = [...this.renderRoot.querySelectorAll("tr[data-id]")];
+      rows.find((r) => r.dataset.id === id)?.querySelector("button.details")?.focus();
+    });
+  }
+
   /**
-   * Downloads everything the current search matches as CSV or NDJSON, from
-   * the native API's export (the token decides the org and scope).
+   * Saves everything the current filter matches as CSV or NDJSON, from the
+   * native API's export (the token decides the org and scope). The
+   * response is read as it streams, with a running count, and can be
+   * cancelled; a file is offered only once the export is complete.
    */
   async _export(format) {
-    this._exporting = `Exporting ${format.toUpperCase()}…`;
+    if (this._exportAbort) return;
+    const abort = new AbortController();
+    this._exportAbort = abort;
+    const name = format.toUpperCase();
+    this._exporting = `Exporting ${name}…`;
     try {
-      const url = exportUrl(this.apiBase, { search: this._search, format });
-      const resp = await fetch(url, {
-        headers: { Authorization: `Bearer ${await this._token()}` },
-        credentials: "omit",
-        cache: "no-store",
-      });
-      if (!resp.ok) {
-        const body = await resp.json().catch(() => null);
-        throw new ApiError(kindOf(resp.status), body?.error?.message ?? resp.statusText, resp.status);
+      const url = exportUrl(this.apiBase, this._filter, format);
+      const accept = format === "csv" ? "text/csv" : "application/x-ndjson";
+      const resp = await this._authorized((token) => fetchOk(url, token, { signal: abort.signal, accept }));
+      const reader = resp.body.getReader();
+      const chunks = [];
+      let bytes = 0;
+      let lines = 0;
+      for (;;) {
+        const { done, value } = await reader.read();
+        if (done) break;
+        chunks.push(value);
+        bytes += value.byteLength;
+        for (let i = value.indexOf(10); i !== -1; i = value.indexOf(10, i + 1)) lines += 1;
+        this._exporting = `Exporting ${name}… ${Math.max(0, lines - (format === "csv" ? 1 : 0))} events`;
       }
-      const blob = await resp.blob();
+      const rows = Math.max(0, lines - (format === "csv" ? 1 : 0));
       const a = document.createElement("a");
-      a.href = URL.createObjectURL(blob);
-      a.download = `audit-log-${this._orgId()}.${format}`;
+      a.href = URL.createObjectURL(new Blob(chunks, { type: accept }));
+      a.download = `audit-log-${this._orgId()}-${new Date().toISOString().slice(0, 10)}.${format}`;
       this.renderRoot.appendChild(a);
       a.click();
       a.remove();
       setTimeout(() => URL.revokeObjectURL(a.href), 60_000);
-      this._exporting = "";
+      this._exporting = `Exported ${rows} events (${name}, ${(bytes / 1024).toFixed(1)} KB).`;
+      this._emit("trailhouse-exported", { format, rows, bytes });
     } catch (e) {
-      this._exporting = `Export failed: ${MESSAGES[e.kind] ?? MESSAGES.failed}`;
+      const cancelled = e?.name === "AbortError";
+      this._exporting = cancelled ? "Export cancelled." : `Export failed: ${MESSAGES[e.kind] ?? MESSAGES.failed}`;
+      this._emit("trailhouse-exported", { format, error: cancelled ? "cancelled" : (e.kind ?? "failed") });
+    } finally {
+      this._exportAbort = null;
     }
   }
 
@@ -218,9 +382,8 @@ export class TrailhouseAuditLog extends LitElement {
   }
 
   async _copyLink(id) {
-    const link = this._linkTo(id);
     try {
-      await navigator.clipboard.writeText(link);
+      await navigator.clipboard.writeText(this._linkTo(id));
       this._copied = "Link copied";
     } catch {
       this._copied = "Copy the link from the field";
@@ -230,28 +393,60 @@ export class TrailhouseAuditLog extends LitElement {
 
   _close() {
     this.renderRoot.querySelector("dialog")?.close();
-    this._details = null;
   }
 
   render() {
+    const busy = this._state === "loading";
     return html`
       <form role="search" @submit=${this._onSearch}>
         <label for="search">Search</label>
-        <input id="search" type="search" name="search" .value=${this._search}
-          placeholder="API path, account id or workspace id" autocomplete="off" />
+        <input id="search" type="search" name="search" .value=${this._text} aria-describedby="search-help"
+          aria-invalid=${this._queryError ? "true" : "false"}
+          placeholder="API path, account id, workspace id, or action:… status:5xx" autocomplete="off" />
         <button type="submit">Search</button>
-        <button type="button" class="export" data-format="csv" @click=${() => this._export("csv")}>Export CSV</button>
-        <button type="button" class="export" data-format="ndjson" @click=${() => this._export("ndjson")}>Export NDJSON</button>
+        <span class="range">
+          <label for="range">Time</label>
+          <select id="range" @change=${this._onRange} .value=${this._range.range}>
+            ${Object.entries(RANGE_LABELS).map(([v, label]) => html`<option value=${v} ?selected=${v === this._range.range}>${label}</option>`)}
+          </select>
+          ${this._range.range === "custom" ? html`
+            <label for="range-from">From</label>
+            <input id="range-from" type="datetime-local" .value=${this._range.from} @change=${(e) => this._onCustom("from", e)} />
+            <label for="range-to">To</label>
+            <input id="range-to" type="datetime-local" .value=${this._range.to} @change=${(e) => this._onCustom("to", e)} />` : nothing}
+        </span>
+        <button type="button" class="tail" aria-pressed=${this._tail ? "true" : "false"} @click=${this._toggleTail}>Live tail</button>
+        <button type="button" class="export" data-format="csv" ?disabled=${!!this._exportAbort} @click=${() => this._export("csv")}>Export CSV</button>
+        <button type="button" class="export" data-format="ndjson" ?disabled=${!!this._exportAbort} @click=${() => this._export("ndjson")}>Export NDJSON</button>
+        ${this._exportAbort ? html`<button type="button" class="cancel-export" @click=${() => this._exportAbort?.abort()}>Cancel export</button>` : nothing}
       </form>
+      <p class="hint" id="search-help">Qualifiers: ${QUALIFIERS.map((q) => `${q}:`).join(" ")} (for example <code>status:5xx method:post from:2026-11-01</code>). Times are in your zone.</p>
+      ${this._queryError ? html`<p class="query-error" role="alert">${this._queryError}</p>` : nothing}
+      ${this._chips()}
       ${this._exporting ? html`<p class="exporting" role="status">${this._exporting}</p>` : nothing}
+      ${this._tailNote ? html`<p class="tail-note" role="status">${this._tailNote}</p>` : nothing}
       <div class="status" role="status" aria-live="polite">${this._status()}</div>
       ${this._state === "ready" ? this._table() : nothing}
       <nav class="pager" aria-label="Pages">
-        <button type="button" ?disabled=${!this._pages.length || this._state === "loading"} @click=${this._newer}>← Newer</button>
-        <button type="button" ?disabled=${!this._next || this._state === "loading"} @click=${this._older}>Older →</button>
+        <button type="button" ?disabled=${!this._pages.length || busy} @click=${this._newer}>← Newer</button>
+        <button type="button" ?disabled=${!this._next || busy} @click=${this._older}>Older →</button>
       </nav>
-      <dialog aria-labelledby="details-title" @close=${() => (this._details = null)}>${this._drawer()}</dialog>
+      <dialog aria-labelledby="details-title" @close=${this._closed}>${this._drawer()}</dialog>
     `;
+  }
+
+  _chips() {
+    const list = terms(this._text);
+    const range = this._range.range;
+    if (!list.length && !range) return nothing;
+    const rangeLabel = range === "custom"
+      ? `${this._range.from || "…"} – ${this._range.to || "…"}`
+      : RANGE_LABELS[range];
+    return html`<ul class="chips" aria-label="Active filters">
+      ${list.map((t, i) => html`<li>${t.key ? `${t.key}: ${t.value}` : `“${t.value}”`}
+        <button type="button" aria-label=${`Remove ${t.raw}`} @click=${() => this._removeTerm(i)}>×</button></li>`)}
+      ${range ? html`<li>${rangeLabel}<button type="button" aria-label="Remove the time range" @click=${this._removeRange}>×</button></li>` : nothing}
+    </ul>`;
   }
 
   _status() {
@@ -261,9 +456,9 @@ export class TrailhouseAuditLog extends LitElement {
       case "loading":
         return html`<span class="loading">Loading…</span>`;
       case "empty":
-        return this._search ? `No events match “${this._search}”.` : "No events yet.";
+        return this._text || this._range.range ? "No events match these filters." : "No events yet.";
       case "ready":
-        return `${this._rows.length} events${this._pages.length ? `, page ${this._pages.length + 1}` : ""}`;
+        return `${this._rows.length} events${this._pages.length ? `, page ${this._pages.length + 1}` : ""}${this._tail ? " · live" : ""}`;
       default:
         return html`<span class="error" data-kind=${this._state}>${MESSAGES[this._state] ?? MESSAGES.failed}
           ${this._error?.message ? html`<small>(${this._error.message})</small>` : nothing}</span>`;
@@ -283,7 +478,7 @@ export class TrailhouseAuditLog extends LitElement {
         </thead>
         <tbody>
           ${this._rows.map((r) => html`
-            <tr data-id=${r.id}>
+            <tr data-id=${r.id} class=${this._fresh.has(r.id) ? "fresh" : ""}>
               <td>${r.account ?? ""}</td>
               <td>${r.workspace ? r.workspace.name ?? r.workspace.id : ""}</td>
               <td>${r.authType === "apiKey" ? "API key" : "JWT"}</td>
@@ -303,75 +498,14 @@ export class TrailhouseAuditLog extends LitElement {
   _drawer() {
     const d = this._details;
     if (!d) return nothing;
-    const f = d.full;
-    return html`
-      <header>
-        <h2 id="details-title">${d.entry.method ?? ""} ${d.entry.path ?? ""}</h2>
-        <button type="button" class="close" aria-label="Close details" @click=${this._close}>×</button>
-      </header>
-      ${this._detailsState === "loading" ? html`<p>Loading…</p>` : nothing}
-      ${this._detailsState === "error" ? html`<p class="error">${MESSAGES[d.error?.kind] ?? MESSAGES.failed}</p>` : nothing}
-      ${f ? html`
-        <p class="link">
-          <label for="event-link">Link to this event</label>
-          <input id="event-link" readonly .value=${this._linkTo(f.id)} @focus=${(e) => e.target.select()} />
-          <button type="button" class="copy" @click=${() => this._copyLink(f.id)}>Copy link</button>
-          <span role="status">${this._copied ?? ""}</span>
-        </p>
-        <section><h3>Body</h3><pre class="body">${pretty(f.body)}</pre></section>
-        <section><h3>Query parameters</h3>${pairs(f.query)}</section>
-        <section><h3>Path parameters</h3>${pairs(f.pathParams)}</section>
-        <section><h3>Headers</h3>${pairs(f.headers)}</section>` : nothing}
-    `;
+    const id = d.full?.id ?? d.entry.id;
+    return drawer(d, this._detailsState, {
+      link: this._linkTo(id),
+      copied: this._copied,
+      onClose: () => this._close(),
+      onCopy: () => this._copyLink(id),
+    });
   }
-
-  static styles = css`
-    :host { display: block; font: 14px/1.4 system-ui, sans-serif; color: var(--th-fg, CanvasText); }
-    form { display: flex; gap: .5rem; align-items: center; margin-bottom: .75rem; }
-    input[type="search"] { flex: 1; padding: .4rem .5rem; font: inherit; }
-    button { font: inherit; padding: .3rem .7rem; cursor: pointer; }
-    button:focus-visible, input:focus-visible { outline: 2px solid Highlight; outline-offset: 2px; }
-    table { width: 100%; border-collapse: collapse; }
-    caption { text-align: left; font-weight: 600; padding: .25rem 0; }
-    th, td { text-align: left; padding: .35rem .5rem; border-bottom: 1px solid color-mix(in srgb, CanvasText 15%, transparent); vertical-align: top; }
-    td.path { font-family: ui-monospace, monospace; word-break: break-all; }
-    td.s2 { color: #137333; } td.s4 { color: #a05a00; } td.s5 { color: #b3261e; }
-    .status { min-height: 1.5rem; margin: .25rem 0; }
-    .error { color: #b3261e; }
-    .pager { display: flex; gap: .5rem; justify-content: flex-end; margin-top: .75rem; }
-    dialog { width: min(48rem, 95vw); max-height: 85vh; border: 1px solid color-mix(in srgb, CanvasText 25%, transparent); border-radius: 6px; background: Canvas; color: CanvasText; }
-    dialog header { display: flex; justify-content: space-between; align-items: center; gap: 1rem; }
-    dialog h2 { font-size: 1rem; margin: 0; font-family: ui-monospace, monospace; }
-    dialog h3 { font-size: .9rem; margin: 1rem 0 .25rem; }
-    .link { display: flex; gap: .5rem; align-items: center; flex-wrap: wrap; }
-    .link input { flex: 1; min-width: 16rem; font: 12px ui-monospace, monospace; padding: .25rem; }
-    pre { background: color-mix(in srgb, CanvasText 6%, transparent); padding: .5rem; overflow: auto; margin: 0; }
-    dl { display: grid; grid-template-columns: max-content 1fr; gap: .15rem .75rem; margin: 0; }
-    dt { font-family: ui-monospace, monospace; } dd { margin: 0; word-break: break-all; }
-    @media (prefers-color-scheme: dark) {
-      td.s2 { color: #81c995; } td.s4 { color: #fdd663; } td.s5, .error { color: #f28b82; }
-    }
-  `;
-}
-
-function statusClass(code) {
-  return typeof code === "number" ? `s${Math.floor(code / 100)}` : "";
-}
-
-/** A body as indented JSON when it is JSON, else as it came. */
-function pretty(body) {
-  if (body == null || body === "") return "(empty)";
-  try {
-    return JSON.stringify(JSON.parse(body), null, 2);
-  } catch {
-    return String(body);
-  }
-}
-
-function pairs(obj) {
-  const entries = Object.entries(obj ?? {});
-  if (!entries.length) return html`<p>(none)</p>`;
-  return html`<dl>${entries.map(([k, v]) => html`<dt>${k}</dt><dd>${typeof v === "string" ? v : JSON.stringify(v)}</dd>`)}</dl>`;
 }
 
 if (!customElements.get("trailhouse-audit-log")) {

@@ -1,7 +1,7 @@
 // Unit tests of the viewer's API client (node --test).
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { ApiError, detailsUrl, exportUrl, getJson, kindOf, listUrl, orgOfToken } from "../src/api.js";
+import { ApiError, detailsUrl, exportUrl, fetchOk, getJson, kindOf, listUrl, orgOfToken } from "../src/api.js";
 
 test("list URLs carry only the parameters given, encoded", () => {
   const cases = [
@@ -11,8 +11,9 @@ test("list URLs carry only the parameters given, encoded", () => {
   ];
   for (const [q, want] of cases) assert.equal(listUrl("", "org/1", q), want);
   assert.equal(detailsUrl("https://h", "o", "i d"), "https://h/api/v1/organizations/o/audit-logs/i%20d");
-  assert.equal(exportUrl("", { format: "csv" }), "/v1/events/export?format=csv&order=desc");
-  assert.equal(exportUrl("/a", { format: "ndjson", search: "x y" }), "/a/v1/events/export?format=ndjson&order=desc&search=x+y");
+  assert.equal(listUrl("", "o", { action: ["a", "b"], status: [], from: undefined }), "/api/v1/organizations/o/audit-logs?action=a&action=b");
+  assert.equal(exportUrl("", {}, "csv"), "/v1/events/export?format=csv&order=desc");
+  assert.equal(exportUrl("/a", { search: ["x y"], method: ["POST"] }, "ndjson"), "/a/v1/events/export?format=ndjson&order=desc&search=x+y&method=POST");
 });
 
 test("statuses map to what the viewer shows", () => {
@@ -31,6 +32,11 @@ test("errors carry the server's message; the token goes in the header only", asy
   assert.equal(seen.init.headers.Authorization, "Bearer tok");
   const down = async () => { throw new TypeError("offline"); };
   await assert.rejects(getJson("/x", "t", down), (e) => e.kind === "unavailable");
+  const ok = async () => new Response("a,b\r\n", { status: 200 });
+  const resp = await fetchOk("/x", "t", { fetchFn: ok, accept: "text/csv" });
+  assert.equal(await resp.text(), "a,b\r\n");
+  const aborted = async () => { throw new DOMException("stopped", "AbortError"); };
+  await assert.rejects(fetchOk("/x", "t", { fetchFn: aborted }), (e) => e.name === "AbortError");
 });
 
 test("the org is read from a JWT's payload", () => {

@@ -2,7 +2,10 @@
 //! (search by path, account or workspace) and `…/audit-logs/{id}` (the
 //! request details). Permission `viewAuditLog`; `{org_id}` must be the
 //! token's org; both read within the token's scope ([`crate::scope`]);
-//! unknown parameters are refused.
+//! unknown parameters are refused. Besides its own `search`, the list takes
+//! the native API's filter parameters (an extension of ours: the viewer's
+//! qualifiers), through the same [`native::filter`], so the viewer's table
+//! and its export of the native API always hold the same rows.
 
 use axum::extract::{Path, RawQuery, State};
 use axum::routing::get;
@@ -11,12 +14,12 @@ use serde_json::{json, Map, Value};
 use trailhouse_schemas::EventRow;
 use uuid::Uuid;
 
-use super::{millis, opt, query_object};
+use super::{millis, native, opt, query_object};
 use crate::access::{Access, VIEW_AUDIT_LOG};
 use crate::auth::Claims;
 use crate::error::{ApiError, Failure};
 use crate::params::Params;
-use crate::query::{build_get, Cond, Filter};
+use crate::query::build_get;
 use crate::scope::scope;
 use crate::state::{Routes, Shared};
 use crate::store::EventStore;
@@ -24,7 +27,32 @@ use crate::store::EventStore;
 pub const DIALECT: &str = "orglog";
 pub const LIST_PATH: &str = "/api/v1/organizations/{org_id}/audit-logs";
 pub const SHOW_PATH: &str = "/api/v1/organizations/{org_id}/audit-logs/{id}";
-pub const PARAMS: &[&str] = &["search", "limit", "cursor"];
+/// `limit`, `cursor` and the native API's filter parameters (`search`
+/// among them); a test holds this to [`native::FIELD_PARAMS`] and
+/// [`native::OTHER_FILTER_PARAMS`].
+pub const PARAMS: &[&str] = &[
+    "limit",
+    "cursor",
+    "search",
+    "status",
+    "status_min",
+    "status_max",
+    "path_prefix",
+    "path_contains",
+    "from",
+    "to",
+    "actor_id",
+    "actor_email",
+    "action",
+    "resource_type",
+    "resource_id",
+    "auth_type",
+    "source",
+    "method",
+    "ip",
+    "environment_id",
+    "workspace_id",
+];
 pub const DEFAULT_LIMIT: u32 = 50;
 pub const MAX_LIMIT: u32 = 500;
 
@@ -46,14 +74,6 @@ fn authorize(access: &Access, claims: &Claims, org_id: &str) -> Result<(), ApiEr
         ));
     }
     Ok(())
-}
-
-/// The filter of a request, within `f` (the token's scope).
-pub fn filter(mut f: Filter, p: &Params) -> Result<Filter, ApiError> {
-    if let Some(q) = p.one("search")? {
-        f.push(Cond::Search(q.to_string()));
-    }
-    Ok(f)
 }
 
 fn has_details(r: &EventRow) -> bool {
@@ -110,7 +130,7 @@ pub async fn list<S: EventStore>(
     authorize(&state.access, &claims, &org_id)?;
     let p = Params::parse(raw.as_deref())?;
     p.reject_unknown(PARAMS)?;
-    let f = filter(scope(&claims), &p)?;
+    let f = native::filter(scope(&claims), &p)?;
     let limit = p.size("limit", DEFAULT_LIMIT, MAX_LIMIT)?;
     let body = super::data_page(&state, DIALECT, &f, &p, limit, |r, _| entry(r)).await?;
     Ok(Json(body))
@@ -132,4 +152,19 @@ pub async fn show<S: EventStore>(
         .map_err(ApiError::from)?;
     let row = rows.into_iter().next().ok_or(ApiError::NotFound)?;
     Ok(Json(details(row, &state.access)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeSet;
+
+    #[test]
+    fn the_list_takes_the_native_filters_and_its_own_paging() {
+        let mut want: BTreeSet<&str> = native::FIELD_PARAMS.iter().map(|(n, _)| *n).collect();
+        want.extend(native::OTHER_FILTER_PARAMS);
+        want.extend(["limit", "cursor"]);
+        assert_eq!(PARAMS.iter().copied().collect::<BTreeSet<_>>(), want);
+        assert_eq!(PARAMS.len(), want.len(), "no parameter twice");
+    }
 }

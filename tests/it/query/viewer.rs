@@ -1,9 +1,16 @@
-//! The viewer at `/ui/` in a real browser: `ui/tests/viewer.mjs` drives
-//! Debian's chromium through playwright-core against this query API over
-//! the test dataset (see that script for the checks) and prints its
-//! findings and the first-render time.
+//! The viewer at `/ui/` and embedded in another origin's page, in a real
+//! browser: `ui/tests/viewer.mjs` drives Debian's chromium through
+//! playwright-core (see that script for the checks) and prints its
+//! findings and the first-render time. The query API runs over the test
+//! dataset with the whole pipeline beside it, so live tail sees an event
+//! posted to the ingest API, and the screenshots show the demo data
+//! (`dev/demo_data.py`'s org_acme), posted the same way.
 
 use std::process::Command;
+use std::time::Duration;
+
+use trailhouse_query_api::config::CorsOrigins;
+use trailhouse_tests::{TestEnv, SERVICE_KEY, VIEWER_SECRET};
 
 use super::*;
 
@@ -11,9 +18,62 @@ fn root() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
+/// A port free now, for the embedding page's server (the query API's CORS
+/// origin must name it before that server starts).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+const DEMO_ORG: &str = "org_acme";
+const DEMO_EVENTS: u64 = 3000;
+
+/// Posts the demo data of [`DEMO_ORG`] through the ingest API and waits
+/// until the consumer has stored it.
+async fn load_demo(env: &TestEnv, ingest: &str) {
+    let out = Command::new("python3")
+        .args([
+            "dev/demo_data.py",
+            "--url",
+            ingest,
+            "--key",
+            SERVICE_KEY,
+            "--orgs",
+            DEMO_ORG,
+        ])
+        .current_dir(root())
+        .output()
+        .expect("python3 runs dev/demo_data.py");
+    assert!(
+        out.status.success(),
+        "demo data: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+    loop {
+        let stored = env
+            .clickhouse
+            .client()
+            .query("SELECT count() FROM events WHERE org_id = ?")
+            .bind(DEMO_ORG)
+            .fetch_one::<u64>()
+            .await
+            .unwrap_or(0);
+        if stored >= DEMO_EVENTS {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "demo data stored: {stored} of {DEMO_EVENTS}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_viewer_works_in_a_real_browser() {
-    let api = Api::new("q_viewer").await;
     let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
     assert!(
         std::path::Path::new(&chromium).exists(),
@@ -23,15 +83,38 @@ async fn the_viewer_works_in_a_real_browser() {
         root().join("ui/node_modules/playwright-core").exists(),
         "the viewer's npm packages are missing: run dev/build_ui.sh"
     );
+    let mut env = TestEnv::new("q_viewer", 1).await;
+    let now = dataset::now();
+    env.insert_rows(&dataset::rows(&dataset::events("org_a", 1200, 60, 1, now)))
+        .await;
+    env.insert_rows(&dataset::rows(&dataset::events("org_b", 400, 20, 2, now)))
+        .await;
+    let ingest = env.start_ingest(&["org_a"]).await;
+    env.start_consumer();
+    let portal = format!("http://127.0.0.1:{}", free_port());
+    let origin = portal.clone();
+    let url = env
+        .start_query_api_with(move |c| c.cors_allowed_origins = CorsOrigins(vec![origin]))
+        .await;
+    env.wait_ready().await;
+    load_demo(&env, &ingest).await;
+    let api = Api {
+        env,
+        url,
+        a: Vec::new(),
+        b: Vec::new(),
+        now,
+    };
     let token = api.admin("org_a");
     let other = api.admin("org_b");
+    let demo = api.admin(DEMO_ORG);
     let noperm = api.token(Tok {
         org: "org_a",
         roles: &["member"],
         ..Tok::default()
     });
     let screenshots = std::env::var("TRAILHOUSE_VIEWER_SCREENSHOTS").ok();
-    let url = api.url.clone();
+    let (url, ingest_url) = (api.url.clone(), ingest.clone());
     let out = tokio::task::spawn_blocking(move || {
         let mut cmd = Command::new("node");
         cmd.arg("tests/viewer.mjs")
@@ -40,7 +123,12 @@ async fn the_viewer_works_in_a_real_browser() {
             .env("TOKEN", token)
             .env("TOKEN_OTHER", other)
             .env("TOKEN_NOPERM", noperm)
+            .env("TOKEN_DEMO", demo)
             .env("SEARCH", "Tickets")
+            .env("INGEST_URL", ingest_url)
+            .env("INGEST_KEY", "key-org_a")
+            .env("PORTAL_URL", portal)
+            .env("VIEWER_SECRET", VIEWER_SECRET)
             .env("CHROMIUM", chromium);
         if let Some(dir) = screenshots {
             cmd.env("SCREENSHOTS", dir);
