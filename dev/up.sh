@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Brings the whole pipeline up on this machine: installs what is missing,
 # starts Kafka and ClickHouse, migrates, starts ingest, consumer and query API,
-# loads demo data and prints ready-to-paste requests.
+# loads demo data, starts a demo portal that embeds the viewer, and prints
+# ready-to-paste requests.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$ROOT"
 
@@ -23,6 +24,10 @@ TRAILHOUSE_JWT_HS256_SECRET=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n
 TRAILHOUSE_CURSOR_SECRET=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
 ENV
 fi
+# Added later than the others, so older data folders get it too.
+if ! grep -q '^TRAILHOUSE_QUERY_VIEWER_TOKEN_SECRET=' "$DATA/demo.env"; then
+  echo "TRAILHOUSE_QUERY_VIEWER_TOKEN_SECRET=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')" >>"$DATA/demo.env"
+fi
 set -a; source "$DATA/demo.env"; set +a
 export TRAILHOUSE_KAFKA_BROKERS="127.0.0.1:$KAFKA_PORT"
 export TRAILHOUSE_CLICKHOUSE_URL="http://127.0.0.1:$CLICKHOUSE_PORT"
@@ -30,6 +35,8 @@ export TRAILHOUSE_CLICKHOUSE_COMPRESSION=none
 export TRAILHOUSE_INGEST_LISTEN="127.0.0.1:$INGEST_PORT"
 export TRAILHOUSE_QUERY_LISTEN="127.0.0.1:$QUERY_PORT"
 export TRAILHOUSE_CONSUMER_LISTEN="127.0.0.1:$CONSUMER_PORT"
+# The demo portal (dev/portal.py) embeds the viewer from another origin.
+export TRAILHOUSE_QUERY_CORS_ALLOWED_ORIGINS="http://127.0.0.1:$PORTAL_PORT"
 
 "$BIN/trailhouse-ingest" create-topic --partitions 4
 TRAILHOUSE_KAFKA_TOPIC="${TRAILHOUSE_KAFKA_TOPIC:-trailhouse.events}.dlq" "$BIN/trailhouse-ingest" create-topic --partitions 1
@@ -46,6 +53,12 @@ if [[ ! -f "$demo_marker" ]]; then
   python3 dev/demo_data.py --url "http://127.0.0.1:$INGEST_PORT" --key "$SERVICE_KEY"
   touch "$demo_marker"
 fi
+
+start_bg portal "$PORTAL_PORT" python3 dev/portal.py --listen "127.0.0.1:$PORTAL_PORT" --api "http://127.0.0.1:$QUERY_PORT"
+
+# Dates inside the demo data's week, for the examples below.
+day_from=$(date -u -d '3 days ago' +%Y-%m-%d)
+day_to=$(date -u -d '2 days ago' +%Y-%m-%d)
 
 token=$("$BIN/trailhouse-query-api" mint-token --org org_acme --sub demo-user --roles admin,workbench --permissions viewAuditLog)
 
@@ -82,6 +95,10 @@ Trailhouse is running:
 The audit log viewer: http://127.0.0.1:$QUERY_PORT/ui/
   sign in with this token of org_acme (valid 24 h; kept in the tab's memory only):
   $token
+  search with qualifiers, e.g.  status:4xx method:post  or  action:user.login from:$day_from
+The same viewer embedded in a demo admin portal (another origin, with
+short-lived viewer tokens from the portal's backend; docs/viewer.md):
+  http://127.0.0.1:$PORTAL_PORT/
 
 Metrics: each service serves /metrics, /health/live and /health/ready, e.g.
   curl -s http://127.0.0.1:$INGEST_PORT/metrics | grep trailhouse_ingest_events
@@ -97,7 +114,7 @@ Send an event:
 Read org_acme's newest events (token valid 24 h):
   TOKEN=$token
   curl -s "http://127.0.0.1:$QUERY_PORT/v1/events?limit=5" -H "Authorization: Bearer \$TOKEN"
-  curl -s "http://127.0.0.1:$QUERY_PORT/v1/events?from=2026-11-16T00:00:00Z&to=2026-11-17T00:00:00Z&order=asc&limit=2" -H "Authorization: Bearer \$TOKEN"
+  curl -s "http://127.0.0.1:$QUERY_PORT/v1/events?from=${day_from}T00:00:00Z&to=${day_to}T00:00:00Z&order=asc&limit=2" -H "Authorization: Bearer \$TOKEN"
 
 Stop everything: dev/down.sh
 MSG

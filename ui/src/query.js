@@ -11,7 +11,8 @@
 //   workspace:ws_1         the workspace id
 //   ip:10.0.0.1            the caller's IP address
 //   from:2026-11-01  to:2026-11-30T18:00   dates or times in the viewer's
-//                          zone (a `to` date includes that whole day)
+//                          zone (a `to` date includes that whole day; a
+//                          `to` time is exclusive, as the API's `to`)
 //
 // A value with spaces goes in quotes: actor:"Jane Doe". A word with a colon
 // that is not a qualifier (a path such as /v1/items:batch) is free text.
@@ -67,8 +68,8 @@ const DATETIME = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?(Z|[+-]\d{2
 
 /**
  * A date or time of the viewer's zone (or with an explicit offset) as an
- * instant. A bare date is its day's first moment, or with `endOfDay` its
- * last millisecond.
+ * instant. A bare date is its day's first moment, or with `endOfDay` the
+ * next day's (the API's `to` is exclusive, so the whole day is in).
  * @param {string} term
  * @param {string} value
  * @param {boolean} endOfDay
@@ -79,7 +80,7 @@ export function instant(term, value, endOfDay = false) {
     const [y, m, d] = value.split("-").map(Number);
     const day = new Date(y, m - 1, d);
     if (day.getFullYear() === y && day.getMonth() === m - 1 && day.getDate() === d) {
-      t = endOfDay ? new Date(y, m - 1, d + 1).getTime() - 1 : day.getTime();
+      t = endOfDay ? new Date(y, m - 1, d + 1).getTime() : day.getTime();
     }
   } else if (DATETIME.test(value)) {
     t = Date.parse(value);
@@ -141,7 +142,7 @@ export function parse(text) {
     params.status_min = [`${statusClass}00`];
     params.status_max = [`${statusClass}99`];
   }
-  if (from && to && from > to) throw new QueryError("from:", "must not be after to:");
+  if (from && to && from >= to) throw new QueryError("from:", "must be before to:");
   if (words.length) params.search = [words.join(" ")];
   return { params, from, to, terms: all };
 }

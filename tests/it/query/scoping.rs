@@ -195,3 +195,57 @@ async fn unknown_parameters_are_refused_in_each_dialects_shape() {
     }
     api.env.stop().await;
 }
+
+/// A viewer token (what a platform's backend mints for the embedded
+/// viewer) reads its org, within its workspace, through the APIs that
+/// need `viewAuditLog`, and nothing its claimed roles would add.
+#[tokio::test]
+async fn a_viewer_token_reads_its_scope_only() {
+    use trailhouse_query_api::viewer_token::mint_viewer_token;
+    let (api, rows) = scoped_api("q_viewer_token").await;
+    let viewer = |ws: Option<&str>, ttl: i64| {
+        let now = Utc::now().timestamp();
+        mint_viewer_token(
+            trailhouse_tests::VIEWER_SECRET.as_bytes(),
+            &Claims {
+                sub: "portal-user".into(),
+                org_id: "org_s".into(),
+                environment_id: None,
+                workspace_id: ws.map(String::from),
+                roles: vec!["admin".into(), "workbench".into()],
+                permissions: vec!["viewAuditLog".into()],
+                exp: now + ttl,
+                iat: now,
+            },
+        )
+        .expect("mint")
+    };
+    let t = viewer(Some("ws_a"), 600);
+    let want: BTreeSet<String> = rows
+        .iter()
+        .filter(|r| r.workspace_id == "ws_a")
+        .map(|r| r.id.to_string())
+        .collect();
+    for path in [
+        "/v1/events?limit=100",
+        "/api/v1/organizations/org_s/audit-logs?limit=100",
+    ] {
+        let got: BTreeSet<String> = ids(&api.ok(path, &t).await, "data").into_iter().collect();
+        assert_eq!(got, want, "{path}");
+    }
+    // The roles it claims are dropped: the Atomic-style API, which needs
+    // one, refuses it.
+    let (st, body) = api.get("/audit-log", Some(&t)).await;
+    assert_eq!(st, StatusCode::FORBIDDEN, "{body}");
+    let (st, _) = api
+        .get("/api/v1/organizations/org_a/audit-logs", Some(&t))
+        .await;
+    assert_eq!(st, StatusCode::FORBIDDEN, "another org");
+    let (st, body) = api.get("/v1/events", Some(&viewer(None, 3600))).await;
+    assert_eq!(
+        st,
+        StatusCode::UNAUTHORIZED,
+        "longer than 15 minutes: {body}"
+    );
+    api.env.stop().await;
+}
