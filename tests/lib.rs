@@ -282,7 +282,7 @@ impl TestEnv {
                 viewer_max_lifetime_secs:
                     trailhouse_query_api::viewer_token::DEFAULT_VIEWER_LIFETIME_SECS,
             },
-            cursor_secret: Secret::new("integration-test-cursor-secret"),
+            cursor_secret: Some(Secret::new("integration-test-cursor-secret")),
             role_permissions: trailhouse_query_api::access::RolePermissions::default(),
             detail_headers: trailhouse_query_api::access::DEFAULT_DETAIL_HEADERS.into(),
             public_url: None,

@@ -151,7 +151,7 @@ mod tests {
             native::LIST_PATH => native::list_params(),
             native::EXPORT_PATH => native::export_params(),
             atomic::PATH => atomic::PARAMS.to_vec(),
-            orglog::LIST_PATH => orglog::PARAMS.to_vec(),
+            orglog::LIST_PATH => orglog::params(),
             torq::PATH => torq::PARAMS.to_vec(),
             zendesk::PATH | zendesk::JSON_PATH => zendesk::PARAMS.to_vec(),
             _ => Vec::new(),

@@ -32,9 +32,11 @@ pub struct QueryConfig {
     pub clickhouse: ClickHouseArgs,
     #[command(flatten)]
     pub jwt: JwtArgs,
-    /// Secret that signs page cursors.
+    /// Secret that signs page cursors (at least 16 bytes; required to
+    /// serve, checked by [`QueryConfig::validate`] so that the token
+    /// subcommands do not need it).
     #[arg(long, env = "TRAILHOUSE_CURSOR_SECRET", hide_env_values = true)]
-    pub cursor_secret: Secret,
+    pub cursor_secret: Option<Secret>,
     /// Role → permission grants, `role:permission` pairs separated by commas.
     #[arg(
         long,
@@ -362,12 +364,16 @@ impl QueryConfig {
         self.clickhouse
             .validate()
             .map_err(|e| Error::Config(e.to_string()))?;
-        if self.cursor_secret.expose().len() < 16 {
-            return Err(Error::Config(
+        match &self.cursor_secret {
+            None => Err(Error::Config(
+                "the cursor secret is required (--cursor-secret or TRAILHOUSE_CURSOR_SECRET)"
+                    .into(),
+            )),
+            Some(s) if s.expose().len() < 16 => Err(Error::Config(
                 "the cursor secret must be at least 16 bytes".into(),
-            ));
+            )),
+            Some(_) => Ok(()),
         }
-        Ok(())
     }
 }
 
@@ -559,7 +565,7 @@ mod tests {
     #[test]
     fn validate_keeps_the_rules_clap_cannot_check() {
         let mut c = parse(&[]).expect("defaults");
-        c.cursor_secret = Secret::new("short");
+        c.cursor_secret = Some(Secret::new("short"));
         let e = c
             .validate()
             .err()
@@ -567,6 +573,13 @@ mod tests {
             .unwrap_or_default();
         assert!(e.contains("cursor secret"), "{e}");
         assert!(!e.contains("short"), "{e}");
+        c.cursor_secret = None;
+        let e = c
+            .validate()
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(e.contains("TRAILHOUSE_CURSOR_SECRET"), "{e}");
         let mut jwt = c.jwt.clone();
         assert!(jwt.verifier().is_err(), "no key");
         jwt.hs256_secret = Some(Secret::new("0123456789abcdef"));

@@ -27,7 +27,7 @@ fn known_keys() -> Vec<&'static str> {
     let mut keys = native::list_params();
     keys.extend(native::export_params());
     keys.extend(atomic::PARAMS);
-    keys.extend(orglog::PARAMS);
+    keys.extend(orglog::params());
     keys.extend(torq::PARAMS);
     keys.extend(zendesk::PARAMS);
     keys.extend([

@@ -69,7 +69,13 @@ pub async fn run(
     let state = Arc::new(AppState {
         store: store::ClickHouseStore::new(read_client.clone()),
         verifier: config.jwt.verifier()?,
-        cursors: cursor::CursorCodec::new(config.cursor_secret.expose().as_bytes()),
+        cursors: cursor::CursorCodec::new(
+            config
+                .cursor_secret
+                .as_ref()
+                .map(|s| s.expose().as_bytes())
+                .unwrap_or_default(),
+        ),
         access,
         health: health.clone(),
         public_url: config.public_url.as_ref().map(|u| u.as_str().to_string()),

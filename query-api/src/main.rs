@@ -15,6 +15,34 @@ struct Cli {
     serve: QueryConfig,
 }
 
+/// Whose log a minted token reads.
+#[derive(clap::Args)]
+struct Scope {
+    #[arg(long)]
+    org: String,
+    #[arg(long)]
+    environment: Option<String>,
+    #[arg(long)]
+    workspace: Option<String>,
+}
+
+impl Scope {
+    /// The claims of a token of this scope for `sub`, valid `ttl` seconds.
+    fn claims(self, sub: String, roles: Vec<String>, permissions: Vec<String>, ttl: i64) -> Claims {
+        let now = chrono::Utc::now().timestamp();
+        Claims {
+            sub,
+            org_id: self.org,
+            environment_id: self.environment,
+            workspace_id: self.workspace,
+            roles,
+            permissions,
+            exp: now + ttl,
+            iat: now,
+        }
+    }
+}
+
 #[derive(Subcommand)]
 enum Cmd {
     /// Run the service (the default).
@@ -23,14 +51,10 @@ enum Cmd {
     MintToken {
         #[arg(long, env = "TRAILHOUSE_JWT_HS256_SECRET", hide_env_values = true)]
         secret: String,
-        #[arg(long)]
-        org: String,
+        #[command(flatten)]
+        scope: Scope,
         #[arg(long, default_value = "local-user")]
         sub: String,
-        #[arg(long)]
-        environment: Option<String>,
-        #[arg(long)]
-        workspace: Option<String>,
         /// Comma-separated roles, e.g. `admin,workbench`.
         #[arg(long, default_value = "")]
         roles: String,
@@ -50,15 +74,11 @@ enum Cmd {
             hide_env_values = true
         )]
         secret: String,
-        #[arg(long)]
-        org: String,
+        #[command(flatten)]
+        scope: Scope,
         /// The signed-in user the token is for (in the access log).
         #[arg(long)]
         sub: String,
-        #[arg(long)]
-        environment: Option<String>,
-        #[arg(long)]
-        workspace: Option<String>,
         /// Lifetime in seconds (the query API refuses more than its viewer
         /// lifetime, 900 s by default).
         #[arg(long, default_value_t = viewer_token::DEFAULT_VIEWER_LIFETIME_SECS)]
@@ -80,51 +100,26 @@ async fn main() -> anyhow::Result<()> {
     let config = match cli.cmd {
         Some(Cmd::MintToken {
             secret,
-            org,
+            scope,
             sub,
-            environment,
-            workspace,
             roles,
             permissions,
             ttl,
         }) => {
-            let now = chrono::Utc::now().timestamp();
-            let claims = Claims {
-                sub,
-                org_id: org,
-                environment_id: environment,
-                workspace_id: workspace,
-                roles: list(&roles),
-                permissions: list(&permissions),
-                exp: now + ttl,
-                iat: now,
-            };
+            let claims = scope.claims(sub, list(&roles), list(&permissions), ttl);
             println!("{}", mint_hs256(secret.as_bytes(), &claims)?);
             return Ok(());
         }
         Some(Cmd::MintViewerToken {
             secret,
-            org,
+            scope,
             sub,
-            environment,
-            workspace,
             ttl,
         }) => {
-            let now = chrono::Utc::now().timestamp();
-            let claims = Claims {
-                sub,
-                org_id: org,
-                environment_id: environment,
-                workspace_id: workspace,
-                roles: Vec::new(),
-                permissions: viewer_token::VIEWER_PERMISSIONS.map(String::from).to_vec(),
-                exp: now + ttl,
-                iat: now,
-            };
-            println!(
-                "{}",
-                viewer_token::mint_viewer_token(secret.as_bytes(), &claims)?
-            );
+            let permissions = viewer_token::VIEWER_PERMISSIONS.map(String::from).to_vec();
+            let claims = scope.claims(sub, Vec::new(), permissions, ttl);
+            let token = viewer_token::mint_viewer_token(secret.as_bytes(), &claims)?;
+            println!("{token}");
             return Ok(());
         }
         Some(Cmd::Serve(c)) => *c,

@@ -1,8 +1,9 @@
 //! The API dialects. Each is a thin adapter over the one core: request
 //! parameters → [`crate::query::Filter`] and [`crate::query::Page`] →
 //! parameterised SQL → rows → the dialect's JSON. Each module exports its
-//! own `routes()` and lists the parameters it understands (`PARAMS`), which
-//! the OpenAPI test checks. Every cursor mode reads its pages through
+//! own `routes()` and lists the parameters it understands (`PARAMS`, or
+//! `params()` where they derive from another dialect's), which the OpenAPI test
+//! checks. Every cursor mode reads its pages through
 //! [`crate::keyset::Keyset`].
 
 pub mod atomic;

@@ -65,9 +65,15 @@ pub const OTHER_FILTER_PARAMS: [&str; 8] = [
 pub const PAGE_PARAMS: [&str; 3] = ["order", "limit", "cursor"];
 pub const EXPORT_PARAMS: [&str; 2] = ["order", "format"];
 
-fn known(extra: &[&str]) -> Vec<&'static str> {
+/// The names of every filter parameter.
+pub fn filter_params() -> Vec<&'static str> {
     let mut v: Vec<&'static str> = FIELD_PARAMS.iter().map(|(n, _)| *n).collect();
     v.extend(OTHER_FILTER_PARAMS);
+    v
+}
+
+fn known(extra: &[&str]) -> Vec<&'static str> {
+    let mut v = filter_params();
     v.extend(extra.iter().filter_map(|e| {
         PAGE_PARAMS
             .iter()

@@ -388,10 +388,7 @@ impl Bench {
         self.bins.output(
             "trailhouse-query-api",
             &["mint-token", "--org", org, "--permissions", "viewAuditLog"],
-            &[
-                ("TRAILHOUSE_JWT_HS256_SECRET", secret),
-                ("TRAILHOUSE_CURSOR_SECRET", "unused-by-mint-token"),
-            ],
+            &[("TRAILHOUSE_JWT_HS256_SECRET", secret)],
         )
     }
 }
