@@ -279,6 +279,7 @@ impl TestEnv {
                 audience: None,
                 max_lifetime_secs: trailhouse_query_api::auth::MAX_LIFETIME_SECS,
                 viewer_secret: Some(Secret::new(VIEWER_SECRET)),
+                viewer_previous_secret: None,
                 viewer_max_lifetime_secs:
                     trailhouse_query_api::viewer_token::DEFAULT_VIEWER_LIFETIME_SECS,
             },

@@ -34,6 +34,7 @@ pub mod processor;
 pub mod retry;
 pub mod state;
 pub mod storage;
+pub mod tenant_sql;
 #[cfg(test)]
 mod testing;
 pub mod writer;

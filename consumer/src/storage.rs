@@ -111,6 +111,29 @@ impl Storage {
         &self.target
     }
 
+    /// The tables a tenant's SQL user reads: `events` (in a cluster, the
+    /// `Distributed` table and the shards' table it reads through).
+    pub fn tenant_tables(&self) -> Vec<String> {
+        let mut tables = vec![EVENTS_TABLE.to_string()];
+        if matches!(self.target.topology, Topology::Cluster(_)) {
+            tables.push(self.data_table());
+        }
+        tables
+    }
+
+    /// Runs statements one by one, as written (DDL generated here, e.g. by
+    /// [`crate::tenant_sql`]); stops at the first that fails.
+    pub async fn run_ddl(&self, statements: &[String]) -> Result<(), StorageError> {
+        for stmt in statements {
+            // The client reads `?` as a bind placeholder; `??` is a `?`.
+            self.client
+                .query(&stmt.replace('?', "??"))
+                .execute()
+                .await?;
+        }
+        Ok(())
+    }
+
     fn data_table(&self) -> String {
         self.target.data_table(EVENTS_TABLE)
     }

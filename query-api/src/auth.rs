@@ -38,6 +38,8 @@ pub enum AuthError {
     Missing,
     #[error("invalid token: {0}")]
     Invalid(String),
+    #[error("invalid token: the signature does not match")]
+    BadSignature,
     #[error("token has expired")]
     Expired,
     #[error("token is not valid yet")]
@@ -55,7 +57,7 @@ impl AuthError {
     pub fn reason(&self) -> &'static str {
         match self {
             AuthError::Missing => "missing",
-            AuthError::Invalid(_) => "invalid",
+            AuthError::Invalid(_) | AuthError::BadSignature => "invalid",
             AuthError::Expired => "expired",
             AuthError::NotYetValid => "not_yet_valid",
             AuthError::NoOrg => "no_org",
@@ -177,6 +179,7 @@ pub(crate) fn decode_checked(
         match e.kind() {
             ErrorKind::ExpiredSignature => AuthError::Expired,
             ErrorKind::ImmatureSignature => AuthError::NotYetValid,
+            ErrorKind::InvalidSignature => AuthError::BadSignature,
             _ => AuthError::Invalid(e.to_string()),
         }
     })?;
@@ -236,6 +239,10 @@ mod tests {
         let other = mint_hs256(b"other", &claims("acme", future)).expect("mint");
         assert!(matches!(
             v.verify_header(Some(&format!("Bearer {other}"))),
+            Err(AuthError::BadSignature)
+        ));
+        assert!(matches!(
+            v.verify_header(Some("Bearer not-a-jwt")),
             Err(AuthError::Invalid(_))
         ));
         let expired = mint_hs256(b"s3cret", &claims("acme", 1000)).expect("mint");

@@ -323,6 +323,14 @@ pub struct JwtArgs {
         hide_env_values = true
     )]
     pub viewer_secret: Option<Secret>,
+    /// The previous viewer token secret, still accepted while the
+    /// platform's backends move to the new one (a rotation).
+    #[arg(
+        long = "viewer-token-previous-secret",
+        env = "TRAILHOUSE_QUERY_VIEWER_TOKEN_PREVIOUS_SECRET",
+        hide_env_values = true
+    )]
+    pub viewer_previous_secret: Option<Secret>,
     /// The longest a viewer token may still be valid.
     #[arg(
         long = "viewer-token-max-lifetime-secs",
@@ -414,23 +422,34 @@ impl JwtArgs {
         let Some(secret) = &self.viewer_secret else {
             return Ok(None);
         };
-        let bytes = secret.expose().as_bytes();
-        if bytes.len() < viewer_token::MIN_SECRET_BYTES {
-            return Err(Error::Config(format!(
-                "the viewer token secret must be at least {} bytes",
-                viewer_token::MIN_SECRET_BYTES
-            )));
-        }
-        if self
-            .hs256_secret
+        let previous = self
+            .viewer_previous_secret
             .as_ref()
-            .is_some_and(|s| s.expose().as_bytes() == bytes)
+            .map(|s| s.expose().as_bytes());
+        for (name, bytes) in std::iter::once(("viewer token secret", secret.expose().as_bytes()))
+            .chain(previous.map(|p| ("previous viewer token secret", p)))
         {
-            return Err(Error::Config(
-                "the viewer token secret must differ from the JWT secret".into(),
-            ));
+            if bytes.len() < viewer_token::MIN_SECRET_BYTES {
+                return Err(Error::Config(format!(
+                    "the {name} must be at least {} bytes",
+                    viewer_token::MIN_SECRET_BYTES
+                )));
+            }
+            if self
+                .hs256_secret
+                .as_ref()
+                .is_some_and(|s| s.expose().as_bytes() == bytes)
+            {
+                return Err(Error::Config(format!(
+                    "the {name} must differ from the JWT secret"
+                )));
+            }
         }
-        Ok(Some(ViewerKey::new(bytes, self.viewer_max_lifetime_secs)))
+        Ok(Some(ViewerKey::rotating(
+            secret.expose().as_bytes(),
+            previous,
+            self.viewer_max_lifetime_secs,
+        )))
     }
 }
 

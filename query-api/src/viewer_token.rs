@@ -38,10 +38,11 @@ pub fn is_viewer_token(token: &str) -> bool {
     decode_header(token).is_ok_and(|h| h.kid.as_deref() == Some(VIEWER_KID))
 }
 
-/// The key and rules that verify viewer tokens.
+/// The keys and rules that verify viewer tokens: the current secret, and
+/// during a rotation the previous one too.
 #[derive(Clone)]
 pub struct ViewerKey {
-    key: DecodingKey,
+    keys: Vec<DecodingKey>,
     validation: Validation,
     max_lifetime: i64,
 }
@@ -50,13 +51,23 @@ impl ViewerKey {
     /// Verifies viewer tokens signed with `secret` that live at most
     /// `max_lifetime` seconds.
     pub fn new(secret: &[u8], max_lifetime: i64) -> Self {
+        Self::rotating(secret, None, max_lifetime)
+    }
+
+    /// [`ViewerKey::new`] that also accepts tokens of `previous`, while the
+    /// platform's backends move to the new secret.
+    pub fn rotating(secret: &[u8], previous: Option<&[u8]>, max_lifetime: i64) -> Self {
         let mut validation = Validation::new(Algorithm::HS256);
         validation.set_required_spec_claims(&["exp", "sub", "aud"]);
         validation.set_audience(&[VIEWER_AUDIENCE]);
         validation.validate_nbf = true;
         validation.leeway = 30;
+        let keys = std::iter::once(secret)
+            .chain(previous)
+            .map(DecodingKey::from_secret)
+            .collect();
         ViewerKey {
-            key: DecodingKey::from_secret(secret),
+            keys,
             validation,
             max_lifetime,
         }
@@ -64,7 +75,15 @@ impl ViewerKey {
 
     /// The claims of a valid viewer token, narrowed to read access.
     pub fn verify(&self, token: &str) -> Result<Claims, AuthError> {
-        let mut claims = decode_checked(token, &self.key, &self.validation, self.max_lifetime)?;
+        let mut outcome = Err(AuthError::Invalid("no viewer key".into()));
+        for key in &self.keys {
+            outcome = decode_checked(token, key, &self.validation, self.max_lifetime);
+            // Only a bad signature is worth trying the next key for.
+            if !matches!(outcome, Err(AuthError::BadSignature)) {
+                break;
+            }
+        }
+        let mut claims = outcome?;
         claims.roles.clear();
         claims
             .permissions
@@ -173,5 +192,26 @@ mod tests {
             "{off}"
         );
         assert!(!is_viewer_token("not.a.jwt"));
+    }
+
+    #[test]
+    fn during_a_rotation_both_secrets_are_valid() {
+        const NEXT: &[u8] = b"the-next-viewer-secret-0123456789abcdef";
+        let v = Verifier::hs256(MAIN)
+            .expect_issuer_audience(None, None)
+            .with_viewer(Some(ViewerKey::rotating(
+                NEXT,
+                Some(VIEWER),
+                DEFAULT_VIEWER_LIFETIME_SECS,
+            )));
+        for secret in [NEXT, VIEWER] {
+            let token = mint_viewer_token(secret, &claims(600)).expect("mint");
+            assert!(verify(&v, &token).is_ok());
+        }
+        let other =
+            mint_viewer_token(b"some-other-secret-0123456789abcdefgh", &claims(600)).expect("mint");
+        assert!(verify(&v, &other).is_err());
+        let expired = mint_viewer_token(VIEWER, &claims(-600)).expect("mint");
+        assert!(matches!(verify(&v, &expired), Err(AuthError::Expired)));
     }
 }

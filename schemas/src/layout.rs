@@ -199,6 +199,12 @@ impl Target {
         }
     }
 
+    /// Whether the logical table is a `Distributed` table over the data
+    /// tables (a cluster).
+    pub fn is_cluster(&self) -> bool {
+        matches!(self.topology, Topology::Cluster(_))
+    }
+
     /// The table that holds a logical table's data: `events` on a single
     /// node, `events_local` (one per shard) in a cluster.
     pub fn data_table(&self, logical: &str) -> String {
@@ -213,7 +219,12 @@ impl Target {
     /// `${DEDUP_WINDOW}` and `${DISTRIBUTED:sharding key}` (a second
     /// statement creating the `Distributed` table, in a cluster only).
     pub fn render(&self, logical: &str, template: &str) -> String {
-        let table = self.data_table(logical);
+        self.render_on(logical, &self.data_table(logical), template)
+    }
+
+    /// [`Target::render`] with `${TABLE}` naming `table` (e.g. the
+    /// `Distributed` table of a cluster instead of its shards' table).
+    pub fn render_on(&self, logical: &str, table: &str, template: &str) -> String {
         let mut out = String::with_capacity(template.len() + 256);
         let mut rest = template;
         while let Some(start) = rest.find("${") {
@@ -228,7 +239,7 @@ impl Target {
                 Some((n, a)) => (n, Some(a)),
                 None => (&after[..end], None),
             };
-            out.push_str(&self.placeholder(logical, &table, name, arg));
+            out.push_str(&self.placeholder(logical, table, name, arg));
             rest = &after[end + 1..];
         }
         out.push_str(rest);

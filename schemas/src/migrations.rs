@@ -10,9 +10,12 @@ use crate::layout::Target;
 pub struct Migration {
     pub version: u32,
     pub name: &'static str,
-    /// The logical table the template creates (`${TABLE}`).
+    /// The logical table the template creates or alters (`${TABLE}`).
     pub table: &'static str,
     pub sql: &'static str,
+    /// An ALTER that a cluster also applies to the `Distributed` table
+    /// (column comments: analysts query that one).
+    pub also_distributed: bool,
 }
 
 /// The events table, created by the first migration. Every service and the
@@ -29,19 +32,38 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "events",
         table: EVENTS_TABLE,
         sql: include_str!("../migrations/0001_events.sql"),
+        also_distributed: false,
     },
     Migration {
         version: 2,
         name: "consumer_state",
         table: STATE_TABLE,
         sql: include_str!("../migrations/0002_consumer_state.sql"),
+        also_distributed: false,
+    },
+    Migration {
+        version: 3,
+        name: "column_comments",
+        table: EVENTS_TABLE,
+        sql: include_str!("../migrations/0003_column_comments.sql"),
+        also_distributed: true,
     },
 ];
 
 impl Migration {
     /// The migration's DDL for `target`.
     pub fn render(&self, target: &Target) -> String {
-        target.render(self.table, self.sql)
+        let sql = target.render(self.table, self.sql);
+        if self.also_distributed && target.is_cluster() {
+            let distributed = target.render_on(self.table, self.table, self.sql);
+            format!(
+                "{};
+{distributed}",
+                sql.trim_end().trim_end_matches(';')
+            )
+        } else {
+            sql
+        }
     }
 
     /// The statements of this migration for `target`, comments stripped.
@@ -99,6 +121,7 @@ mod tests {
             name: "t",
             table: "t",
             sql: "-- c\nCREATE TABLE a (x UInt8)\nENGINE = Memory;\n\nDROP TABLE b;\n",
+            also_distributed: false,
         };
         let t = Target::default();
         assert_eq!(
@@ -107,6 +130,42 @@ mod tests {
         );
         assert_eq!(MIGRATIONS[0].statements(&t).len(), 1);
         assert_ne!(m.checksum(&t), MIGRATIONS[0].checksum(&t));
+    }
+
+    #[test]
+    fn every_column_has_a_comment_on_every_table_analysts_read() {
+        use crate::layout::{ClusterName, Topology};
+        let created = MIGRATIONS[0].sql;
+        let columns: Vec<&str> = created
+            .lines()
+            .filter_map(|l| l.strip_prefix("    "))
+            .filter_map(|l| l.split_whitespace().next())
+            .filter(|w| w.chars().all(|c| c.is_ascii_lowercase() || c == '_'))
+            .collect();
+        assert_eq!(columns.len(), 37, "{columns:?}");
+        let comments = &MIGRATIONS[2];
+        for col in &columns {
+            assert!(
+                comments.sql.contains(&format!("COMMENT COLUMN {col} '")),
+                "{col}"
+            );
+        }
+        let cluster = Target {
+            topology: Topology::Cluster(ClusterName::new("main").expect("test value")),
+            ..Target::default()
+        };
+        let statements = comments.statements(&cluster);
+        assert_eq!(statements.len(), 2);
+        assert!(
+            statements[0].starts_with("ALTER TABLE events_local ON CLUSTER 'main'"),
+            "{}",
+            statements[0]
+        );
+        assert!(
+            statements[1].starts_with("ALTER TABLE events ON CLUSTER 'main'"),
+            "{}",
+            statements[1]
+        );
     }
 
     #[test]

@@ -3,8 +3,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod analytics;
 mod dataset;
 mod dedup;
+mod demo;
 mod faults;
 mod ingest;
 mod ingest_edges;
@@ -16,4 +18,5 @@ mod query;
 mod redaction;
 mod rowbinary;
 mod storage;
+mod tenant_sql;
 mod traces;

@@ -54,7 +54,7 @@ export function terms(text) {
     // A qualifier with nothing after its colon is still a qualifier (and
     // an error), not free text.
     const key = (m[1] ?? m[3] ?? /^(\w+):$/.exec(m[0])?.[1])?.toLowerCase();
-    if (key && key in FIELDS) {
+    if (key && Object.hasOwn(FIELDS, key)) {
       out.push({ raw: m[0], key, value: m[2] ?? m[4] ?? "" });
     } else {
       out.push({ raw: m[0], value: m[5] ?? m[6] ?? m[0] });

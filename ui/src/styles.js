@@ -25,7 +25,7 @@ export const styles = css`
   tr.fresh { background: color-mix(in srgb, var(--th-accent, Highlight) 14%, transparent); }
   .status { min-height: 1.5rem; margin: .25rem 0; }
   .error { color: #b3261e; }
-  .pager { display: flex; gap: .5rem; justify-content: flex-end; margin-top: .75rem; }
+  .pager { display: flex; gap: .5rem; justify-content: flex-end; align-items: center; margin-top: .75rem; }
   dialog { width: min(48rem, 95vw); max-height: 85vh; border: 1px solid color-mix(in srgb, CanvasText 25%, transparent); border-radius: 6px; background: Canvas; color: CanvasText; }
   dialog header { display: flex; justify-content: space-between; align-items: center; gap: 1rem; }
   dialog h2 { font-size: 1rem; margin: 0; font-family: ui-monospace, monospace; }

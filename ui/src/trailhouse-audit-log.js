@@ -17,6 +17,7 @@
 // {format, rows, bytes} or {format, error}.
 
 import { LitElement, html, nothing } from "lit";
+import { repeat } from "lit/directives/repeat.js";
 import { ApiError, detailsUrl, exportUrl, fetchOk, getJson, listUrl, orgOfToken } from "./api.js";
 import { MESSAGES, drawer, statusClass } from "./details.js";
 import { QUALIFIERS, QueryError, parse, terms, timeWindow, without } from "./query.js";
@@ -39,6 +40,12 @@ const RANGE_LABELS = {
   "30d": "Last 30 days",
   custom: "Custom…",
 };
+
+/** The page sizes offered (the API takes up to 500). */
+const PAGE_SIZES = [25, 50, 100, 200, 500];
+
+const kb = (bytes) => `${(bytes / 1024).toFixed(1)} KB`;
+const progress = (format, lines, bytes) => (format === "ndjson" ? `${lines} events, ${kb(bytes)}` : kb(bytes));
 
 const newest = (a, b) => Date.parse(b.created) - Date.parse(a.created);
 
@@ -105,6 +112,7 @@ export class TrailhouseAuditLog extends LitElement {
   disconnectedCallback() {
     super.disconnectedCallback();
     clearInterval(this._tailTimer);
+    this._tail = false;
     this._exportAbort?.abort();
   }
 
@@ -116,7 +124,8 @@ export class TrailhouseAuditLog extends LitElement {
     // A provider set after the element connected (an embedding page's
     // script) starts the first load.
     const providerSet = changed.has("tokenProvider") && changed.get("tokenProvider") !== undefined;
-    if (signedIn || providerSet || changed.has("org")) {
+    const orgChanged = changed.has("org") && changed.get("org") !== undefined;
+    if (signedIn || providerSet || orgChanged) {
       if (this.isConnected && (this.token || this.tokenProvider)) this._restart();
     }
   }
@@ -175,6 +184,7 @@ export class TrailhouseAuditLog extends LitElement {
       if (id !== this._loadId) return;
       this._rows = page.data ?? [];
       this._next = page.cursor ?? null;
+      this._loadedAt = Date.now();
       this._state = this._rows.length ? "ready" : "empty";
       this._error = null;
       if (this.event) {
@@ -194,10 +204,11 @@ export class TrailhouseAuditLog extends LitElement {
   /** Applies the search box and the time range: a new first page. */
   _apply() {
     const text = this.renderRoot.querySelector("#search")?.value.trim() ?? this._text;
-    this._text = text;
     try {
       const parsed = parse(text);
       this._filter = { ...parsed.params, ...timeWindow(parsed, this._range) };
+      // Only a search that parses is applied (and shown as chips).
+      this._text = text;
       this._queryError = null;
     } catch (e) {
       if (!(e instanceof QueryError)) throw e;
@@ -236,6 +247,13 @@ export class TrailhouseAuditLog extends LitElement {
     this._apply();
   }
 
+  _onPageSize(ev) {
+    const size = Number(ev.target.value);
+    if (!PAGE_SIZES.includes(size)) return;
+    this.pageSize = size;
+    this._restart();
+  }
+
   _older() {
     if (!this._next) return;
     this._pages = [...this._pages, this._cursor];
@@ -257,7 +275,6 @@ export class TrailhouseAuditLog extends LitElement {
     this._tailNote = "";
     clearInterval(this._tailTimer);
     if (!this._tail) return;
-    this._tailSince = Date.now();
     if (this._pages.length) this._restart();
     this._tailTimer = setInterval(() => this._poll(), Math.max(250, this.tailInterval));
   }
@@ -269,21 +286,28 @@ export class TrailhouseAuditLog extends LitElement {
     this._polling = true;
     const loadId = this._loadId;
     try {
-      const top = this._rows.length ? Date.parse(this._rows[0].created) : this._tailSince;
+      // From a little before the newest row shown (or the load, when the
+      // table was empty), within the filter's own range.
+      const top = this._rows.length ? Date.parse(this._rows[0].created) : (this._loadedAt ?? Date.now());
       let from = new Date(top - TAIL_LOOKBACK_MS);
       const floor = this._filter.from?.[0];
       if (floor && new Date(floor) > from) from = new Date(floor);
+      const until = this._filter.to?.[0];
+      if (until && new Date(until) <= from) return;
       const url = listUrl(this.apiBase, this._orgId(), { ...this._filter, from: from.toISOString(), limit: TAIL_MAX });
       const page = await this._get(url);
       if (loadId !== this._loadId || !this._tail) return;
       const data = page.data ?? [];
-      if (data.length >= TAIL_MAX) {
-        // More arrived than one poll reads: the first page again, no gap.
+      if (page.cursor || data.length >= TAIL_MAX) {
+        // The window holds more than one poll reads: the first page again,
+        // so nothing is left out.
         this._restart();
         return;
       }
       const seen = new Set(this._rows.map((r) => r.id));
-      const fresh = data.filter((r) => !seen.has(r.id));
+      // Rows older than the oldest shown belong to the next page, not here.
+      const oldest = this._next && this._rows.length ? Date.parse(this._rows[this._rows.length - 1].created) : -Infinity;
+      const fresh = data.filter((r) => !seen.has(r.id) && Date.parse(r.created) >= oldest);
       this._tailNote = "";
       if (!fresh.length) return;
       this._fresh = new Set(fresh.map((r) => r.id));
@@ -353,9 +377,11 @@ export class TrailhouseAuditLog extends LitElement {
         chunks.push(value);
         bytes += value.byteLength;
         for (let i = value.indexOf(10); i !== -1; i = value.indexOf(10, i + 1)) lines += 1;
-        this._exporting = `Exporting ${name}… ${Math.max(0, lines - (format === "csv" ? 1 : 0))} events`;
+        this._exporting = `Exporting ${name}… ${progress(format, lines, bytes)}`;
       }
-      const rows = Math.max(0, lines - (format === "csv" ? 1 : 0));
+      // NDJSON has one event a line; a CSV value can hold line breaks, so
+      // its size is what is told.
+      const rows = format === "ndjson" ? lines : undefined;
       const a = document.createElement("a");
       a.href = URL.createObjectURL(new Blob(chunks, { type: accept }));
       a.download = `audit-log-${this._orgId()}-${new Date().toISOString().slice(0, 10)}.${format}`;
@@ -363,7 +389,7 @@ export class TrailhouseAuditLog extends LitElement {
       a.click();
       a.remove();
       setTimeout(() => URL.revokeObjectURL(a.href), 60_000);
-      this._exporting = `Exported ${rows} events (${name}, ${(bytes / 1024).toFixed(1)} KB).`;
+      this._exporting = `Exported ${progress(format, lines, bytes)} (${name}).`;
       this._emit("trailhouse-exported", { format, rows, bytes });
     } catch (e) {
       const cancelled = e?.name === "AbortError";
@@ -428,6 +454,10 @@ export class TrailhouseAuditLog extends LitElement {
       <div class="status" role="status" aria-live="polite">${this._status()}</div>
       ${this._state === "ready" ? this._table() : nothing}
       <nav class="pager" aria-label="Pages">
+        <label for="page-size">Rows per page</label>
+        <select id="page-size" @change=${this._onPageSize}>
+          ${[...new Set([...PAGE_SIZES, this.pageSize])].sort((a, b) => a - b).map((n) => html`<option value=${n} ?selected=${n === this.pageSize}>${n}</option>`)}
+        </select>
         <button type="button" ?disabled=${!this._pages.length || busy} @click=${this._newer}>← Newer</button>
         <button type="button" ?disabled=${!this._next || busy} @click=${this._older}>Older →</button>
       </nav>
@@ -477,7 +507,7 @@ export class TrailhouseAuditLog extends LitElement {
           </tr>
         </thead>
         <tbody>
-          ${this._rows.map((r) => html`
+          ${repeat(this._rows, (r) => r.id, (r) => html`
             <tr data-id=${r.id} class=${this._fresh.has(r.id) ? "fresh" : ""}>
               <td>${r.account ?? ""}</td>
               <td>${r.workspace ? r.workspace.name ?? r.workspace.id : ""}</td>

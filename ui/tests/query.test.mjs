@@ -19,6 +19,7 @@ test("qualifiers become the API's filter parameters", () => {
     ["method:get /v1/items:batch", { method: ["GET"], search: ["/v1/items:batch"] }],
     ['"two words"', { search: ["two words"] }],
     ["nosuch:thing", { search: ["nosuch:thing"] }],
+    ["constructor:x toString:y", { search: ["constructor:x toString:y"] }],
   ];
   for (const [text, want] of cases) assert.deepEqual(parse(text).params, want, text);
 });
@@ -63,5 +64,7 @@ test("the picker's range and the search's dates both hold", () => {
   assert.deepEqual(timeWindow({ from: later, to: null }, { range: "24h" }, now), { from: [later.toISOString()] });
   const custom = timeWindow({ from: null, to: null }, { range: "custom", from: "2026-11-01T00:00Z", to: "2026-11-02T00:00Z" }, now);
   assert.deepEqual(custom, { from: ["2026-11-01T00:00:00.000Z"], to: ["2026-11-02T00:00:00.000Z"] });
+  const local = timeWindow({ from: null, to: null }, { range: "custom", from: "2026-11-01T08:30" }, now);
+  assert.deepEqual(local, { from: [new Date(2026, 10, 1, 8, 30).toISOString()] }, "datetime-local values are the viewer's zone");
   assert.throws(() => timeWindow({ from: null, to: null }, { range: "custom", from: "2026-11-03T00:00Z", to: "2026-11-02T00:00Z" }, now), QueryError);
 });

@@ -7,16 +7,12 @@
 //! (`dev/demo_data.py`'s org_acme), posted the same way.
 
 use std::process::Command;
-use std::time::Duration;
 
 use trailhouse_query_api::config::CorsOrigins;
-use trailhouse_tests::{TestEnv, SERVICE_KEY, VIEWER_SECRET};
+use trailhouse_tests::{TestEnv, VIEWER_SECRET};
 
 use super::*;
-
-fn root() -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
+use crate::demo::{self, root};
 
 /// A port free now, for the embedding page's server (the query API's CORS
 /// origin must name it before that server starts).
@@ -25,51 +21,6 @@ fn free_port() -> u16 {
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("a free port")
-}
-
-const DEMO_ORG: &str = "org_acme";
-const DEMO_EVENTS: u64 = 3000;
-
-/// Posts the demo data of [`DEMO_ORG`] through the ingest API and waits
-/// until the consumer has stored it.
-async fn load_demo(env: &TestEnv, ingest: &str) {
-    let out = Command::new("python3")
-        .args([
-            "dev/demo_data.py",
-            "--url",
-            ingest,
-            "--key",
-            SERVICE_KEY,
-            "--orgs",
-            DEMO_ORG,
-        ])
-        .current_dir(root())
-        .output()
-        .expect("python3 runs dev/demo_data.py");
-    assert!(
-        out.status.success(),
-        "demo data: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
-    loop {
-        let stored = env
-            .clickhouse
-            .client()
-            .query("SELECT count() FROM events WHERE org_id = ?")
-            .bind(DEMO_ORG)
-            .fetch_one::<u64>()
-            .await
-            .unwrap_or(0);
-        if stored >= DEMO_EVENTS {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "demo data stored: {stored} of {DEMO_EVENTS}"
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -97,7 +48,7 @@ async fn the_viewer_works_in_a_real_browser() {
         .start_query_api_with(move |c| c.cors_allowed_origins = CorsOrigins(vec![origin]))
         .await;
     env.wait_ready().await;
-    load_demo(&env, &ingest).await;
+    demo::load(&env, &ingest).await;
     let api = Api {
         env,
         url,
@@ -107,7 +58,7 @@ async fn the_viewer_works_in_a_real_browser() {
     };
     let token = api.admin("org_a");
     let other = api.admin("org_b");
-    let demo = api.admin(DEMO_ORG);
+    let demo_token = api.admin(demo::ORG);
     let noperm = api.token(Tok {
         org: "org_a",
         roles: &["member"],
@@ -123,7 +74,7 @@ async fn the_viewer_works_in_a_real_browser() {
             .env("TOKEN", token)
             .env("TOKEN_OTHER", other)
             .env("TOKEN_NOPERM", noperm)
-            .env("TOKEN_DEMO", demo)
+            .env("TOKEN_DEMO", demo_token)
             .env("SEARCH", "Tickets")
             .env("INGEST_URL", ingest_url)
             .env("INGEST_KEY", "key-org_a")

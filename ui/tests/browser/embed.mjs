@@ -77,9 +77,17 @@ export async function embedChecks(browser, base, token) {
     check(minted.length === 2, "an expired viewer token is replaced by the provider's next one", `${minted.length} minted`);
     check(problems.length === 0, "the embedding page has no errors", problems.join(" | "));
 
-    // A page of an origin the API does not allow cannot read its answers.
+    // A page of an origin the API does not allow cannot read its answers:
+    // the API sends that origin no CORS header, so the browser refuses.
+    const foreignOrigin = `http://localhost:${url.port}`;
+    const answer = await fetch(`${base}/v1/events?limit=1`, {
+      headers: { Origin: foreignOrigin, Authorization: `Bearer ${minted[minted.length - 1]}` },
+    });
+    const allowed = answer.headers.get("access-control-allow-origin");
+    const ours = await fetch(`${base}/v1/events?limit=1`, { headers: { Origin: url.origin, Authorization: `Bearer ${minted[minted.length - 1]}` } });
+    check(allowed === null && ours.headers.get("access-control-allow-origin") === url.origin, "CORS allows the portal's origin only", `${allowed} / ${ours.headers.get("access-control-allow-origin")}`);
     const foreign = await (await browser.newContext()).newPage();
-    await foreign.goto(`http://localhost:${url.port}/portal.html`).catch(() => {});
+    const opened = await foreign.goto(`${foreignOrigin}/portal.html`);
     const read = await foreign.evaluate(
       async ([api, tok]) => {
         try {
@@ -91,7 +99,7 @@ export async function embedChecks(browser, base, token) {
       },
       [base, minted[minted.length - 1]],
     );
-    check(read.startsWith("refused"), "a page of an origin not in the CORS list cannot read the API", read);
+    check(opened?.ok() && read.startsWith("refused"), "a page of an origin not in the CORS list cannot read the API", read);
   } finally {
     server.close();
   }

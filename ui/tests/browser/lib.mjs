@@ -72,6 +72,3 @@ export const focused = (page) =>
     while (a?.shadowRoot?.activeElement) a = a.shadowRoot.activeElement;
     return { tag: a?.tagName?.toLowerCase(), id: a?.id, cls: a?.className, row: a?.closest?.("tr")?.dataset?.id ?? null, inDialog: !!a?.closest?.("dialog") };
   });
-
-export const within = (promise, ms, what) =>
-  Promise.race([promise, new Promise((_, reject) => setTimeout(() => reject(new Error(`${what}: nothing within ${ms} ms`)), ms))]);

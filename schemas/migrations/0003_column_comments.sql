@@ -1,0 +1,43 @@
+-- A comment on every column of the events table, for the people who query
+-- it in ClickHouse (system.columns, DESCRIBE, their SQL clients). In a
+-- cluster the migration runs for the shards' table and again for the
+-- Distributed table analysts query. COMMENT COLUMN only changes metadata and
+-- can run any number of times.
+ALTER TABLE ${TABLE}${ON_CLUSTER}
+    COMMENT COLUMN org_id 'The organisation (tenant) the event belongs to; every query of one tenant filters on it (first column of the sort key).',
+    COMMENT COLUMN created_at 'When the action happened (UTC, microseconds): the producer''s time, else the UUIDv7 id''s, else the time ingest received it.',
+    COMMENT COLUMN id 'The event id (UUID). (org_id, id) identifies an event; a retried event can be stored twice with the same id and created_at, so count distinct ids, not rows.',
+    COMMENT COLUMN environment_id 'The environment the action happened in (e.g. prod, staging); empty when none.',
+    COMMENT COLUMN workspace_id 'The workspace (project, account) inside the organisation; empty when none.',
+    COMMENT COLUMN workspace_name 'The workspace''s display name at the time of the event.',
+    COMMENT COLUMN actor_type 'What acted: user, api_key, service, web_app, slack, ...',
+    COMMENT COLUMN actor_id 'The actor''s id in the producing system (user id, key id, ...).',
+    COMMENT COLUMN actor_email 'The actor''s email, when the actor is a person.',
+    COMMENT COLUMN actor_name 'The actor''s display name at the time of the event.',
+    COMMENT COLUMN auth_type 'How the request was authenticated: client, clientCredentials, signedPayload, workbench, api_key, jwt, ...',
+    COMMENT COLUMN auth_client_id 'The OAuth client id of the credential, when there is one.',
+    COMMENT COLUMN auth_sub 'The token subject (sub claim) of the credential.',
+    COMMENT COLUMN auth_app_client_id 'The client id of the application acting for the user, when there is one.',
+    COMMENT COLUMN auth_account_id 'The account id the credential belongs to, when it differs from the actor.',
+    COMMENT COLUMN source 'The system or API surface that produced the event (e.g. workbench-api, client-api, customer-api).',
+    COMMENT COLUMN action_type 'What was done, as a dotted verb (user.login, ticket.delete, ...): the column most analyses group by.',
+    COMMENT COLUMN action_description 'A human-readable description of the action.',
+    COMMENT COLUMN resource_type 'The kind of thing acted on (tickets, users, api_keys, ...); for HTTP requests, the controller that handled it.',
+    COMMENT COLUMN resource_id 'The id of the thing acted on.',
+    COMMENT COLUMN resource_name 'The display name of the thing acted on, at the time of the event.',
+    COMMENT COLUMN request_method 'The HTTP method of the request (GET, POST, ...); empty for events that are not requests.',
+    COMMENT COLUMN request_url 'The full request URL, credentials and secrets redacted at ingest.',
+    COMMENT COLUMN request_path 'The request path (no query string).',
+    COMMENT COLUMN request_status 'The HTTP status code of the response; NULL when not a request or not known.',
+    COMMENT COLUMN request_duration_ms 'How long the request took, in milliseconds; NULL when not known.',
+    COMMENT COLUMN request_ip 'The caller''s IP address (IPv4 or IPv6, as text); use toIPv6OrNull() or isIPAddressInRange() on it.',
+    COMMENT COLUMN request_user_agent 'The caller''s User-Agent header.',
+    COMMENT COLUMN request_query 'The query parameters as a JSON object text ({"name":"value"}; a repeated name has an array); read with JSONExtract*(). Secrets redacted at ingest.',
+    COMMENT COLUMN request_path_params 'The path parameters the router matched (name -> value).',
+    COMMENT COLUMN request_headers 'Selected request headers (lower-case name -> value), credentials redacted at ingest.',
+    COMMENT COLUMN request_body 'The request body as text (often JSON), secrets redacted at ingest; empty when none.',
+    COMMENT COLUMN metadata 'Free-form attributes the producer attached (name -> value).',
+    COMMENT COLUMN received_at 'When ingest received the event (UTC, microseconds); received_at - created_at is the producer''s delay.',
+    COMMENT COLUMN kafka_partition 'The Kafka partition the event was read from (lineage).',
+    COMMENT COLUMN kafka_offset 'The Kafka offset the event was read from (lineage; with kafka_partition, unique per stored copy).',
+    COMMENT COLUMN retention_days 'How many days the event is kept (the org''s retention class); the table drops it afterwards.'
