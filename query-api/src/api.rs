@@ -17,7 +17,7 @@ use trailhouse_common::health;
 use trailhouse_common::http::{json_error_bodies, request_limits};
 use trailhouse_common::metrics::QUERY_HTTP;
 
-use crate::dialect::{atomic, native, orglog, torq, zendesk};
+use crate::dialect::{atomic, native, orglog, stats, torq, zendesk};
 use crate::error::ApiError;
 use crate::openapi;
 pub use crate::openapi::OPENAPI;
@@ -31,6 +31,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     (native::LIST_PATH, native::LIST_PATH),
     (native::EXPORT_PATH, native::EXPORT_PATH),
     (native::SHOW_PATH, native::SHOW_PATH),
+    (stats::PATH, stats::PATH),
     (atomic::PATH, atomic::PATH),
     (orglog::LIST_PATH, orglog::LIST_PATH),
     (orglog::SHOW_PATH, orglog::SHOW_PATH),
@@ -53,6 +54,7 @@ pub fn app<S: EventStore>(state: Arc<AppState<S>>) -> Router {
     };
     let inner = Routes::<S>::new()
         .merge(native::routes())
+        .merge(stats::routes())
         .merge(atomic::routes())
         .merge(orglog::routes())
         .merge(torq::routes())
@@ -152,6 +154,7 @@ mod tests {
             native::EXPORT_PATH => native::export_params(),
             atomic::PATH => atomic::PARAMS.to_vec(),
             orglog::LIST_PATH => orglog::params(),
+            stats::PATH => stats::params(),
             torq::PATH => torq::PARAMS.to_vec(),
             zendesk::PATH | zendesk::JSON_PATH => zendesk::PARAMS.to_vec(),
             _ => Vec::new(),

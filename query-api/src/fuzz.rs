@@ -16,7 +16,7 @@ use uuid::Uuid;
 
 use crate::auth::{mint_hs256, Claims};
 use crate::cursor::{Binding, Cursor, CursorCodec, Position};
-use crate::dialect::{atomic, native, orglog, torq, zendesk};
+use crate::dialect::{atomic, native, orglog, stats, torq, zendesk};
 use crate::params::Params;
 use crate::query::Order;
 use crate::store::StaticStore;
@@ -28,6 +28,7 @@ fn known_keys() -> Vec<&'static str> {
     keys.extend(native::export_params());
     keys.extend(atomic::PARAMS);
     keys.extend(orglog::params());
+    keys.extend(stats::params());
     keys.extend(torq::PARAMS);
     keys.extend(zendesk::PARAMS);
     keys.extend([

@@ -23,7 +23,7 @@ pub const ORG_BUSY: &str = "trailhouse_query_org_busy_total";
 pub const OVERLOADED: &str = "trailhouse_query_overloaded_total";
 /// Pages cut short by the byte cap (their cursor continues after the last row).
 pub const PAGES_SHORTENED: &str = "trailhouse_query_pages_shortened_total";
-/// Time of one ClickHouse query, by `query` (`rows`, `count`) and `outcome`.
+/// Time of one ClickHouse query, by `query` (`rows`, `count`, `stats`) and `outcome`.
 pub const CLICKHOUSE_SECONDS: &str = "trailhouse_query_clickhouse_duration_seconds";
 /// ClickHouse queries that failed, by `kind` (a [`crate::store::StoreError`]).
 pub const CLICKHOUSE_ERRORS: &str = "trailhouse_query_clickhouse_errors_total";

@@ -16,6 +16,7 @@ mod native;
 mod orglog;
 mod random;
 mod scoping;
+mod stats;
 mod torq;
 mod viewer;
 mod zendesk;

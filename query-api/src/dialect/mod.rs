@@ -9,6 +9,7 @@
 pub mod atomic;
 pub mod native;
 pub mod orglog;
+pub mod stats;
 pub mod torq;
 pub mod zendesk;
 

@@ -150,15 +150,28 @@ pub fn filter(mut f: Filter, p: &Params) -> Result<Filter, ApiError> {
     Ok(f)
 }
 
+/// The start of every filtered native read: the permission, the
+/// parameters (none unknown to `known`) and the filter within the token's
+/// scope.
+pub fn filtered(
+    access: &crate::access::Access,
+    claims: &Claims,
+    raw: Option<&str>,
+    known: &[&str],
+) -> Result<(Params, Filter), ApiError> {
+    access.require(claims, VIEW_AUDIT_LOG)?;
+    let p = Params::parse(raw)?;
+    p.reject_unknown(known)?;
+    let f = filter(scope(claims), &p)?;
+    Ok((p, f))
+}
+
 pub async fn list<S: EventStore>(
     State(state): State<Shared<S>>,
     claims: Claims,
     RawQuery(raw): RawQuery,
 ) -> Result<Json<Value>, Failure> {
-    state.access.require(&claims, VIEW_AUDIT_LOG)?;
-    let p = Params::parse(raw.as_deref())?;
-    p.reject_unknown(&list_params())?;
-    let f = filter(scope(&claims), &p)?;
+    let (p, f) = filtered(&state.access, &claims, raw.as_deref(), &list_params())?;
     let order = p.order("order", Order::Desc)?;
     let limit = p.size("limit", DEFAULT_LIMIT, MAX_LIMIT)?;
     let page = Keyset::new(&state, DIALECT, &f, order, limit)
@@ -341,10 +354,7 @@ pub async fn export<S: EventStore>(
     claims: Claims,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, Failure> {
-    state.access.require(&claims, VIEW_AUDIT_LOG)?;
-    let p = Params::parse(raw.as_deref())?;
-    p.reject_unknown(&export_params())?;
-    let filter = filter(scope(&claims), &p)?;
+    let (p, filter) = filtered(&state.access, &claims, raw.as_deref(), &export_params())?;
     let order = p.order("order", Order::Desc)?;
     let format = match p.one("format")? {
         None | Some("ndjson") => Format::Ndjson,

@@ -14,10 +14,12 @@
 //! [`Filter::matches`] is the reference semantics of the same filter, evaluated
 //! in memory; property tests hold the SQL to it.
 //!
-//! This module is the model; `sql` writes it as SQL and `windows` splits
-//! a keyset page into the time windows it is read in.
+//! This module is the model; `sql` writes it as SQL, `windows` splits
+//! a keyset page into the time windows it is read in, and [`stats`] is the
+//! model and SQL of counts over time.
 
 mod sql;
+pub mod stats;
 mod windows;
 
 pub use sql::{build_count, build_get, build_page, ch_time, Sql, COLLAPSE};

@@ -24,14 +24,14 @@ pub fn ch_time(t: &DateTime<Utc>) -> String {
 
 const TIME: &str = "DateTime64(6, 'UTC')";
 
-struct Builder {
-    text: String,
+pub(super) struct Builder {
+    pub(super) text: String,
     params: Vec<(String, String)>,
 }
 
 impl Builder {
     /// `SELECT {select} FROM` the events table `WHERE` the filter holds.
-    fn select(select: &str, f: &Filter) -> Builder {
+    pub(super) fn select(select: &str, f: &Filter) -> Builder {
         let mut b = Builder {
             text: format!("SELECT {select} FROM {EVENTS_TABLE}"),
             params: Vec::new(),
@@ -40,7 +40,7 @@ impl Builder {
         b
     }
 
-    fn finish(self) -> Sql {
+    pub(super) fn finish(self) -> Sql {
         Sql {
             text: self.text,
             params: self.params,
@@ -48,7 +48,7 @@ impl Builder {
     }
 
     /// Adds a parameter and returns its `{name:Type}` placeholder.
-    fn param(&mut self, stem: &str, ty: &str, value: String) -> String {
+    pub(super) fn param(&mut self, stem: &str, ty: &str, value: String) -> String {
         let name = format!("{stem}_{}", self.params.len());
         let placeholder = format!("{{{name}:{ty}}}");
         self.params.push((name, value));

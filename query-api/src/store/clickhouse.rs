@@ -5,6 +5,7 @@ use trailhouse_schemas::EventRow;
 
 use super::{row_bytes, Capped, EventStore, StoreError};
 use crate::metrics;
+use crate::query::stats::CountRow;
 use crate::query::Sql;
 
 /// The limits ClickHouse enforces on every query of the query API.
@@ -133,6 +134,17 @@ impl EventStore for ClickHouseStore {
         let started = std::time::Instant::now();
         let r = self.query(sql).fetch_one::<u64>().await.map_err(classify);
         observe("count", started, &r, |_| (0, 0));
+        r
+    }
+
+    async fn counts(&self, sql: &Sql) -> Result<Vec<CountRow>, StoreError> {
+        let started = std::time::Instant::now();
+        let r = self
+            .query(sql)
+            .fetch_all::<CountRow>()
+            .await
+            .map_err(classify);
+        observe("stats", started, &r, |rows| (rows.len() as u64, 0));
         r
     }
 }

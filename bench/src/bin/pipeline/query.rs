@@ -52,10 +52,11 @@ impl Bench {
             .fetch_one::<u64>()
             .await?;
         let token = self.token(&secret, &org)?;
-        let base = format!("http://127.0.0.1:{}/v1/events", api.port);
+        let base = format!("http://127.0.0.1:{}", api.port);
         let client = reqwest::Client::new();
+        // `q` is a path with its query, e.g. `/v1/events?limit=100`.
         let get = |q: String| {
-            let (client, token, url) = (client.clone(), token.clone(), format!("{base}?{q}"));
+            let (client, token, url) = (client.clone(), token.clone(), format!("{base}{q}"));
             async move {
                 let t = Instant::now();
                 let r = client.get(&url).bearer_auth(&token).send().await?;
@@ -70,16 +71,31 @@ impl Bench {
         let week_ago = (self.end - chrono::Duration::days(7))
             .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
         let end = self.end.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        let month_ago = (self.end - chrono::Duration::days(30))
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
         let cases: Vec<(&str, String)> = vec![
-            ("newest page (100) of the largest org", "limit=100".into()),
+            (
+                "newest page (100) of the largest org",
+                "/v1/events?limit=100".into(),
+            ),
             (
                 "7-day window + action filter",
-                format!("from={week_ago}&to={end}&action=project.update&limit=100"),
+                format!("/v1/events?from={week_ago}&to={end}&action=project.update&limit=100"),
             ),
-            ("actor filter", "actor_id=usr_7&limit=100".into()),
+            ("actor filter", "/v1/events?actor_id=usr_7&limit=100".into()),
             (
                 "path substring search",
-                "path_contains=members%2Fm_12&limit=100".into(),
+                "/v1/events?path_contains=members%2Fm_12&limit=100".into(),
+            ),
+            // Counts (GET /v1/stats, read from the events table: no rollups
+            // yet); "rows" is the number of events counted.
+            (
+                "stats: 30 days of daily counts",
+                format!("/v1/stats?interval=day&from={month_ago}&to={end}"),
+            ),
+            (
+                "stats: 7 days hourly by action, top 10",
+                format!("/v1/stats?interval=hour&group_by=action&from={week_ago}&to={end}"),
             ),
         ];
         let mut rows = Vec::new();
@@ -90,7 +106,10 @@ impl Bench {
             let mut hits = 0;
             for _ in 0..repeats {
                 let (ms, v) = get(q.clone()).await?;
-                hits = v["data"].as_array().map_or(0, Vec::len);
+                hits = match v["total"].as_u64() {
+                    Some(counted) => counted as usize,
+                    None => v["data"].as_array().map_or(0, Vec::len),
+                };
                 lat.push(ms);
             }
             rows.push(vec![
@@ -108,8 +127,8 @@ impl Bench {
         let mut last_before: Option<(String, String)> = None;
         for _ in 1..depth {
             let q = match &cursor {
-                Some(c) => format!("limit=100&cursor={c}"),
-                None => "limit=100".into(),
+                Some(c) => format!("/v1/events?limit=100&cursor={c}"),
+                None => "/v1/events?limit=100".into(),
             };
             let (_, v) = get(q).await?;
             let data = v["data"].as_array().context("data")?;
@@ -139,8 +158,12 @@ impl Bench {
         let mut first = Vec::new();
         let mut deep = Vec::new();
         for _ in 0..repeats {
-            first.push(get("limit=100".into()).await?.0);
-            deep.push(get(format!("limit=100&cursor={cursor}")).await?.0);
+            first.push(get("/v1/events?limit=100".into()).await?.0);
+            deep.push(
+                get(format!("/v1/events?limit=100&cursor={cursor}"))
+                    .await?
+                    .0,
+            );
         }
         for (name, lat) in [
             ("API: keyset page 1".to_string(), &first),
