@@ -3,27 +3,32 @@
 //! Pure: this module only writes the DDL (`trailhouse-admin grant-sql` and
 //! `revoke-sql` run it, or print it for a DBA).
 //!
-//! What a grant creates, all idempotent (`IF NOT EXISTS` / `OR REPLACE`):
-//! - the role [`TENANT_ROLE`], which every tenant user has;
-//! - on every readable table, a permissive row policy [`OTHERS_POLICY`]
-//!   `USING 1 TO ALL EXCEPT` that role: once a table has any row policy,
-//!   ClickHouse hides its rows from users without one, and the pipeline's
-//!   own users must keep seeing everything;
+//! What a grant creates, all idempotent (`IF NOT EXISTS` / `OR REPLACE`),
+//! in an order that never lets the user read before its policy holds:
+//! - on every readable table, the permissive row policy [`OTHERS_POLICY`]
+//!   `USING 1 TO ALL`, so every user keeps seeing every row (a server may
+//!   hide a table's rows from users without a policy once it has one);
 //! - a settings profile of the tenant's limits (`readonly = 1`,
 //!   `max_execution_time`, `max_memory_usage`, `max_rows_to_read`, each
 //!   `CONST` so the user cannot raise it);
-//! - the user (password as SHA-256), granted the role, `SELECT` on the
-//!   tables, and a row policy `org_id = '<org>'` on each of them.
+//! - the user (password as SHA-256), with no grant yet;
+//! - on each table, a **restrictive** row policy `org_id = '<org>'` bound to
+//!   the user itself: restrictive policies are AND-ed with the permissive
+//!   ones, and one bound to the user, not to a role, no `SET ROLE` sheds;
+//! - last, `SELECT` on the tables.
 //!
-//! A revoke drops the tenant's row policies, user and profile; the role and
-//! the others' policy stay for the other tenants.
+//! A revoke drops the user first, then its policies and profile; the
+//! all-rows policy stays for everyone else. Tenant users are named
+//! `tenant_…`, so neither can replace or drop another user (the
+//! pipeline's own, say).
 
 use std::fmt::Write as _;
 
-/// The role every tenant user is granted.
-pub const TENANT_ROLE: &str = "trailhouse_tenant";
-/// The row policy that keeps every other user's view of a table whole.
-pub const OTHERS_POLICY: &str = "trailhouse_not_tenants";
+/// The prefix of every tenant user's name.
+pub const USER_PREFIX: &str = "tenant_";
+/// The permissive row policy that gives every user every row; the tenants'
+/// restrictive policies narrow it.
+pub const OTHERS_POLICY: &str = "trailhouse_all_rows";
 
 /// The limits of a tenant's queries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,7 +69,7 @@ pub enum TenantSqlError {
     EmptyOrg,
     #[error("org {0:?} cannot name a ClickHouse user; give one with --user (letters, digits, _)")]
     NoUserName(String),
-    #[error("user name {0:?} must be letters, digits and _ (at most 64), starting with a letter")]
+    #[error("user name {0:?} must start with tenant_ and be letters, digits and _ (at most 64)")]
     BadUser(String),
     #[error("the password hash must be 64 hex characters (SHA-256)")]
     BadPasswordHash,
@@ -83,7 +88,7 @@ pub fn default_user(org: &str) -> Result<String, TenantSqlError> {
     if org.is_empty() {
         return Err(TenantSqlError::EmptyOrg);
     }
-    let user = format!("tenant_{org}");
+    let user = format!("{USER_PREFIX}{org}");
     if is_name(&user) {
         Ok(user)
     } else {
@@ -107,7 +112,7 @@ impl TenantAccess {
         if self.org.is_empty() {
             return Err(TenantSqlError::EmptyOrg);
         }
-        if !is_name(&self.user) {
+        if !is_name(&self.user) || !self.user.starts_with(USER_PREFIX) {
             return Err(TenantSqlError::BadUser(self.user.clone()));
         }
         if self.limits.max_execution_secs == 0 {
@@ -128,15 +133,17 @@ impl TenantAccess {
             return Err(TenantSqlError::BadPasswordHash);
         }
         let (user, oc, l) = (ident(&self.user), &self.on_cluster, self.limits);
-        let role = ident(TENANT_ROLE);
-        let mut out = vec![format!("CREATE ROLE IF NOT EXISTS {role}{oc}")];
-        for t in &self.tables {
-            out.push(format!(
-                "CREATE ROW POLICY IF NOT EXISTS {}{oc} ON {} FOR SELECT USING 1 AS permissive TO ALL EXCEPT {role}",
-                ident(OTHERS_POLICY),
-                self.table(t)
-            ));
-        }
+        let mut out: Vec<String> = self
+            .tables
+            .iter()
+            .map(|t| {
+                format!(
+                    "CREATE ROW POLICY IF NOT EXISTS {}{oc} ON {} FOR SELECT USING 1 AS permissive TO ALL",
+                    ident(OTHERS_POLICY),
+                    self.table(t)
+                )
+            })
+            .collect();
         let mut profile = format!("CREATE SETTINGS PROFILE OR REPLACE {user}{oc} SETTINGS ");
         let _ = write!(
             profile,
@@ -150,14 +157,15 @@ impl TenantAccess {
             ident(&self.database),
             literal(&self.user)
         ));
-        out.push(format!("GRANT{oc} {role} TO {user}"));
         for t in &self.tables {
-            out.push(format!("GRANT{oc} SELECT ON {} TO {user}", self.table(t)));
             out.push(format!(
-                "CREATE ROW POLICY OR REPLACE {user}{oc} ON {} FOR SELECT USING org_id = {} AS permissive TO {user}",
+                "CREATE ROW POLICY OR REPLACE {user}{oc} ON {} FOR SELECT USING org_id = {} AS restrictive TO {user}",
                 self.table(t),
                 literal(&self.org)
             ));
+        }
+        for t in &self.tables {
+            out.push(format!("GRANT{oc} SELECT ON {} TO {user}", self.table(t)));
         }
         Ok(out)
     }
@@ -166,12 +174,12 @@ impl TenantAccess {
     pub fn revoke(&self) -> Result<Vec<String>, TenantSqlError> {
         self.check()?;
         let (user, oc) = (ident(&self.user), &self.on_cluster);
-        let mut out: Vec<String> = self
-            .tables
-            .iter()
-            .map(|t| format!("DROP ROW POLICY IF EXISTS {user} ON {}{oc}", self.table(t)))
-            .collect();
-        out.push(format!("DROP USER IF EXISTS {user}{oc}"));
+        let mut out = vec![format!("DROP USER IF EXISTS {user}{oc}")];
+        out.extend(
+            self.tables
+                .iter()
+                .map(|t| format!("DROP ROW POLICY IF EXISTS {user} ON {}{oc}", self.table(t))),
+        );
         out.push(format!("DROP SETTINGS PROFILE IF EXISTS {user}{oc}"));
         Ok(out)
     }
@@ -195,24 +203,22 @@ mod tests {
     const HASH: &str = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
 
     #[test]
-    fn a_grant_is_a_role_policies_a_profile_and_a_user() {
+    fn a_grant_reads_nothing_before_its_policy_holds() {
         let sql = access("org_acme").grant(HASH).expect("grant");
         let want = [
-            "CREATE ROLE IF NOT EXISTS `trailhouse_tenant`",
-            "CREATE ROW POLICY IF NOT EXISTS `trailhouse_not_tenants` ON `audit`.`events` FOR SELECT USING 1 AS permissive TO ALL EXCEPT `trailhouse_tenant`",
+            "CREATE ROW POLICY IF NOT EXISTS `trailhouse_all_rows` ON `audit`.`events` FOR SELECT USING 1 AS permissive TO ALL",
             "CREATE SETTINGS PROFILE OR REPLACE `tenant_org_acme` SETTINGS readonly = 1 CONST, max_execution_time = 30 CONST, max_memory_usage = 2147483648 CONST, max_rows_to_read = 1000000000 CONST",
             "CREATE USER OR REPLACE `tenant_org_acme` IDENTIFIED WITH sha256_hash BY '9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08' DEFAULT DATABASE `audit` SETTINGS PROFILE 'tenant_org_acme'",
-            "GRANT `trailhouse_tenant` TO `tenant_org_acme`",
+            "CREATE ROW POLICY OR REPLACE `tenant_org_acme` ON `audit`.`events` FOR SELECT USING org_id = 'org_acme' AS restrictive TO `tenant_org_acme`",
             "GRANT SELECT ON `audit`.`events` TO `tenant_org_acme`",
-            "CREATE ROW POLICY OR REPLACE `tenant_org_acme` ON `audit`.`events` FOR SELECT USING org_id = 'org_acme' AS permissive TO `tenant_org_acme`",
         ];
         assert_eq!(sql, want);
         let revoke = access("org_acme").revoke().expect("revoke");
         assert_eq!(
             revoke,
             [
-                "DROP ROW POLICY IF EXISTS `tenant_org_acme` ON `audit`.`events`",
                 "DROP USER IF EXISTS `tenant_org_acme`",
+                "DROP ROW POLICY IF EXISTS `tenant_org_acme` ON `audit`.`events`",
                 "DROP SETTINGS PROFILE IF EXISTS `tenant_org_acme`",
             ]
         );
@@ -233,6 +239,10 @@ mod tests {
 
     #[test]
     fn bad_input_is_refused_by_name() {
+        let with_user = |user: &str| TenantAccess {
+            user: user.into(),
+            ..access("a")
+        };
         let cases: Vec<(TenantAccess, &str, TenantSqlError)> = vec![
             (
                 TenantAccess {
@@ -243,12 +253,14 @@ mod tests {
                 TenantSqlError::EmptyOrg,
             ),
             (
-                TenantAccess {
-                    user: "x; DROP".into(),
-                    ..access("a")
-                },
+                with_user("tenant_x; DROP"),
                 HASH,
-                TenantSqlError::BadUser("x; DROP".into()),
+                TenantSqlError::BadUser("tenant_x; DROP".into()),
+            ),
+            (
+                with_user("trailhouse"),
+                HASH,
+                TenantSqlError::BadUser("trailhouse".into()),
             ),
             (access("a"), "abc", TenantSqlError::BadPasswordHash),
             (
@@ -267,6 +279,10 @@ mod tests {
             assert_eq!(a.grant(hash).expect_err("refused"), want);
         }
         assert_eq!(
+            with_user("default").revoke().expect_err("not a tenant"),
+            TenantSqlError::BadUser("default".into())
+        );
+        assert_eq!(
             default_user("acme-eu"),
             Err(TenantSqlError::NoUserName("acme-eu".into()))
         );
@@ -278,9 +294,13 @@ mod tests {
         let mut a = access("x");
         a.org = "x' OR 1 = 1 OR org_id = '\\".into();
         let sql = a.grant(HASH).expect("grant");
-        let policy = sql.last().cloned().unwrap_or_default();
+        let policy = sql
+            .iter()
+            .find(|s| s.contains("USING org_id"))
+            .cloned()
+            .unwrap_or_default();
         assert!(
-            policy.contains(r"USING org_id = 'x\' OR 1 = 1 OR org_id = \'\\' AS permissive"),
+            policy.contains(r"USING org_id = 'x\' OR 1 = 1 OR org_id = \'\\' AS restrictive"),
             "{policy}"
         );
     }

@@ -30,7 +30,7 @@ ALTER TABLE ${TABLE}${ON_CLUSTER}
     COMMENT COLUMN request_path 'The request path (no query string).',
     COMMENT COLUMN request_status 'The HTTP status code of the response; NULL when not a request or not known.',
     COMMENT COLUMN request_duration_ms 'How long the request took, in milliseconds; NULL when not known.',
-    COMMENT COLUMN request_ip 'The caller''s IP address (IPv4 or IPv6, as text); use toIPv6OrNull() or isIPAddressInRange() on it.',
+    COMMENT COLUMN request_ip 'The caller''s IP address (IPv4 or IPv6, as text); empty when not a request, which isIPAddressInRange() refuses: check isIPv4String()/isIPv6String() first.',
     COMMENT COLUMN request_user_agent 'The caller''s User-Agent header.',
     COMMENT COLUMN request_query 'The query parameters as a JSON object text ({"name":"value"}; a repeated name has an array); read with JSONExtract*(). Secrets redacted at ingest.',
     COMMENT COLUMN request_path_params 'The path parameters the router matched (name -> value).',

@@ -5,7 +5,11 @@
 //!
 //! Three reads of the same filter: the top groups by total, the series of
 //! those groups, and the total per bucket (the rest is `other`). Buckets
-//! come back dense, zeros included, from `from` to `to`.
+//! come back dense, zeros included, from the bucket of `from` to `to` (the
+//! first bucket starts at or before `from`; only `from`'s part of it is
+//! counted). The three reads are separate queries: while events are still
+//! arriving in the range, a count can see one the previous read did not
+//! (`other` is then clamped at zero).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -307,7 +311,15 @@ pub fn assemble(s: &Stats, top: &[CountRow], series: &[CountRow], totals: &[Coun
     let bucket_totals = dense(&mut totals.iter());
     let total: u64 = bucket_totals.iter().sum();
     let shown = top.len().min(s.top as usize);
-    let mut groups = Vec::with_capacity(shown);
+    let mut groups = Vec::with_capacity(shown.max(1));
+    if s.dims.is_empty() && top.is_empty() {
+        // Ungrouped, there is always the one series, zeros and all.
+        groups.push(Series {
+            key: BTreeMap::new(),
+            total: 0,
+            buckets: shape(vec![0; starts.len()]),
+        });
+    }
     let mut in_top = vec![0u64; starts.len()];
     for g in &top[..shown] {
         let counts = dense(&mut series.iter().filter(|r| r.d0 == g.d0 && r.d1 == g.d1));
