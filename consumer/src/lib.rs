@@ -26,6 +26,7 @@
 pub mod backpressure;
 pub mod batch;
 pub mod config;
+pub mod copies;
 pub mod dlq;
 pub mod kafka;
 pub mod metrics;

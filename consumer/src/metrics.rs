@@ -18,6 +18,7 @@ pub const BATCH_ROWS: &str = "trailhouse_consumer_batch_rows";
 pub const BATCHES_DROPPED: &str = "trailhouse_consumer_batches_dropped_on_revoke_total";
 pub const BATCH_BYTES: &str = "trailhouse_consumer_batch_bytes";
 pub const BATCH_AGE_SECONDS: &str = "trailhouse_consumer_batch_age_seconds";
+pub const COPIES_MARKED: &str = "trailhouse_consumer_copies_marked_total";
 pub const DEAD_LETTERED: &str = "trailhouse_consumer_dead_lettered_total";
 pub const PAUSED: &str = "trailhouse_consumer_paused";
 pub const BROKER_UP: &str = "trailhouse_consumer_broker_up";
@@ -25,7 +26,7 @@ pub const ASSIGNED: &str = "trailhouse_consumer_assigned_partitions";
 pub const LAG: &str = "trailhouse_consumer_lag_messages";
 pub const LAG_SECONDS: &str = "trailhouse_consumer_lag_seconds";
 
-const STEPS: &[&[&str]] = &[&["record"], &["insert"], &["dead_letter"]];
+const STEPS: &[&[&str]] = &[&["record"], &["lookup"], &["insert"], &["dead_letter"]];
 
 const LAG_FAMILY: Family = Family::gauge(
     LAG,
@@ -45,7 +46,7 @@ pub fn families() -> Vec<Family> {
         Family::counter(ROWS_INSERTED, "Rows inserted into ClickHouse (a replayed batch ClickHouse deduplicated counts again)."),
         Family::counter(BYTES_INSERTED, "Bytes of the rows inserted, as encoded for the insert."),
         Family::histogram(INSERT_SECONDS, "Time to insert one batch, retries included."),
-        Family::counter(RETRIES, "Failed attempts that were retried, by step (record, insert, dead_letter).")
+        Family::counter(RETRIES, "Failed attempts that were retried, by step (record, lookup, insert, dead_letter).")
             .labelled(&["step"])
             .preset(STEPS),
         Family::gauge(LAST_INSERT, "Unix time of the last successful insert (0 before the first)."),
@@ -53,6 +54,7 @@ pub fn families() -> Vec<Family> {
         Family::histogram(BATCH_BYTES, "Bytes per batch inserted."),
         Family::histogram(BATCH_AGE_SECONDS, "Time from a batch's first message to its insert starting."),
         Family::counter(BATCHES_DROPPED, "Open batches dropped because their partition was revoked (read again by the next owner)."),
+        Family::counter(COPIES_MARKED, "Rows marked as stored copies of an event a producer retried (the rollups skip them)."),
         Family::counter(DEAD_LETTERED, "Poison messages sent to the dead-letter topic."),
         Family::gauge(PAUSED, "1 while the partitions are paused because inserts are behind."),
         Family::gauge(BROKER_UP, "1 while a Kafka broker is reachable, 0 while none is."),

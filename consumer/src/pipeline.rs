@@ -22,11 +22,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::task::JoinHandle;
+use trailhouse_schemas::rowbinary::RowKey;
 use trailhouse_schemas::{EventRow, Lineage};
 
 pub use inflight::InFlightCounts;
 use plan::{End, Plan};
-use store::store;
+use store::{store, Sealed};
 
 use crate::batch::{Batch, BatchLimits};
 use crate::dlq::{self, DeadLetters, PoisonGuard};
@@ -105,6 +106,9 @@ enum NotReady {
 struct InFlight {
     partition: i32,
     range: Range,
+    /// Its rows' keys: a later batch of the partition looks for copies in
+    /// them (they may not be stored yet).
+    keys: Arc<Vec<RowKey>>,
     task: JoinHandle<Result<usize, Error>>,
     oldest_ms: Option<i64>,
     /// Sent before its partition was revoked or rewound: it finishes, but
@@ -540,12 +544,23 @@ impl<W: RowWriter, S: StateStore, D: DeadLetters> Pipeline<W, S, D> {
             }
             let partition = batch.partition;
             let counted = self.counts.start(partition);
+            let keys = Arc::new(batch.rows.keys());
+            let earlier: Vec<Arc<Vec<RowKey>>> = self
+                .in_flight
+                .iter()
+                .filter(|f| f.partition == partition)
+                .map(|f| f.keys.clone())
+                .collect();
             let work = store(
                 self.writer.clone(),
                 self.state.clone(),
                 self.settings.horizon,
-                batch,
-                token,
+                Sealed {
+                    batch,
+                    token,
+                    keys: keys.clone(),
+                    earlier,
+                },
                 o.dead_letters,
             );
             let task = tokio::spawn(tracing::Instrument::instrument(
@@ -558,6 +573,7 @@ impl<W: RowWriter, S: StateStore, D: DeadLetters> Pipeline<W, S, D> {
             self.in_flight.push_back(InFlight {
                 partition,
                 range,
+                keys,
                 task,
                 oldest_ms: o.oldest_ms,
                 stale: false,

@@ -32,16 +32,19 @@ pub fn policy(first: Duration) -> ExponentialBuilder {
 pub enum Step {
     /// Recording a batch's range before its insert.
     Record,
+    /// Looking up the stored rows a batch's copies would repeat.
+    Lookup,
     Insert,
     DeadLetter,
 }
 
 impl Step {
-    pub const ALL: [Step; 3] = [Step::Record, Step::Insert, Step::DeadLetter];
+    pub const ALL: [Step; 4] = [Step::Record, Step::Lookup, Step::Insert, Step::DeadLetter];
 
     pub fn label(self) -> &'static str {
         match self {
             Step::Record => "record",
+            Step::Lookup => "lookup",
             Step::Insert => "insert",
             Step::DeadLetter => "dead_letter",
         }

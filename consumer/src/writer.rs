@@ -1,11 +1,15 @@
-//! The port to ClickHouse: insert a batch of rows with a deduplication token.
+//! The port to ClickHouse: insert a batch of rows with a deduplication
+//! token, and look up the rows already stored in some time windows (to mark
+//! copies, [`crate::copies`]).
 
 use std::time::Duration;
 
 use bytes::Bytes;
 use clickhouse::Client;
 use trailhouse_schemas::layout::Layout;
-use trailhouse_schemas::rowbinary::{self, EncodedRows};
+use trailhouse_schemas::rowbinary::{self, EncodedRows, RowKey};
+
+use crate::copies::Window;
 use trailhouse_schemas::{EVENTS_TABLE, EVENT_COLUMNS};
 
 /// An insert that did not succeed.
@@ -55,6 +59,25 @@ pub trait RowWriter: Send + Sync + 'static {
         rows: &EncodedRows,
         dedup_token: &str,
     ) -> impl std::future::Future<Output = Result<(), WriteError>> + Send;
+
+    /// The keys of the stored rows in `windows` (copies included).
+    fn stored(
+        &self,
+        windows: &[Window],
+    ) -> impl std::future::Future<Output = Result<Vec<RowKey>, WriteError>> + Send;
+}
+
+/// Windows per lookup query (each is one condition on the primary key).
+const WINDOWS_PER_QUERY: usize = 200;
+
+#[derive(clickhouse::Row, serde::Deserialize)]
+struct StoredKey {
+    org_id: String,
+    created_at_us: i64,
+    #[serde(with = "clickhouse::serde::uuid")]
+    id: uuid::Uuid,
+    kafka_partition: i32,
+    kafka_offset: i64,
 }
 
 /// Inserts `RowBinaryWithNamesAndTypes` over HTTP with the `clickhouse`
@@ -108,6 +131,9 @@ impl ClickHouseWriter {
             .client
             .insert_formatted_with(sql)
             .with_setting("insert_deduplication_token", token)
+            // A block dropped as a repeat is dropped from the rollups'
+            // materialized views too (and one a view missed is added).
+            .with_setting("deduplicate_blocks_in_dependent_materialized_views", "1")
             // Through a Distributed table (cluster layout) the insert is
             // acknowledged only once every shard has its rows.
             .with_setting("distributed_foreground_insert", "1")
@@ -132,6 +158,40 @@ impl RowWriter for ClickHouseWriter {
                 .map_err(|e| classify(&e))?;
         }
         Ok(())
+    }
+
+    async fn stored(&self, windows: &[Window]) -> Result<Vec<RowKey>, WriteError> {
+        let mut out = Vec::new();
+        for chunk in windows.chunks(WINDOWS_PER_QUERY) {
+            let conditions = vec![
+                "(org_id = ? AND created_at BETWEEN fromUnixTimestamp64Micro(?, 'UTC') \
+                 AND fromUnixTimestamp64Micro(?, 'UTC'))";
+                chunk.len()
+            ]
+            .join(" OR ");
+            let mut q = self
+                .client
+                .query(&format!(
+                    "SELECT org_id, toUnixTimestamp64Micro(created_at) AS created_at_us, id, \
+                     kafka_partition, kafka_offset FROM {EVENTS_TABLE} WHERE {conditions}"
+                ))
+                .with_setting(
+                    "max_execution_time",
+                    self.timeout.as_secs().max(1).to_string(),
+                );
+            for w in chunk {
+                q = q.bind(&w.org_id).bind(w.from_us).bind(w.to_us);
+            }
+            let rows: Vec<StoredKey> = q.fetch_all().await.map_err(|e| classify(&e))?;
+            out.extend(rows.into_iter().map(|r| RowKey {
+                org_id: r.org_id,
+                created_at_us: r.created_at_us,
+                id: r.id,
+                partition: r.kafka_partition,
+                offset: r.kafka_offset,
+            }));
+        }
+        Ok(out)
     }
 }
 

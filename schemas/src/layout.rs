@@ -215,9 +215,11 @@ impl Target {
     }
 
     /// Renders a migration template for the table `logical`:
-    /// `${TABLE}`, `${ON_CLUSTER}`, `${ENGINE:Kind}`, `${PARTITION_BY}`,
-    /// `${DEDUP_WINDOW}` and `${DISTRIBUTED:sharding key}` (a second
-    /// statement creating the `Distributed` table, in a cluster only).
+    /// `${TABLE}`, `${ON_CLUSTER}`, `${ENGINE:Kind}`, `${PARTITION_BY}` (or
+    /// `${PARTITION_BY:column}`), `${DEDUP_WINDOW}`, `${DATA:table}` (the
+    /// data table of another logical table) and
+    /// `${DISTRIBUTED:sharding key}` (a second statement creating the
+    /// `Distributed` table, in a cluster only).
     pub fn render(&self, logical: &str, template: &str) -> String {
         self.render_on(logical, &self.data_table(logical), template)
     }
@@ -254,7 +256,13 @@ impl Target {
         match (name, cluster) {
             ("TABLE", _) => table.to_string(),
             ("ON_CLUSTER", _) => self.on_cluster(),
-            ("PARTITION_BY", _) => self.layout.partition_by().to_string(),
+            // `${PARTITION_BY:col}`: the same partitions, by a time column
+            // of another name (a rollup's `hour` or `day`).
+            ("PARTITION_BY", _) => match arg {
+                Some(col) => self.layout.partition_by().replace("created_at", col),
+                None => self.layout.partition_by().to_string(),
+            },
+            ("DATA", _) => self.data_table(arg.unwrap_or(logical)),
             ("ENGINE", None) => arg.unwrap_or("MergeTree").to_string(),
             ("ENGINE", Some(_)) => format!(
                 "Replicated{}('/clickhouse/tables/{{shard}}/{{database}}/{{table}}', '{{replica}}')",

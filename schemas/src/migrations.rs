@@ -25,6 +25,17 @@ pub const EVENTS_TABLE: &str = "events";
 /// The consumer's recorded batch ranges, created by the second migration.
 pub const STATE_TABLE: &str = "consumer_state";
 
+/// Event counts per org and hour by action, status class, auth type and
+/// source (migration 5).
+pub const HOURLY_TABLE: &str = "events_hourly";
+
+/// Distinct actors per org and day (migration 6).
+pub const DAILY_ACTORS_TABLE: &str = "events_daily_actors";
+
+/// The rollups: filled from the events table by materialized views,
+/// partitioned like it (same partition ids), erased with it.
+pub const ROLLUP_TABLES: &[&str] = &[HOURLY_TABLE, DAILY_ACTORS_TABLE];
+
 /// All migrations, in version order.
 pub const MIGRATIONS: &[Migration] = &[
     Migration {
@@ -47,6 +58,27 @@ pub const MIGRATIONS: &[Migration] = &[
         table: EVENTS_TABLE,
         sql: include_str!("../migrations/0003_column_comments.sql"),
         also_distributed: true,
+    },
+    Migration {
+        version: 4,
+        name: "copy_marks",
+        table: EVENTS_TABLE,
+        sql: include_str!("../migrations/0004_copy_marks.sql"),
+        also_distributed: true,
+    },
+    Migration {
+        version: 5,
+        name: "hourly_rollup",
+        table: HOURLY_TABLE,
+        sql: include_str!("../migrations/0005_hourly_rollup.sql"),
+        also_distributed: false,
+    },
+    Migration {
+        version: 6,
+        name: "daily_actors",
+        table: DAILY_ACTORS_TABLE,
+        sql: include_str!("../migrations/0006_daily_actors.sql"),
+        also_distributed: false,
     },
 ];
 
@@ -129,6 +161,8 @@ mod tests {
             vec!["CREATE TABLE a (x UInt8)\nENGINE = Memory", "DROP TABLE b"]
         );
         assert_eq!(MIGRATIONS[0].statements(&t).len(), 1);
+        // Guard, table, view, truncate, backfill.
+        assert_eq!(MIGRATIONS[4].statements(&t).len(), 5);
         assert_ne!(m.checksum(&t), MIGRATIONS[0].checksum(&t));
     }
 
@@ -180,13 +214,27 @@ mod tests {
                 for m in MIGRATIONS {
                     let sql = m.render(&t);
                     assert!(!sql.contains("${"), "{}: {sql}", t.variant());
-                    let n = m.statements(&t).len();
-                    let want = if t.topology == Topology::SingleNode {
+                    let single = m.statements(&Target {
+                        layout,
+                        topology: Topology::SingleNode,
+                    });
+                    // A cluster adds one statement per table it creates
+                    // (its Distributed table) or alters on both.
+                    let extra = if t.topology == Topology::SingleNode {
+                        0
+                    } else if m.also_distributed {
                         1
                     } else {
-                        2
+                        m.sql.matches("${DISTRIBUTED:").count()
                     };
-                    assert_eq!(n, want, "{} {}", m.name, t.variant());
+                    assert_eq!(
+                        m.statements(&t).len(),
+                        single.len() + extra,
+                        "{} {}",
+                        m.name,
+                        t.variant()
+                    );
+                    assert!(single.iter().all(|s| !s.trim().is_empty()), "{}", m.name);
                 }
             }
         }
@@ -196,5 +244,43 @@ mod tests {
             topology: Topology::SingleNode,
         });
         assert_ne!(fleet, org_day);
+    }
+}
+
+#[cfg(test)]
+mod rollup_tests {
+    use super::*;
+    use crate::layout::{ClusterName, Layout, Topology};
+
+    #[test]
+    fn rollups_are_partitioned_like_the_events_and_read_the_shards_tables() {
+        let cluster = Target {
+            layout: Layout::OrgDay,
+            topology: Topology::Cluster(ClusterName::new("main").expect("test value")),
+        };
+        let hourly = MIGRATIONS[4].statements(&cluster);
+        assert!(
+            hourly[1].contains("PARTITION BY (org_id, toYYYYMMDD(hour))"),
+            "{}",
+            hourly[1]
+        );
+        assert!(hourly[1]
+            .starts_with("CREATE TABLE IF NOT EXISTS events_hourly_local ON CLUSTER 'main'"));
+        assert!(hourly[2]
+            .contains("ENGINE = Distributed('main', currentDatabase(), events_hourly_local"));
+        assert!(
+            hourly[3].contains("TO events_hourly_local AS")
+                && hourly[3].contains("FROM events_local"),
+            "the view reads each shard's inserts: {}",
+            hourly[3]
+        );
+        // The backfill reads and writes the Distributed tables.
+        assert!(
+            hourly[5].starts_with("INSERT INTO events_hourly\n"),
+            "{}",
+            hourly[5]
+        );
+        let single = MIGRATIONS[5].statements(&Target::default());
+        assert!(single[1].contains("PARTITION BY (retention_days, toYYYYMMDD(day))"));
     }
 }

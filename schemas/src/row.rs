@@ -70,6 +70,9 @@ pub struct EventRow {
     pub kafka_offset: i64,
     /// The event's retention class; the deployment default when the event has none.
     pub retention_days: u16,
+    /// A later stored copy of an event a producer retried (set by the
+    /// consumer before the insert; never by a producer).
+    pub is_copy: bool,
 }
 
 /// The column list of [`EventRow`], for `SELECT` statements.
@@ -79,7 +82,7 @@ auth_sub, auth_app_client_id, auth_account_id, source, action_type, action_descr
 resource_type, resource_id, resource_name, request_method, request_url, request_path, \
 request_status, request_duration_ms, request_ip, request_user_agent, request_query, \
 request_path_params, request_headers, request_body, metadata, received_at, kafka_partition, \
-kafka_offset, retention_days";
+kafka_offset, retention_days, is_copy";
 
 fn s(v: &Option<String>) -> String {
     v.clone().unwrap_or_default()
@@ -137,6 +140,7 @@ impl EventRow {
             retention_days: e
                 .retention_days
                 .unwrap_or(crate::retention::DEFAULT_RETENTION_DAYS),
+            is_copy: false,
         }
     }
 

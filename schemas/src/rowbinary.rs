@@ -59,6 +59,7 @@ pub const COLUMNS: &[(&str, &str)] = &[
     ("kafka_partition", "Int32"),
     ("kafka_offset", "Int64"),
     ("retention_days", "UInt16"),
+    ("is_copy", "Bool"),
 ];
 
 /// The format name to put after `FORMAT` in the `INSERT`.
@@ -163,6 +164,27 @@ pub fn write_row(out: &mut Vec<u8>, r: &EventRow) {
     out.extend_from_slice(&r.kafka_partition.to_le_bytes());
     out.extend_from_slice(&r.kafka_offset.to_le_bytes());
     out.extend_from_slice(&r.retention_days.to_le_bytes());
+    out.push(u8::from(r.is_copy));
+}
+
+/// What identifies a stored event, and where in Kafka a row of it came
+/// from: two rows with the same `(org_id, created_at, id)` are copies of one
+/// event, and the one at the lower `(partition, offset)` is the event.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RowKey {
+    pub org_id: String,
+    /// `created_at` in microseconds since the epoch.
+    pub created_at_us: i64,
+    pub id: uuid::Uuid,
+    pub partition: i32,
+    pub offset: i64,
+}
+
+impl RowKey {
+    /// The event the row holds, without where it came from.
+    pub fn event(&self) -> (&str, i64, uuid::Uuid) {
+        (&self.org_id, self.created_at_us, self.id)
+    }
 }
 
 /// Encoded rows, in arrival order, and where each one ends.
@@ -212,26 +234,62 @@ impl EncodedRows {
         &self.bytes[self.range(i)]
     }
 
+    /// The key of row `i`, read back from its bytes: the org, `created_at`
+    /// and `id` lead the row; `kafka_partition` and `kafka_offset` come
+    /// before the last three bytes (`retention_days`, `is_copy`).
+    pub fn key(&self, i: usize) -> RowKey {
+        let row = self.row(i);
+        let (len, at) = leading_uvarint(row);
+        let org_end = at + len;
+        let int = |from: usize, n: usize| -> u64 {
+            let mut b = [0u8; 8];
+            b[..n].copy_from_slice(&row[from..from + n]);
+            u64::from_le_bytes(b)
+        };
+        let created_at_us = int(org_end, 8) as i64;
+        let id = uuid::Uuid::from_u64_pair(int(org_end + 8, 8), int(org_end + 16, 8));
+        let tail = row.len() - 3;
+        RowKey {
+            org_id: String::from_utf8_lossy(&row[at..org_end]).into_owned(),
+            created_at_us,
+            id,
+            partition: int(tail - 12, 4) as u32 as i32,
+            offset: int(tail - 8, 8) as i64,
+        }
+    }
+
+    /// The keys of every row, in order.
+    pub fn keys(&self) -> Vec<RowKey> {
+        (0..self.len()).map(|i| self.key(i)).collect()
+    }
+
+    /// Marks row `i` as a stored copy of an earlier event: `is_copy` is
+    /// its last byte.
+    pub fn mark_copy(&mut self, i: usize) {
+        if let Some(&end) = self.ends.get(i) {
+            self.bytes[end - 1] = 1;
+        }
+    }
+
+    /// Whether row `i` is marked a copy.
+    pub fn is_copy(&self, i: usize) -> bool {
+        self.ends
+            .get(i)
+            .is_some_and(|&end| self.bytes[end - 1] == 1)
+    }
+
     /// The partition of row `i` in `layout`, read back from its bytes: the
     /// org is the first column, `created_at` the second and
-    /// `retention_days` the last two bytes.
+    /// `retention_days` the two bytes before the last (`is_copy`).
     pub fn partition_of(&self, layout: Layout, i: usize) -> PartitionKey {
         let row = self.row(i);
-        let mut len: u64 = 0;
-        let mut at = 0;
-        for (k, b) in row.iter().enumerate() {
-            len |= u64::from(b & 0x7f) << (7 * k);
-            if b & 0x80 == 0 {
-                at = k + 1;
-                break;
-            }
-        }
-        let org_end = at + len as usize;
+        let (len, at) = leading_uvarint(row);
+        let org_end = at + len;
         let mut micros = [0u8; 8];
         micros.copy_from_slice(&row[org_end..org_end + 8]);
         let created_at =
             DateTime::from_timestamp_micros(i64::from_le_bytes(micros)).unwrap_or_default();
-        let retention_days = u16::from_le_bytes([row[row.len() - 2], row[row.len() - 1]]);
+        let retention_days = u16::from_le_bytes([row[row.len() - 3], row[row.len() - 2]]);
         let org_id = match layout {
             Layout::Fleet => Cow::Borrowed(""),
             Layout::OrgDay => String::from_utf8_lossy(&row[at..org_end]),
@@ -256,6 +314,18 @@ impl EncodedRows {
                 .collect(),
         }
     }
+}
+
+/// The varint a row starts with (its org's length) and where it ends.
+fn leading_uvarint(row: &[u8]) -> (usize, usize) {
+    let mut len = 0usize;
+    for (k, b) in row.iter().enumerate().take(10) {
+        len |= usize::from(b & 0x7f) << (7 * k);
+        if b & 0x80 == 0 {
+            return (len, k + 1);
+        }
+    }
+    (0, 0)
 }
 
 impl<'a> FromIterator<&'a EventRow> for EncodedRows {
@@ -319,6 +389,18 @@ mod tests {
                 (name.to_string(), ty.to_string())
             })
             .collect();
+        // Columns later migrations add, in order.
+        let mut declared = declared;
+        for m in crate::migrations::MIGRATIONS {
+            for l in m.sql.lines() {
+                if let Some(rest) = l.trim().strip_prefix("ADD COLUMN IF NOT EXISTS ") {
+                    let mut words = rest.split_whitespace();
+                    let name = words.next().unwrap_or_default();
+                    let ty = words.next().unwrap_or_default();
+                    declared.push((name.to_string(), ty.to_string()));
+                }
+            }
+        }
         let ours: Vec<(String, String)> = COLUMNS
             .iter()
             .map(|(n, t)| (n.to_string(), t.to_string()))
@@ -326,6 +408,29 @@ mod tests {
         assert_eq!(declared, ours);
         let names: Vec<&str> = COLUMNS.iter().map(|(n, _)| *n).collect();
         assert_eq!(names.join(", "), crate::row::EVENT_COLUMNS);
+    }
+
+    #[test]
+    fn keys_and_copy_marks_read_back_from_the_bytes() {
+        let rows = rows();
+        let mut enc: EncodedRows = rows.iter().collect();
+        for (i, r) in rows.iter().enumerate() {
+            let k = enc.key(i);
+            assert_eq!(k.org_id, r.org_id);
+            assert_eq!(k.created_at_us, r.created_at.timestamp_micros());
+            assert_eq!(k.id, r.id);
+            assert_eq!((k.partition, k.offset), (r.kafka_partition, r.kafka_offset));
+            assert!(!enc.is_copy(i));
+        }
+        let before = enc.partition_of(Layout::Fleet, 1);
+        enc.mark_copy(1);
+        assert!(enc.is_copy(1) && !enc.is_copy(0));
+        assert_eq!(enc.partition_of(Layout::Fleet, 1), before);
+        let mut marked = rows[1].clone();
+        marked.is_copy = true;
+        let mut expected = Vec::new();
+        write_row(&mut expected, &marked);
+        assert_eq!(enc.row(1), expected.as_slice());
     }
 
     #[test]

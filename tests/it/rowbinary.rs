@@ -82,6 +82,7 @@ fn arb_row(now: i64) -> impl Strategy<Value = EventRow> {
                 kafka_partition: partition,
                 kafka_offset: offset,
                 retention_days: retention,
+                is_copy: id % 3 == 0,
             }
         },
     )

@@ -6,23 +6,42 @@ use std::time::{Duration, Instant};
 
 use tokio::task::JoinHandle;
 
+use trailhouse_schemas::rowbinary::RowKey;
+
 use crate::batch::Batch;
+use crate::copies;
 use crate::dlq;
 use crate::retry;
 use crate::state::{Range, StateStore};
 use crate::writer::{RowWriter, WriteError};
 use crate::{metrics, Error};
 
-/// Records the batch's range, inserts it, then waits for its dead letters:
-/// the steps before its commit, in this order.
+/// A batch to store, with what its copy marks are looked up in.
+pub(super) struct Sealed {
+    pub batch: Batch,
+    pub token: String,
+    /// The keys of its rows.
+    pub keys: Arc<Vec<RowKey>>,
+    /// The keys of the partition's batches sent before it and still in
+    /// flight.
+    pub earlier: Vec<Arc<Vec<RowKey>>>,
+}
+
+/// Records the batch's range, marks its copies, inserts it, then waits for
+/// its dead letters: the steps before its commit, in this order.
 pub(super) async fn store<W: RowWriter, S: StateStore>(
     writer: Arc<W>,
     state: Arc<S>,
     horizon: Duration,
-    batch: Batch,
-    token: String,
+    sealed: Sealed,
     dead_letters: Vec<JoinHandle<Result<(), dlq::DeadLetterError>>>,
 ) -> Result<usize, Error> {
+    let Sealed {
+        mut batch,
+        token,
+        keys,
+        earlier,
+    } = sealed;
     let partition = batch.partition;
     let range = Range {
         first: batch.first_offset,
@@ -40,6 +59,29 @@ pub(super) async fn store<W: RowWriter, S: StateStore>(
     )
     .await?;
     if !batch.rows.is_empty() {
+        let windows = copies::windows(&keys);
+        let stored = retry::within_horizon(
+            retry::Step::Lookup,
+            "look up stored copies",
+            horizon,
+            WriteError::is_retryable,
+            || writer.stored(&windows),
+        )
+        .await
+        .map_err(|source| Error::Insert {
+            token: token.clone(),
+            source,
+        })?;
+        let marked = copies::copies(
+            &keys,
+            stored.iter().chain(earlier.iter().flat_map(|k| k.iter())),
+        );
+        for &i in &marked {
+            batch.rows.mark_copy(i);
+        }
+        if !marked.is_empty() {
+            ::metrics::counter!(metrics::COPIES_MARKED).increment(marked.len() as u64);
+        }
         let started = Instant::now();
         let bytes = batch.bytes();
         let span = tracing::info_span!("insert", rows = batch.rows.len(), bytes, token = %token);

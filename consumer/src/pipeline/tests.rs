@@ -407,7 +407,8 @@ proptest! {
     /// commits, revokes, rewinds, insert failures (before and after the
     /// rows are stored), slow inserts, state-store and dead-letter outages
     /// stores every valid message exactly once, commits in order, and
-    /// dead-letters every poison one.
+    /// dead-letters every poison one; of the rows that repeat an event,
+    /// all but the first are marked copies.
     #[test]
     fn no_interleaving_loses_or_duplicates_a_row(
         sizes in prop::collection::vec(0usize..30, 1..4),
@@ -415,6 +416,8 @@ proptest! {
         max_rows in 1usize..6,
         max_in_flight in 1usize..4,
         gap_every in prop_oneof![Just(0usize), 3usize..9],
+        copy_every in prop_oneof![Just(0usize), 2usize..7],
+        copy_back in 1usize..12,
         ops in prop::collection::vec(op(3), 0..60),
     ) {
         let partitions = sizes.len() as i32;
@@ -427,7 +430,10 @@ proptest! {
             .collect();
         let poison = move |_: i32, o: i64| poison_every > 0 && o % poison_every == 3;
         let gap = move |_: i32, i: usize| gap_every > 0 && i % gap_every == 2;
-        let logs = logs_with_gaps(&sizes, poison, gap);
+        // Some messages repeat an earlier one's event (a retried publish),
+        // in the same batch or another: each event is counted once.
+        let copy = move |_: i32, i: usize| (copy_every > 0 && i % copy_every == 1).then_some(copy_back);
+        let logs = logs_with_copies(&sizes, poison, gap, copy);
         let mut world = World::new(logs, settings(max_rows, max_in_flight));
         let rows = runtime().block_on(play(&mut world, &ops));
         let valid = world.logs.values().flatten().filter(|m| is_valid(m)).count();

@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use super::super::*;
 use crate::testing::message_id;
-use crate::testing::{assert_stored_once, MemoryDeadLetters, MemoryState, MemoryWriter};
+use crate::testing::{
+    assert_copies_marked, assert_stored_once, MemoryDeadLetters, MemoryState, MemoryWriter,
+};
 use trailhouse_schemas::AuditEvent;
 
 pub const TOPIC: &str = "audit";
@@ -54,6 +56,37 @@ pub fn logs(sizes: &[usize], poison: impl Fn(i32, i64) -> bool) -> BTreeMap<i32,
 /// [`logs`] whose offsets skip one before message `i` where `gap(p, i)`
 /// (transaction markers, compaction).
 pub fn logs_with_gaps(
+    sizes: &[usize],
+    poison: impl Fn(i32, i64) -> bool,
+    gap: impl Fn(i32, usize) -> bool,
+) -> BTreeMap<i32, Vec<Received>> {
+    logs_with_copies(sizes, poison, gap, |_, _| None)
+}
+
+/// [`logs_with_gaps`] where message `i` repeats the event of message
+/// `i - k` of its partition when `copy(p, i)` is `Some(k)` (a retried
+/// publish; poison messages are not repeated).
+pub fn logs_with_copies(
+    sizes: &[usize],
+    poison: impl Fn(i32, i64) -> bool,
+    gap: impl Fn(i32, usize) -> bool,
+    copy: impl Fn(i32, usize) -> Option<usize>,
+) -> BTreeMap<i32, Vec<Received>> {
+    let mut logs = logs_with_some_gaps(sizes, poison, gap);
+    for (p, log) in logs.iter_mut() {
+        for i in 0..log.len() {
+            let Some(k) = copy(*p, i).filter(|k| *k > 0 && *k <= i) else {
+                continue;
+            };
+            if log[i].payload.is_some() && log[i - k].payload.is_some() {
+                log[i].payload = log[i - k].payload.clone();
+            }
+        }
+    }
+    logs
+}
+
+fn logs_with_some_gaps(
     sizes: &[usize],
     poison: impl Fn(i32, i64) -> bool,
     gap: impl Fn(i32, usize) -> bool,
@@ -235,6 +268,7 @@ impl World {
     /// Every valid message stored once, every poison one dead-lettered.
     pub fn check(&self) -> usize {
         let rows = assert_stored_once(TOPIC, &self.logs, is_valid, &self.writer.stored());
+        assert_copies_marked(&self.writer);
         let lettered: std::collections::BTreeSet<(i32, i64)> =
             self.dead_letters.offsets().into_iter().collect();
         for (p, log) in &self.logs {
