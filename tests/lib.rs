@@ -10,6 +10,7 @@
 
 pub mod faults;
 mod monitoring;
+pub mod rollups;
 pub mod scrape;
 
 use std::time::Duration;

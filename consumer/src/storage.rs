@@ -1,5 +1,5 @@
-//! Storage operations on the events table: the retention job (drop expired
-//! partitions) and org deletion. The decisions are pure
+//! Storage operations on the events table and its rollups: the retention
+//! job (drop expired partitions) and org deletion. The decisions are pure
 //! ([`trailhouse_schemas::retention`]); this module runs them against
 //! ClickHouse for the layout and topology the database was migrated to.
 
@@ -9,6 +9,7 @@ use chrono::NaiveDate;
 use clickhouse::Client;
 use trailhouse_common::clickhouse::{installed_target, MigrateError};
 use trailhouse_schemas::layout::{Layout, Target, Topology};
+use trailhouse_schemas::migrations::ROLLUP_TABLES;
 use trailhouse_schemas::retention::{expired, parse_partition, BadPartition};
 use trailhouse_schemas::EVENTS_TABLE;
 
@@ -111,14 +112,28 @@ impl Storage {
         &self.target
     }
 
-    /// The tables a tenant's SQL user reads: `events` (in a cluster, the
-    /// `Distributed` table and the shards' table it reads through).
+    /// The tables a tenant's SQL user reads: `events` and the rollups (in a
+    /// cluster, the `Distributed` tables and the shards' tables they read
+    /// through).
     pub fn tenant_tables(&self) -> Vec<String> {
-        let mut tables = vec![EVENTS_TABLE.to_string()];
+        let logical = std::iter::once(EVENTS_TABLE).chain(ROLLUP_TABLES.iter().copied());
+        let mut tables: Vec<String> = logical.clone().map(str::to_string).collect();
         if matches!(self.target.topology, Topology::Cluster(_)) {
-            tables.push(self.data_table());
+            tables.extend(logical.map(|t| self.target.data_table(t)));
         }
         tables
+    }
+
+    /// The data tables that hold an org's rows, rollups first: retention
+    /// and erasure remove a partition or an org from the rollups before the
+    /// events, so an interrupted run leaves nothing counted that is gone
+    /// (and the next run, which finds the events, removes them).
+    fn org_tables(&self) -> Vec<String> {
+        ROLLUP_TABLES
+            .iter()
+            .chain(std::iter::once(&EVENTS_TABLE))
+            .map(|t| self.target.data_table(t))
+            .collect()
     }
 
     /// Runs statements one by one, as written (DDL generated here, e.g. by
@@ -213,15 +228,18 @@ impl Storage {
         Ok(out)
     }
 
-    /// Drops one partition (on every shard in a cluster).
+    /// Drops one partition of the events table and the same partition of
+    /// each rollup (they are partitioned alike), on every shard in a
+    /// cluster. Dropping a partition a rollup does not have does nothing.
     pub async fn drop_partition(&self, partition_id: &str) -> Result<(), StorageError> {
-        let sql = format!(
-            "ALTER TABLE {}{} DROP PARTITION ID '{}'",
-            self.data_table(),
-            self.target.on_cluster(),
-            check_partition_id(partition_id)?
-        );
-        self.client.query(&sql).execute().await?;
+        let id = check_partition_id(partition_id)?;
+        for table in self.org_tables() {
+            let sql = format!(
+                "ALTER TABLE {table}{} DROP PARTITION ID '{id}'",
+                self.target.on_cluster(),
+            );
+            self.client.query(&sql).execute().await?;
+        }
         Ok(())
     }
 
@@ -234,6 +252,20 @@ impl Storage {
             .bind(org)
             .fetch_one()
             .await?)
+    }
+
+    /// The org's rows in the rollups (rollup rows, not events).
+    pub async fn count_org_rollups(&self, org: &str) -> Result<u64, StorageError> {
+        let mut n = 0;
+        for t in ROLLUP_TABLES {
+            n += self
+                .client
+                .query(&format!("SELECT count() FROM {t} WHERE org_id = ?"))
+                .bind(org)
+                .fetch_one::<u64>()
+                .await?;
+        }
+        Ok(n)
     }
 
     /// Removes every row of `org` (tenant offboarding, erasure requests) and
@@ -254,7 +286,7 @@ impl Storage {
         }
         let found = self.count_org(org).await?;
         progress(DeleteProgress::Found { rows: found });
-        if found == 0 {
+        if found == 0 && self.count_org_rollups(org).await? == 0 {
             return Ok(0);
         }
         if self.target.layout == Layout::OrgDay {
@@ -268,32 +300,33 @@ impl Storage {
                     });
                 }
             }
-            if self.count_org(org).await? == 0 {
+            if self.count_org(org).await? + self.count_org_rollups(org).await? == 0 {
                 return Ok(found);
             }
         }
-        let sql = format!(
-            "ALTER TABLE {}{} DELETE WHERE org_id = ? SETTINGS mutations_sync = 0",
-            self.data_table(),
-            self.target.on_cluster()
-        );
-        self.client.query(&sql).bind(org).execute().await?;
+        for table in self.org_tables() {
+            let sql = format!(
+                "ALTER TABLE {table}{} DELETE WHERE org_id = ? SETTINGS mutations_sync = 0",
+                self.target.on_cluster()
+            );
+            self.client.query(&sql).bind(org).execute().await?;
+        }
         progress(DeleteProgress::MutationStarted);
         let started = std::time::Instant::now();
         let state_sql = format!(
             "SELECT toUInt64(sum(parts_to_do)) AS parts_to_do, \
              arrayStringConcat(groupUniqArray(latest_fail_reason), '; ') AS failed \
-             FROM {} WHERE database = currentDatabase() AND table = ? AND NOT is_done",
+             FROM {} WHERE database = currentDatabase() AND table IN ? AND NOT is_done",
             self.system("mutations")
         );
         loop {
             let state: MutationState = self
                 .client
                 .query(&state_sql)
-                .bind(self.data_table())
+                .bind(self.org_tables())
                 .fetch_one()
                 .await?;
-            let rows_left = self.count_org(org).await?;
+            let rows_left = self.count_org(org).await? + self.count_org_rollups(org).await?;
             progress(DeleteProgress::Waiting {
                 rows_left,
                 parts_to_do: state.parts_to_do,

@@ -225,6 +225,16 @@ impl Setup {
             }
             panic!("{test}: not exactly once: {v:?}\npartitions:\n{partitions}{logs}");
         }
+        // The rollups saw every replayed insert the table dropped as a
+        // repeat, and dropped it too.
+        let r = trailhouse_tests::rollups::check(&self.ch.client())
+            .await
+            .expect("rollup check");
+        println!("{test}: rollups {r:?}");
+        assert!(
+            r.exact(),
+            "{test}: the rollups differ from the table: {r:?}"
+        );
     }
 }
 

@@ -16,6 +16,7 @@ mod probes;
 mod prometheus;
 mod query;
 mod redaction;
+mod rollups;
 mod rowbinary;
 mod storage;
 mod tenant_sql;

@@ -173,13 +173,16 @@ async fn the_retention_job_drops_exactly_the_expired_partitions() {
         rows.extend(rows_of("globex", 400, 20, 30, 2));
         // The table's TTL would drop the expired parts too, at some merge;
         // stop it so that the job is what is tested.
-        env.clickhouse
-            .client()
-            .query("SYSTEM STOP TTL MERGES events")
-            .execute()
-            .await
-            .expect("stop ttl merges");
+        for table in ["events", "events_hourly", "events_daily_actors"] {
+            env.clickhouse
+                .client()
+                .query(&format!("SYSTEM STOP TTL MERGES {table}"))
+                .execute()
+                .await
+                .expect("stop ttl merges");
+        }
         env.insert_rows(&rows).await;
+        assert_exact(&env, "before the retention job").await;
         let storage = Storage::open(env.clickhouse.client()).await.expect("open");
         assert_eq!(storage.target().layout, layout);
         let today = Utc::now().date_naive();
@@ -203,6 +206,10 @@ async fn the_retention_job_drops_exactly_the_expired_partitions() {
         }
         let left = count(&env, "SELECT count() FROM events").await;
         assert_eq!(left, rows.len() as u64 - gone, "{layout}");
+        // The rollups lost the same days, no more.
+        assert_exact(&env, "after the retention job").await;
+        let counted = count(&env, "SELECT toUInt64(sum(events)) FROM events_hourly").await;
+        assert_eq!(counted, left, "{layout}");
         let oldest_acme: NaiveDate = env
             .clickhouse
             .client()
@@ -260,6 +267,10 @@ async fn deleting_an_org_removes_all_of_its_rows_and_only_them() {
             count(&env, "SELECT count() FROM events WHERE org_id = 'globex'").await,
             2000
         );
+        // Erasure reaches the rollups: no count and no actor of acme is left.
+        assert_eq!(storage.count_org_rollups("acme").await.expect("rollups"), 0);
+        assert!(storage.count_org_rollups("globex").await.expect("rollups") > 0);
+        assert_exact(&env, "after deleting an org").await;
         // A quote in the org id is data, not SQL.
         let removed = storage
             .delete_org("o'brien", Duration::from_secs(120), |_| {})
@@ -276,6 +287,15 @@ async fn deleting_an_org_removes_all_of_its_rows_and_only_them() {
             0
         );
     }
+}
+
+/// The rollups agree with the events table.
+async fn assert_exact(env: &TestEnv, when: &str) {
+    let r = trailhouse_tests::rollups::check(&env.clickhouse.client())
+        .await
+        .expect("rollup check");
+    assert!(r.exact(), "{when}: {r:?}");
+    assert!(r.raw_events > 0, "{when}: {r:?}");
 }
 
 /// Granules read after the primary key and after the skip index, from

@@ -114,6 +114,19 @@ async fn a_tenant_user_reads_its_org_only() {
         vec![("org_a".to_string(), a.len() as u64)],
         "the tenant sees its org only"
     );
+    // The rollups too: the hourly counts and the daily actors.
+    let counted: Vec<(String, u64)> = tenant
+        .query("SELECT org_id, toUInt64(sum(events)) FROM events_hourly GROUP BY org_id ORDER BY org_id")
+        .fetch_all()
+        .await
+        .expect("the tenant reads the rollup");
+    assert_eq!(counted, vec![("org_a".to_string(), a.len() as u64)]);
+    let days: Vec<String> = tenant
+        .query("SELECT DISTINCT org_id FROM events_daily_actors")
+        .fetch_all()
+        .await
+        .expect("the tenant reads the actors rollup");
+    assert_eq!(days, vec!["org_a".to_string()]);
     let everything: u64 = client
         .query("SELECT count() FROM events")
         .fetch_one()
