@@ -38,7 +38,7 @@ fn events(org: &str, n: usize, seed: usize) -> Vec<Value> {
                 "actor": {"type": "user", "id": format!("usr_{}", k % 7)},
                 "action": {"type": ACTIONS[k % 3]},
             });
-            if k % 5 != 0 {
+            if !k.is_multiple_of(5) {
                 e["request"] =
                     json!({"method": "POST", "path": "/v1/x", "status": STATUSES[k % 4]});
             }
