@@ -2,7 +2,8 @@
 //! (minute, hour, day), grouped by up to two dimensions, the top groups and
 //! the rest as `other`, with the native filters and the token's scope. The
 //! model and SQL are [`crate::query::stats`]; the answer says where its
-//! counts come from (`source`: the events table today).
+//! counts come from (`source`: `rollup` when the hourly rollup served the
+//! whole hours of the range, `events` when the events table served all).
 
 use axum::extract::{RawQuery, State};
 use axum::routing::get;
@@ -14,6 +15,7 @@ use super::native;
 use crate::auth::Claims;
 use crate::error::{ApiError, Failure};
 use crate::params::Params;
+use crate::query::rollup::plan;
 use crate::query::stats::{
     assemble, build_bucket_totals, build_series, build_top, Dim, Interval, Stats, MAX_BUCKETS,
     MAX_TOP,
@@ -26,8 +28,6 @@ pub const PATH: &str = "/v1/stats";
 pub const DEFAULT_TOP: u32 = 10;
 /// The most (group, bucket) counts one answer reads.
 pub const MAX_CELLS: i64 = 10_000;
-/// Where the counts come from.
-pub const SOURCE_EVENTS: &str = "events";
 
 /// The stats parameters, and the native filters.
 pub fn params() -> Vec<&'static str> {
@@ -112,9 +112,10 @@ pub async fn stats<S: EventStore>(
     if !p.has("to") {
         f.push(Cond::Until(s.to));
     }
+    let plan = plan(&f, &s);
     let top = state
         .store
-        .counts(&build_top(&f, &s))
+        .counts(&build_top(&f, &s, &plan))
         .await
         .map_err(ApiError::from)?;
     let groups: Vec<(String, String)> = top
@@ -127,13 +128,13 @@ pub async fn stats<S: EventStore>(
     } else {
         state
             .store
-            .counts(&build_series(&f, &s, &groups))
+            .counts(&build_series(&f, &s, &plan, &groups))
             .await
             .map_err(ApiError::from)?
     };
     let totals = state
         .store
-        .counts(&build_bucket_totals(&f, &s))
+        .counts(&build_bucket_totals(&f, &s, &plan))
         .await
         .map_err(ApiError::from)?;
     let a = assemble(&s, &top, &series, &totals);
@@ -144,7 +145,7 @@ pub async fn stats<S: EventStore>(
         "to": time(s.to),
         "group_by": s.dims.iter().map(|d| d.name()).collect::<Vec<_>>(),
         "top": s.top,
-        "source": SOURCE_EVENTS,
+        "source": plan.source(),
         "total": a.total,
         "groups": a.groups,
         "other": a.other,

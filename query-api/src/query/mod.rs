@@ -18,6 +18,7 @@
 //! a keyset page into the time windows it is read in, and [`stats`] is the
 //! model and SQL of counts over time.
 
+pub mod rollup;
 mod sql;
 pub mod stats;
 mod windows;

@@ -30,6 +30,21 @@ pub(super) struct Builder {
 }
 
 impl Builder {
+    /// An empty statement, written by the caller.
+    pub(super) fn new() -> Builder {
+        Builder {
+            text: String::new(),
+            params: Vec::new(),
+        }
+    }
+
+    /// Appends `SELECT {select} FROM` the events table `WHERE` the filter
+    /// holds (a part of a larger statement).
+    pub(super) fn push_select(&mut self, select: &str, f: &Filter) {
+        let _ = write!(self.text, "SELECT {select} FROM {EVENTS_TABLE}");
+        self.where_filter(f);
+    }
+
     /// `SELECT {select} FROM` the events table `WHERE` the filter holds.
     pub(super) fn select(select: &str, f: &Filter) -> Builder {
         let mut b = Builder {

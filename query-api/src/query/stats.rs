@@ -1,5 +1,6 @@
 //! Counts over time: the model of `GET /v1/stats`, its SQL and the
-//! assembly of the answer. Counts are of events, not stored copies: a
+//! assembly of the answer. The SQL reads the events table, or the hourly
+//! rollup where [`rollup::plan`] allows. Counts are of events, not stored copies: a
 //! retried event stored twice has the same `(created_at, id)`, so it falls
 //! into one bucket and one group, where `count(DISTINCT id)` counts it once.
 //!
@@ -16,6 +17,7 @@ use std::fmt::Write as _;
 
 use chrono::{DateTime, Duration, DurationRound, Utc};
 
+use super::rollup::{self, Plan};
 use super::sql::Builder;
 use super::{Filter, Sql};
 
@@ -119,7 +121,7 @@ impl Dim {
     }
 
     /// The value of a row, as SQL (a `String`).
-    fn sql(self) -> &'static str {
+    pub(super) fn sql(self) -> &'static str {
         match self {
             Dim::Action => "toString(action_type)",
             Dim::Actor => "actor_id",
@@ -192,7 +194,10 @@ pub struct CountRow {
 }
 
 /// The top groups by total (one row more than asked: is there an `other`?).
-pub fn build_top(f: &Filter, s: &Stats) -> Sql {
+pub fn build_top(f: &Filter, s: &Stats, plan: &Plan) -> Sql {
+    if let Plan::Rollup { .. } = plan {
+        return rollup::top(f, s, plan);
+    }
     let mut b = Builder::select(
         &format!(
             "toUInt32(0) AS bucket, {}, count(DISTINCT id) AS n",
@@ -209,7 +214,10 @@ pub fn build_top(f: &Filter, s: &Stats) -> Sql {
 }
 
 /// The series of the given groups.
-pub fn build_series(f: &Filter, s: &Stats, groups: &[(String, String)]) -> Sql {
+pub fn build_series(f: &Filter, s: &Stats, plan: &Plan, groups: &[(String, String)]) -> Sql {
+    if let Plan::Rollup { .. } = plan {
+        return rollup::series(f, s, plan, groups);
+    }
     let select = format!(
         "toUInt32({}) AS bucket, {}, count(DISTINCT id) AS n",
         s.interval.sql(),
@@ -239,7 +247,10 @@ fn tuple_of(s: &Stats) -> String {
 }
 
 /// The count of every bucket, all groups together.
-pub fn build_bucket_totals(f: &Filter, s: &Stats) -> Sql {
+pub fn build_bucket_totals(f: &Filter, s: &Stats, plan: &Plan) -> Sql {
+    if let Plan::Rollup { .. } = plan {
+        return rollup::bucket_totals(f, s, plan);
+    }
     let select = format!(
         "toUInt32({}) AS bucket, '' AS d0, '' AS d1, count(DISTINCT id) AS n",
         s.interval.sql()
@@ -423,14 +434,14 @@ mod tests {
     fn the_sql_counts_events_and_takes_values_as_parameters() {
         let f = Filter::new("org_a");
         let s = stats(vec![Dim::StatusClass, Dim::Actor], 3);
-        let top = build_top(&f, &s);
+        let top = build_top(&f, &s, &Plan::Events);
         assert!(top.text.contains("count(DISTINCT id) AS n"), "{}", top.text);
         assert!(
             top.text.contains("GROUP BY d0, d1 ORDER BY n DESC"),
             "{}",
             top.text
         );
-        let series = build_series(&f, &s, &[("5xx".into(), "u1' OR 1".into())]);
+        let series = build_series(&f, &s, &Plan::Events, &[("5xx".into(), "u1' OR 1".into())]);
         assert!(
             !series.text.contains("u1'"),
             "values are parameters: {}",
@@ -440,7 +451,7 @@ mod tests {
         assert!(series
             .text
             .contains("toUInt32(toStartOfHour(created_at)) AS bucket"));
-        let totals = build_bucket_totals(&f, &s);
+        let totals = build_bucket_totals(&f, &s, &Plan::Events);
         assert!(totals.text.ends_with("GROUP BY bucket"), "{}", totals.text);
     }
 }

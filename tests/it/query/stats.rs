@@ -89,19 +89,39 @@ async fn stats_count_every_event_once_in_its_bucket_and_group() {
         .step_by(7)
         .map(|r| EventRow {
             kafka_offset: r.kafka_offset + 1_000_000,
+            // As the consumer marks a copy (the rollup skips it).
+            is_copy: true,
             ..r.clone()
         })
         .collect();
     api.env.insert_rows(&copies).await;
     let mut rows = api.a.clone();
     rows.extend(copies);
-    let cases: [(Interval, &str, &[&str]); 4] = [
-        (Interval::Day, "day", &[]),
-        (Interval::Hour, "hour", &["action"]),
-        (Interval::Hour, "hour", &["action", "status_class"]),
-        (Interval::Day, "day", &["actor", "auth_type"]),
+    // (interval, its name, dimensions, where the counts come from): the
+    // rollup keeps actions, status classes and auth types, not actors.
+    let cases: [(Interval, &str, &[&str], &str); 6] = [
+        (Interval::Day, "day", &[], "rollup"),
+        (Interval::Hour, "hour", &["action"], "rollup"),
+        (
+            Interval::Hour,
+            "hour",
+            &["action", "status_class"],
+            "rollup",
+        ),
+        (Interval::Day, "day", &["auth_type"], "rollup"),
+        (Interval::Day, "day", &["actor", "auth_type"], "events"),
+        (Interval::Minute, "minute", &[], "events"),
     ];
-    for (interval, name, dims) in cases {
+    for (interval, name, dims, source) in cases {
+        // A thousand minutes at most: the last hours of the range.
+        let range = match interval {
+            Interval::Minute => format!("&from={}&to={}", q(to - Duration::hours(16)), q(to)),
+            _ => range.clone(),
+        };
+        let from = match interval {
+            Interval::Minute => to - Duration::hours(16),
+            _ => from,
+        };
         let group: String = dims.iter().map(|d| format!("&group_by={d}")).collect();
         let path = format!("/v1/stats?interval={name}&top=100{group}{range}");
         let body = api.ok(&path, &t).await;
@@ -110,11 +130,32 @@ async fn stats_count_every_event_once_in_its_bucket_and_group() {
         let total: u64 = want.values().sum();
         assert_eq!(body["total"].as_u64(), Some(total), "{path}");
         assert!(body["other"].is_null(), "{path}: every group fits in 100");
-        assert_eq!(body["source"], "events");
+        assert_eq!(body["source"], source, "{path}");
         let buckets = body["groups"][0]["buckets"].as_array().map_or(0, Vec::len);
         let step = interval.step().num_seconds();
         let expect = ((to - interval.floor(from)).num_seconds() + step - 1) / step;
         assert_eq!(buckets as i64, expect, "{path}: dense buckets");
+    }
+
+    // A range that starts and ends inside hours holding events: the whole
+    // hours from the rollup, the two partial ones from the events table.
+    let mut times: Vec<DateTime<Utc>> = api.a.iter().map(|r| r.created_at).collect();
+    times.sort();
+    let (a, z) = (
+        times[times.len() / 4],
+        times[3 * times.len() / 4] + Duration::microseconds(1),
+    );
+    assert!(z - a > Duration::hours(2), "the rows span hours");
+    for (name, interval) in [("hour", Interval::Hour), ("day", Interval::Day)] {
+        let path = format!(
+            "/v1/stats?interval={name}&group_by=action&top=100&from={}&to={}",
+            q(a),
+            q(z)
+        );
+        let body = api.ok(&path, &t).await;
+        assert_eq!(body["source"], "rollup", "{path}");
+        let want = brute(&rows, interval, a, z, &["action"], |_| true);
+        assert_eq!(cells(&body, &["action"]), want, "{path}");
     }
 
     // Top 2 actions, and the rest as `other`, bucket by bucket.
@@ -166,6 +207,25 @@ async fn stats_count_every_event_once_in_its_bucket_and_group() {
         r.action_type == "login"
     });
     assert_eq!(cells(&body, &["actor"]), want);
+    assert_eq!(body["source"], "events");
+    // Filters the rollup keeps: an action and whole status classes.
+    let path = format!(
+        "/v1/stats?interval=hour&group_by=status_class&action=login&status_min=400&status_max=599{range}"
+    );
+    let body = api.ok(&path, &t).await;
+    let want = brute(&rows, Interval::Hour, from, to, &["status_class"], |r| {
+        r.action_type == "login" && r.request_status.is_some_and(|s| (400..=599).contains(&s))
+    });
+    assert_eq!(cells(&body, &["status_class"]), want, "{path}");
+    assert_eq!(body["source"], "rollup", "{path}");
+    // Within a class, the events table answers.
+    let path = format!("/v1/stats?interval=hour&status_min=400&status_max=404{range}");
+    let body = api.ok(&path, &t).await;
+    let want = brute(&rows, Interval::Hour, from, to, &[], |r| {
+        r.request_status.is_some_and(|s| (400..=404).contains(&s))
+    });
+    assert_eq!(cells(&body, &[]), want, "{path}");
+    assert_eq!(body["source"], "events", "{path}");
     let b = api
         .ok(
             &format!("/v1/stats?interval=day{range}"),
