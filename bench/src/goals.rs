@@ -44,6 +44,7 @@ pub fn judge(report: &Value) -> Vec<Goal> {
         ingest_vs_producer(report),
         freshness(report),
         newest_page(report),
+        stats_from_rollups(report),
         keyset_flat(report),
         offset_vs_keyset(report),
         consumer_rss(report),
@@ -230,6 +231,38 @@ fn freshness(report: &Value) -> Goal {
     }
 }
 
+fn stats_from_rollups(report: &Value) -> Goal {
+    const FIGURE: &str = "stats: 30 days of daily counts, largest org, from the rollup";
+    const GOAL: &str = "p50 ≤ 50 ms (10M events)";
+    if let Err(v) = section(report, "query") {
+        return unmeasured(FIGURE, GOAL, v);
+    }
+    let Some(row) = rows(report, "/query/results").into_iter().find(|r| {
+        r.get("query")
+            .and_then(Value::as_str)
+            .is_some_and(|q| q == "stats paths: 30 days of daily counts")
+    }) else {
+        let why = Verdict::NotMeasured("no stats row in the query section".into());
+        return unmeasured(FIGURE, GOAL, why);
+    };
+    let p50 = num(&row, "/rollup_p50_ms").unwrap_or(f64::NAN);
+    let raw = num(&row, "/events_p50_ms").unwrap_or(f64::NAN);
+    let events = num(report, "/query/events").unwrap_or(f64::NAN);
+    Goal {
+        figure: FIGURE,
+        goal: GOAL,
+        measured: format!(
+            "{p50:.1} ms (events table {raw:.1} ms, {:.1}×; {events:.0} events)",
+            raw / p50
+        ),
+        verdict: if p50 <= 50.0 {
+            Verdict::Met
+        } else {
+            Verdict::NotMet
+        },
+    }
+}
+
 fn newest_page(report: &Value) -> Goal {
     const FIGURE: &str = "newest page, largest org, 10M events / 1,000 orgs";
     const GOAL: &str = "p50 ≤ 20 ms, p99 ≤ 100 ms";
@@ -383,7 +416,8 @@ mod tests {
                                    {"target_rate": 5000, "p99_ms": 1800.0, "rejected_requests": 0,
                                     "markers_seen": 301, "markers_acknowledged": 301}]},
             "query": {"events": 10000000, "deep_page": 1000, "keyset_deep_over_first": 1.1,
-                      "results": [{"query": "newest page (100) of the largest org", "p50_ms": 25.0, "p99_ms": 90.0}],
+                      "results": [{"query": "newest page (100) of the largest org", "p50_ms": 25.0, "p99_ms": 90.0},
+                                  {"query": "stats paths: 30 days of daily counts", "rollup_p50_ms": 12.0, "events_p50_ms": 400.0}],
                       "offset_vs_keyset": [{"page": 1000, "ratio": 39.0}, {"page": 10000, "ratio": 8.0}]}
         })
     }
@@ -414,6 +448,7 @@ mod tests {
             ("ingest batch", Verdict::Met),
             ("freshness", Verdict::Met),
             ("newest page", Verdict::Partly("for p99".into())),
+            ("stats: 30 days", Verdict::Met),
             ("keyset deep", Verdict::Met),
             ("OFFSET", Verdict::Partly("except at page 10000".into())),
             ("consumer RSS", Verdict::Met),
@@ -440,6 +475,8 @@ mod tests {
         for (figure, want) in cases {
             assert_eq!(verdict_of(&r, figure), want, "{figure}");
         }
+        r["query"]["results"][1]["rollup_p50_ms"] = json!(70.0);
+        assert_eq!(verdict_of(&r, "stats: 30 days"), Verdict::NotMet);
         r["consumer"]["events"] = json!(20000);
         assert!(matches!(
             verdict_of(&r, "consumer RSS"),
@@ -447,7 +484,10 @@ mod tests {
         ));
         let only_query = json!({"query": r["query"].clone()});
         for g in judge(&only_query) {
-            if !g.figure.starts_with("newest") && !g.figure.contains("keyset") {
+            if !g.figure.starts_with("newest")
+                && !g.figure.starts_with("stats")
+                && !g.figure.contains("keyset")
+            {
                 assert!(
                     matches!(&g.verdict, Verdict::NotMeasured(why) if why.contains("did not run")),
                     "{}: {}",

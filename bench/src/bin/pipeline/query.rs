@@ -87,8 +87,9 @@ impl Bench {
                 "path substring search",
                 "/v1/events?path_contains=members%2Fm_12&limit=100".into(),
             ),
-            // Counts (GET /v1/stats, read from the events table: no rollups
-            // yet); "rows" is the number of events counted.
+            // Counts (GET /v1/stats: whole hours from the hourly rollup,
+            // the partial hour at the end from the events table); "rows" is
+            // the number of events counted.
             (
                 "stats: 30 days of daily counts",
                 format!("/v1/stats?interval=day&from={month_ago}&to={end}"),
@@ -120,6 +121,9 @@ impl Bench {
             ]);
             out.push(json!({"query": name, "rows": hits, "p50_ms": percentile(&lat, 50.0), "p99_ms": percentile(&lat, 99.0)}));
         }
+        let stats = self.stats_paths(&ch, &org, repeats).await?;
+        rows.extend(stats.0);
+        out.extend(stats.1.iter().cloned());
         // Walk to the deep page once, then time page 1, the deep page by
         // cursor, and the same depth by OFFSET (SQL a naive API would run).
         let depth = self.plan.deep_page;
@@ -233,6 +237,91 @@ impl Bench {
         );
         drop(api);
         Ok(())
+    }
+}
+
+impl Bench {
+    /// The stats reads of `GET /v1/stats` straight against ClickHouse, the
+    /// three queries of one answer, from the hourly rollup and from the
+    /// events table, same filter and range: table rows and results.
+    async fn stats_paths(
+        &self,
+        ch: &ClickHouseArgs,
+        org: &str,
+        repeats: usize,
+    ) -> anyhow::Result<(Vec<Vec<String>>, Vec<Value>)> {
+        let store = ClickHouseStore::new(ch.client());
+        let end = self.end;
+        let cases = [
+            ("30 days of daily counts", Interval::Day, vec![], 30),
+            (
+                "7 days hourly by action, top 10",
+                Interval::Hour,
+                vec![Dim::Action],
+                7,
+            ),
+        ];
+        let (mut rows, mut out) = (Vec::new(), Vec::new());
+        for (name, interval, dims, days) in cases {
+            let s = Stats {
+                interval,
+                dims,
+                top: 10,
+                from: end - chrono::Duration::days(days),
+                to: end,
+            };
+            let f = Filter::new(org)
+                .and(Cond::From(s.from))
+                .and(Cond::Until(s.to));
+            let rollup = rollup_plan(&f, &s);
+            anyhow::ensure!(
+                rollup != ReadPlan::Events,
+                "{name}: the rollup does not serve it"
+            );
+            let mut lat: HashMap<&str, Vec<f64>> = HashMap::new();
+            let mut totals: HashMap<&str, u64> = HashMap::new();
+            for _ in 0..repeats {
+                for (path, plan) in [("rollup", &rollup), ("events", &ReadPlan::Events)] {
+                    let t = Instant::now();
+                    let top = store.counts(&build_top(&f, &s, plan)).await?;
+                    let groups: Vec<(String, String)> = top
+                        .iter()
+                        .take(10)
+                        .map(|r| (r.d0.clone(), r.d1.clone()))
+                        .collect();
+                    let series = store.counts(&build_series(&f, &s, plan, &groups)).await?;
+                    let buckets = store.counts(&build_bucket_totals(&f, &s, plan)).await?;
+                    lat.entry(path)
+                        .or_default()
+                        .push(t.elapsed().as_secs_f64() * 1000.0);
+                    let total = assemble(&s, &top, &series, &buckets).total;
+                    totals.insert(path, total);
+                }
+            }
+            // The two paths count the same events.
+            anyhow::ensure!(
+                totals.get("rollup") == totals.get("events"),
+                "{name}: rollup {:?} and events {:?} disagree",
+                totals.get("rollup"),
+                totals.get("events")
+            );
+            let total = totals.get("events").copied().unwrap_or(0);
+            let p50 = |p: &str| percentile(lat.get(p).map_or(&[][..], Vec::as_slice), 50.0);
+            for path in ["rollup", "events"] {
+                let l = lat.get(path).map_or(&[][..], Vec::as_slice);
+                rows.push(vec![
+                    format!("store: stats, {name}, from the {path} table"),
+                    total.to_string(),
+                    format!("{:.1}", percentile(l, 50.0)),
+                    format!("{:.1}", percentile(l, 99.0)),
+                ]);
+            }
+            out.push(json!({"query": format!("stats paths: {name}"), "rows": total,
+                            "rollup_p50_ms": p50("rollup"), "rollup_p99_ms": percentile(lat.get("rollup").map_or(&[][..], Vec::as_slice), 99.0),
+                            "events_p50_ms": p50("events"), "events_p99_ms": percentile(lat.get("events").map_or(&[][..], Vec::as_slice), 99.0),
+                            "events_over_rollup": p50("events") / p50("rollup")}));
+        }
+        Ok((rows, out))
     }
 }
 
