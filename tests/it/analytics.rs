@@ -66,6 +66,11 @@ async fn every_column_has_a_comment_and_every_recipe_runs_on_the_demo_data() {
     env.start_consumer();
     env.wait_ready().await;
     demo::load(&env, &ingest).await;
+    // The rollups hold the demo data as the events table does.
+    let r = trailhouse_tests::rollups::check(&client)
+        .await
+        .expect("rollup check");
+    assert!(r.exact() && r.raw_events > 0, "{r:?}");
     let doc =
         std::fs::read_to_string(demo::root().join("docs/analytics.md")).expect("docs/analytics.md");
     let all = recipes(&doc);

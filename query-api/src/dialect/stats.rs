@@ -15,14 +15,14 @@ use super::native;
 use crate::auth::Claims;
 use crate::error::{ApiError, Failure};
 use crate::params::Params;
-use crate::query::rollup::plan;
+use crate::query::rollup::{plan, Plan};
 use crate::query::stats::{
-    assemble, build_bucket_totals, build_series, build_top, Dim, Interval, Stats, MAX_BUCKETS,
-    MAX_TOP,
+    assemble, build_bucket_totals, build_series, build_top, Answer, CountRow, Dim, Interval, Stats,
+    MAX_BUCKETS, MAX_TOP,
 };
-use crate::query::Cond;
+use crate::query::{Cond, Filter};
 use crate::state::{Routes, Shared};
-use crate::store::EventStore;
+use crate::store::{EventStore, StoreError};
 
 pub const PATH: &str = "/v1/stats";
 pub const DEFAULT_TOP: u32 = 10;
@@ -113,31 +113,9 @@ pub async fn stats<S: EventStore>(
         f.push(Cond::Until(s.to));
     }
     let plan = plan(&f, &s);
-    let top = state
-        .store
-        .counts(&build_top(&f, &s, &plan))
+    let a = count(&state.store, &f, &s, &plan)
         .await
         .map_err(ApiError::from)?;
-    let groups: Vec<(String, String)> = top
-        .iter()
-        .take(s.top as usize)
-        .map(|r| (r.d0.clone(), r.d1.clone()))
-        .collect();
-    let series = if groups.is_empty() {
-        Vec::new()
-    } else {
-        state
-            .store
-            .counts(&build_series(&f, &s, &plan, &groups))
-            .await
-            .map_err(ApiError::from)?
-    };
-    let totals = state
-        .store
-        .counts(&build_bucket_totals(&f, &s, &plan))
-        .await
-        .map_err(ApiError::from)?;
-    let a = assemble(&s, &top, &series, &totals);
     let time = |t: chrono::DateTime<Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
     Ok(Json(json!({
         "interval": s.interval.as_str(),
@@ -150,6 +128,49 @@ pub async fn stats<S: EventStore>(
         "groups": a.groups,
         "other": a.other,
     })))
+}
+
+/// Reads the counts of `s` over `f` by `plan` and puts the answer
+/// together, in as few reads as the answer needs: ungrouped, the totals per
+/// bucket are the one series; grouped, the top groups and their series, and
+/// the totals per bucket only when groups are left over as `other`.
+pub async fn count<S: EventStore>(
+    store: &S,
+    f: &Filter,
+    s: &Stats,
+    plan: &Plan,
+) -> Result<Answer, StoreError> {
+    if s.dims.is_empty() {
+        let totals = store.counts(&build_bucket_totals(f, s, plan)).await?;
+        let n: u64 = totals.iter().map(|r| r.n).sum();
+        let top: Vec<CountRow> = (n > 0)
+            .then(|| CountRow {
+                bucket: 0,
+                d0: String::new(),
+                d1: String::new(),
+                n,
+            })
+            .into_iter()
+            .collect();
+        return Ok(assemble(s, &top, &totals, &totals));
+    }
+    let top = store.counts(&build_top(f, s, plan)).await?;
+    let groups: Vec<(String, String)> = top
+        .iter()
+        .take(s.top as usize)
+        .map(|r| (r.d0.clone(), r.d1.clone()))
+        .collect();
+    let series = if groups.is_empty() {
+        Vec::new()
+    } else {
+        store.counts(&build_series(f, s, plan, &groups)).await?
+    };
+    // Every group is shown: the totals per bucket are the series' sums.
+    if top.len() <= s.top as usize {
+        return Ok(assemble(s, &top, &series, &series));
+    }
+    let totals = store.counts(&build_bucket_totals(f, s, plan)).await?;
+    Ok(assemble(s, &top, &series, &totals))
 }
 
 #[cfg(test)]

@@ -4,11 +4,12 @@
 //! retried event stored twice has the same `(created_at, id)`, so it falls
 //! into one bucket and one group, where `count(DISTINCT id)` counts it once.
 //!
-//! Three reads of the same filter: the top groups by total, the series of
-//! those groups, and the total per bucket (the rest is `other`). Buckets
+//! Up to three reads of the same filter: the top groups by total, the
+//! series of those groups, and the total per bucket (the rest is `other`;
+//! [`crate::dialect::stats::count`] skips the reads an answer does not need). Buckets
 //! come back dense, zeros included, from the bucket of `from` to `to` (the
 //! first bucket starts at or before `from`; only `from`'s part of it is
-//! counted). The three reads are separate queries: while events are still
+//! counted). The reads are separate queries: while events are still
 //! arriving in the range, a count can see one the previous read did not
 //! (`other` is then clamped at zero).
 

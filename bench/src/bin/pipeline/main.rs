@@ -26,12 +26,11 @@ use trailhouse_bench::{machine, percentile, print_table, produce_all, Spread};
 use trailhouse_common::clickhouse::{migrate, ClickHouseArgs};
 use trailhouse_common::kafka::{ensure_topic, KafkaArgs};
 use trailhouse_query_api::cursor::Position;
+use trailhouse_query_api::dialect::stats::count as stats_count;
 use trailhouse_query_api::query::rollup::{plan as rollup_plan, Plan as ReadPlan};
-use trailhouse_query_api::query::stats::{
-    assemble, build_bucket_totals, build_series, build_top, Dim, Interval, Stats,
-};
+use trailhouse_query_api::query::stats::{Dim, Interval, Stats};
 use trailhouse_query_api::query::{Cond, Filter, Order, Page, Start};
-use trailhouse_query_api::store::{fetch_page, ClickHouseStore, EventStore};
+use trailhouse_query_api::store::{fetch_page, ClickHouseStore};
 use trailhouse_schemas::row::Lineage;
 use trailhouse_schemas::{AuditEvent, EventRow};
 
