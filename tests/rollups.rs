@@ -1,5 +1,5 @@
-//! The rollups held to the events table: every group of the hourly counts
-//! and every day of the distinct actors, computed again from the raw rows
+//! The rollups held to the events table: every group of the hourly and
+//! daily counts and every day of the distinct actors, computed again from the raw rows
 //! (each event once, copies collapsed), compared in one query each.
 
 use clickhouse::Client;
@@ -13,6 +13,8 @@ pub struct RollupCheck {
     /// Groups (org, hour, action, status class, auth type, source) whose
     /// counts differ, on either side.
     pub mismatched_groups: u64,
+    /// The same by day, in the daily rollup.
+    pub mismatched_daily_groups: u64,
     /// Org-days whose distinct actors differ.
     pub mismatched_actor_days: u64,
     /// Rows marked as copies in the raw table.
@@ -23,6 +25,7 @@ impl RollupCheck {
     pub fn exact(&self) -> bool {
         self.rollup_events == self.raw_events
             && self.mismatched_groups == 0
+            && self.mismatched_daily_groups == 0
             && self.mismatched_actor_days == 0
     }
 }
@@ -39,18 +42,25 @@ pub async fn check(client: &Client) -> clickhouse::error::Result<RollupCheck> {
         )
         .fetch_one()
         .await?;
-    let mismatched_groups: u64 = client
-        .query(&format!(
+    let groups = |table: &str, time: &str, of: &str| {
+        format!(
             "SELECT count() FROM ( \
-               SELECT org_id, hour, action_type, status_class, auth_type, source, sum(events) AS n \
-               FROM events_hourly GROUP BY org_id, hour, action_type, status_class, auth_type, source \
+               SELECT org_id, {time}, action_type, status_class, auth_type, source, sum(events) AS n \
+               FROM {table} GROUP BY org_id, {time}, action_type, status_class, auth_type, source \
              ) AS r FULL OUTER JOIN ( \
-               SELECT org_id, toStartOfHour(created_at) AS hour, action_type, {STATUS_CLASS} AS status_class, \
+               SELECT org_id, {of}(created_at) AS {time}, action_type, {STATUS_CLASS} AS status_class, \
                       auth_type, source, uniqExact(created_at, id) AS n \
-               FROM events GROUP BY org_id, hour, action_type, status_class, auth_type, source \
-             ) AS e USING (org_id, hour, action_type, status_class, auth_type, source) \
+               FROM events GROUP BY org_id, {time}, action_type, status_class, auth_type, source \
+             ) AS e USING (org_id, {time}, action_type, status_class, auth_type, source) \
              WHERE r.n != e.n SETTINGS join_use_nulls = 0"
-        ))
+        )
+    };
+    let mismatched_groups: u64 = client
+        .query(&groups("events_hourly", "hour", "toStartOfHour"))
+        .fetch_one()
+        .await?;
+    let mismatched_daily_groups: u64 = client
+        .query(&groups("events_daily", "day", "toDate"))
         .fetch_one()
         .await?;
     let mismatched_actor_days: u64 = client
@@ -68,6 +78,7 @@ pub async fn check(client: &Client) -> clickhouse::error::Result<RollupCheck> {
         rollup_events,
         raw_events,
         mismatched_groups,
+        mismatched_daily_groups,
         mismatched_actor_days,
         copies,
     })

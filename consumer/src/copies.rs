@@ -2,17 +2,24 @@
 //! batch is inserted (the rollups skip them; see migration 4).
 //!
 //! A producer that retries a publish can put one event (one
-//! `(org_id, created_at, id)`) into the topic twice. A row is a copy when a
-//! row of the same event sits at a lower `(partition, offset)`: earlier in
-//! its batch, in a batch of the partition still being inserted, or stored
-//! already. The answer depends only on the topic's content, so a replayed
-//! batch gets the marks it had: rows a retried insert may already have
-//! stored are at the same offsets, not lower ones, and are not counted.
+//! `(org_id, created_at, id)`) into the topic twice. An org's events share a
+//! partition, so its copies are in one partition's order: a row is a copy
+//! when a row of the same event sits at a lower offset of its partition,
+//! earlier in its batch, in a batch of the partition still being inserted,
+//! or stored. The answer depends only on the partition's content, so a
+//! replayed batch gets the marks it had: rows a retried insert may already
+//! have stored are at the same offsets, not lower ones, and do not count.
+//!
+//! A copy in another partition (the topic's partitions were added to, and
+//! the org moved) has no order with this one: there the first stored wins,
+//! and a row is a copy when a stored row of another partition holds its
+//! event unmarked. Two copies inserted at the same time from two partitions
+//! are then both counted (`docs/ARCHITECTURE.md`, known issue 14).
 //!
 //! The pure part is here: the time windows to look up and the marks. The
 //! lookup is the [`crate::writer::RowWriter::stored`] port.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use trailhouse_schemas::rowbinary::RowKey;
 use uuid::Uuid;
@@ -64,32 +71,36 @@ pub fn windows(keys: &[RowKey]) -> Vec<Window> {
     out
 }
 
-/// The indexes of the rows of `batch` that are copies, given `earlier`
-/// rows (stored ones and those of batches in flight; any may also be at
-/// offsets at or after the batch's, which do not count).
+/// The indexes of the rows of `batch` (one partition's) that are copies,
+/// given `earlier` rows: stored ones and those of the partition's batches
+/// in flight (any may also be at offsets at or after the batch's, which do
+/// not count).
 pub fn copies<'a>(
     batch: &'a [RowKey],
     earlier: impl IntoIterator<Item = &'a RowKey>,
 ) -> Vec<usize> {
-    // The lowest (partition, offset) of each event among all rows seen.
-    let mut first: HashMap<(&str, i64, Uuid), (i32, i64)> = HashMap::with_capacity(batch.len());
-    let mut note = |k: &'a RowKey| {
-        let at = (k.partition, k.offset);
-        first
-            .entry(k.event())
-            .and_modify(|f| *f = (*f).min(at))
-            .or_insert(at);
+    let Some(partition) = batch.first().map(|k| k.partition) else {
+        return Vec::new();
     };
+    // The lowest offset of each event in this partition, and the events an
+    // unmarked stored row of another partition holds.
+    let mut first: HashMap<(&str, i64, Uuid), i64> = HashMap::with_capacity(batch.len());
+    let mut elsewhere: HashSet<(&str, i64, Uuid)> = HashSet::new();
     for k in earlier.into_iter().chain(batch) {
-        note(k);
+        if k.partition == partition {
+            first
+                .entry(k.event())
+                .and_modify(|f| *f = (*f).min(k.offset))
+                .or_insert(k.offset);
+        } else if !k.is_copy {
+            elsewhere.insert(k.event());
+        }
     }
     batch
         .iter()
         .enumerate()
         .filter(|(_, k)| {
-            first
-                .get(&k.event())
-                .is_some_and(|f| *f < (k.partition, k.offset))
+            elsewhere.contains(&k.event()) || first.get(&k.event()).is_some_and(|f| *f < k.offset)
         })
         .map(|(i, _)| i)
         .collect()
@@ -107,6 +118,15 @@ mod tests {
             id: Uuid::from_u128(id),
             partition: 0,
             offset,
+            is_copy: false,
+        }
+    }
+
+    fn elsewhere(k: RowKey, is_copy: bool) -> RowKey {
+        RowKey {
+            partition: 7,
+            is_copy,
+            ..k
         }
     }
 
@@ -163,6 +183,18 @@ mod tests {
                 "a later copy stored first does not make the event a copy",
                 vec![key("a", 1, 1, 10)],
                 vec![key("a", 1, 1, 20)],
+                vec![],
+            ),
+            (
+                "stored unmarked in another partition: the first stored wins",
+                vec![key("a", 1, 1, 10), key("a", 1, 2, 11)],
+                vec![elsewhere(key("a", 1, 1, 50), false)],
+                vec![0],
+            ),
+            (
+                "a marked copy in another partition is not the event",
+                vec![key("a", 1, 1, 10)],
+                vec![elsewhere(key("a", 1, 1, 5), true)],
                 vec![],
             ),
             (

@@ -100,16 +100,21 @@ impl RowWriter for MemoryWriter {
         if self.broken.load(Ordering::SeqCst) {
             return Err(WriteError::Permanent("table is broken".into()));
         }
+        if take_one(&self.fail_next) {
+            return Err(WriteError::Transient("connection reset".into()));
+        }
         Ok(lock(&self.rows)
             .values()
             .flatten()
-            .map(|(k, _)| k)
+            .map(|(k, copy)| RowKey {
+                is_copy: *copy,
+                ..k.clone()
+            })
             .filter(|k| {
                 windows.iter().any(|w| {
                     w.org_id == k.org_id && (w.from_us..=w.to_us).contains(&k.created_at_us)
                 })
             })
-            .cloned()
             .collect())
     }
 }

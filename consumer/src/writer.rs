@@ -78,6 +78,7 @@ struct StoredKey {
     id: uuid::Uuid,
     kafka_partition: i32,
     kafka_offset: i64,
+    is_copy: bool,
 }
 
 /// Inserts `RowBinaryWithNamesAndTypes` over HTTP with the `clickhouse`
@@ -173,7 +174,7 @@ impl RowWriter for ClickHouseWriter {
                 .client
                 .query(&format!(
                     "SELECT org_id, toUnixTimestamp64Micro(created_at) AS created_at_us, id, \
-                     kafka_partition, kafka_offset FROM {EVENTS_TABLE} WHERE {conditions}"
+                     kafka_partition, kafka_offset, is_copy FROM {EVENTS_TABLE} WHERE {conditions}"
                 ))
                 .with_setting(
                     "max_execution_time",
@@ -189,6 +190,7 @@ impl RowWriter for ClickHouseWriter {
                 id: r.id,
                 partition: r.kafka_partition,
                 offset: r.kafka_offset,
+                is_copy: r.is_copy,
             }));
         }
         Ok(out)

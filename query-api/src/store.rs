@@ -35,6 +35,23 @@ impl StoreError {
             StoreError::Query(_) => "query",
         }
     }
+
+    /// The server's error code (`Code: N.`), when it gave one.
+    pub fn code(&self) -> Option<u32> {
+        let (StoreError::Unavailable(t)
+        | StoreError::TooLarge(t)
+        | StoreError::Timeout(t)
+        | StoreError::Query(t)) = self;
+        server_code(t)
+    }
+}
+
+/// The `Code: N.` of a ClickHouse error text.
+pub(crate) fn server_code(text: &str) -> Option<u32> {
+    text.split("Code: ")
+        .nth(1)
+        .and_then(|s| s.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|n| n.parse::<u32>().ok())
 }
 
 /// Runs read queries.

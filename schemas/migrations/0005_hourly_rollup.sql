@@ -53,6 +53,9 @@ WHERE NOT is_copy
 GROUP BY org_id, hour, action_type, status_class, auth_type, source, retention_days;
 TRUNCATE TABLE IF EXISTS ${DATA:events_hourly}${ON_CLUSTER};
 INSERT INTO events_hourly
+-- Any number of partitions in one block; no deduplication (a rerun after
+-- the truncate inserts the same blocks again, and must).
+SETTINGS max_partitions_per_insert_block = 0, insert_deduplicate = 0
 SELECT
     org_id,
     toStartOfHour(created_at) AS hour,
@@ -64,4 +67,4 @@ SELECT
     uniqExact(created_at, id) AS events
 FROM events
 GROUP BY org_id, hour, action_type, status_class, auth_type, source, retention_days
-SETTINGS distributed_foreground_insert = 1
+SETTINGS distributed_foreground_insert = 1, max_partitions_per_insert_block = 0

@@ -23,8 +23,11 @@ WHERE actor_id != ''
 GROUP BY org_id, day, retention_days;
 TRUNCATE TABLE IF EXISTS ${DATA:events_daily_actors}${ON_CLUSTER};
 INSERT INTO events_daily_actors
+-- Any number of partitions in one block; no deduplication (a rerun after
+-- the truncate inserts the same blocks again, and must).
+SETTINGS max_partitions_per_insert_block = 0, insert_deduplicate = 0
 SELECT org_id, toDate(created_at) AS day, retention_days, uniqExactState(actor_id) AS actors
 FROM events
 WHERE actor_id != ''
 GROUP BY org_id, day, retention_days
-SETTINGS distributed_foreground_insert = 1
+SETTINGS distributed_foreground_insert = 1, max_partitions_per_insert_block = 0

@@ -32,9 +32,13 @@ pub const HOURLY_TABLE: &str = "events_hourly";
 /// Distinct actors per org and day (migration 6).
 pub const DAILY_ACTORS_TABLE: &str = "events_daily_actors";
 
+/// Event counts per org and day, by the hourly table's dimensions
+/// (migration 7).
+pub const DAILY_TABLE: &str = "events_daily";
+
 /// The rollups: filled from the events table by materialized views,
 /// partitioned like it (same partition ids), erased with it.
-pub const ROLLUP_TABLES: &[&str] = &[HOURLY_TABLE, DAILY_ACTORS_TABLE];
+pub const ROLLUP_TABLES: &[&str] = &[HOURLY_TABLE, DAILY_TABLE, DAILY_ACTORS_TABLE];
 
 /// All migrations, in version order.
 pub const MIGRATIONS: &[Migration] = &[
@@ -78,6 +82,13 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "daily_actors",
         table: DAILY_ACTORS_TABLE,
         sql: include_str!("../migrations/0006_daily_actors.sql"),
+        also_distributed: false,
+    },
+    Migration {
+        version: 7,
+        name: "daily_rollup",
+        table: DAILY_TABLE,
+        sql: include_str!("../migrations/0007_daily_rollup.sql"),
         also_distributed: false,
     },
 ];

@@ -169,7 +169,7 @@ pub fn write_row(out: &mut Vec<u8>, r: &EventRow) {
 
 /// What identifies a stored event, and where in Kafka a row of it came
 /// from: two rows with the same `(org_id, created_at, id)` are copies of one
-/// event, and the one at the lower `(partition, offset)` is the event.
+/// event (which one is the event: `consumer/src/copies.rs`).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct RowKey {
     pub org_id: String,
@@ -178,6 +178,8 @@ pub struct RowKey {
     pub id: uuid::Uuid,
     pub partition: i32,
     pub offset: i64,
+    /// Marked as a copy (of a stored row; false for rows not yet marked).
+    pub is_copy: bool,
 }
 
 impl RowKey {
@@ -255,6 +257,7 @@ impl EncodedRows {
             id,
             partition: int(tail - 12, 4) as u32 as i32,
             offset: int(tail - 8, 8) as i64,
+            is_copy: row[row.len() - 1] == 1,
         }
     }
 

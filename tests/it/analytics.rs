@@ -47,7 +47,7 @@ async fn every_column_has_a_comment_and_every_recipe_runs_on_the_demo_data() {
     let mut env = TestEnv::new("analytics", 1).await;
     let client = env.clickhouse.client();
     let uncommented: Vec<String> = client
-        .query("SELECT concat(table, '.', name) FROM system.columns WHERE database = currentDatabase() AND table IN ('events', 'events_hourly', 'events_daily_actors') AND comment = '' ORDER BY table, position")
+        .query("SELECT concat(table, '.', name) FROM system.columns WHERE database = currentDatabase() AND table IN ('events', 'events_hourly', 'events_daily', 'events_daily_actors') AND comment = '' ORDER BY table, position")
         .fetch_all()
         .await
         .expect("system.columns");

@@ -173,7 +173,12 @@ async fn the_retention_job_drops_exactly_the_expired_partitions() {
         rows.extend(rows_of("globex", 400, 20, 30, 2));
         // The table's TTL would drop the expired parts too, at some merge;
         // stop it so that the job is what is tested.
-        for table in ["events", "events_hourly", "events_daily_actors"] {
+        for table in [
+            "events",
+            "events_hourly",
+            "events_daily",
+            "events_daily_actors",
+        ] {
             env.clickhouse
                 .client()
                 .query(&format!("SYSTEM STOP TTL MERGES {table}"))
@@ -286,6 +291,57 @@ async fn deleting_an_org_removes_all_of_its_rows_and_only_them() {
                 .expect("noop"),
             0
         );
+    }
+}
+
+#[tokio::test]
+async fn the_rollups_are_filled_from_the_events_stored_before_them() {
+    for layout in [Layout::Fleet, Layout::OrgDay] {
+        let name =
+            trailhouse_tests::unique_name("t", &format!("backfill_{layout}").replace('-', "_"));
+        let url = std::env::var("TRAILHOUSE_TEST_CLICKHOUSE")
+            .unwrap_or_else(|_| "http://127.0.0.1:8123".into());
+        let ch = trailhouse_common::clickhouse::ClickHouseArgs::local(url, name);
+        let t = target(layout);
+        // A database of the version before the rollups, with 150 days of
+        // events (more partitions than one insert may touch) and copies a
+        // retry stored, unmarked.
+        trailhouse_common::clickhouse::migrate_with(&ch, &t, &MIGRATIONS[..4])
+            .await
+            .expect("migrate to 4");
+        let mut rows = rows_of("acme", 1500, 150, 365, 1);
+        rows.extend(rows_of("globex", 300, 30, 90, 2));
+        let copies: Vec<EventRow> = rows.iter().step_by(9).cloned().collect();
+        rows.extend(copies);
+        let client = ch.client();
+        let mut insert = client
+            .insert::<EventRow>("events")
+            .await
+            .expect("insert")
+            .with_setting("max_partitions_per_insert_block", "0");
+        for r in &rows {
+            insert.write(r).await.expect("row");
+        }
+        insert.end().await.expect("insert end");
+        // A consumer that recorded a batch just now: the migration refuses.
+        client
+            .query("INSERT INTO consumer_state (consumer_group, topic, partition, first_offset, last_offset) VALUES ('g', 't', 0, 0, 9)")
+            .execute()
+            .await
+            .expect("record");
+        let err = migrate_to(&ch, &t).await.expect_err("refused");
+        assert!(err.to_string().contains("stop the consumers"), "{err}");
+        client
+            .query("TRUNCATE TABLE consumer_state")
+            .execute()
+            .await
+            .expect("truncate");
+        migrate_to(&ch, &t).await.expect("migrate");
+        let r = trailhouse_tests::rollups::check(&client)
+            .await
+            .expect("rollup check");
+        assert!(r.exact(), "{layout}: {r:?}");
+        assert_eq!(r.raw_events, 1800, "{layout}");
     }
 }
 

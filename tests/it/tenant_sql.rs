@@ -121,6 +121,12 @@ async fn a_tenant_user_reads_its_org_only() {
         .await
         .expect("the tenant reads the rollup");
     assert_eq!(counted, vec![("org_a".to_string(), a.len() as u64)]);
+    let daily: u64 = tenant
+        .query("SELECT toUInt64(sum(events)) FROM events_daily")
+        .fetch_one()
+        .await
+        .expect("the tenant reads the daily rollup");
+    assert_eq!(daily, a.len() as u64);
     let days: Vec<String> = tenant
         .query("SELECT DISTINCT org_id FROM events_daily_actors")
         .fetch_all()

@@ -1,11 +1,13 @@
-//! Counts from the hourly rollup (`events_hourly`, migration 5) when a
-//! request allows it: hour or day buckets, grouped by dimensions the rollup
-//! keeps, filtered on columns it keeps. The whole hours of the range are
-//! read from the rollup; the part of an hour at either end (a range that
-//! does not start or end on the hour, e.g. one ending now) from the events
-//! table; the parts are disjoint in time, so their counts add up. The
-//! rollup counts each event once as the raw path does (copies are marked
-//! by the consumer and skipped by its materialized view).
+//! Counts from the rollups (`events_daily`, `events_hourly`, migrations 5
+//! and 7) when a request allows it: hour or day buckets, grouped by
+//! dimensions the rollups keep, filtered on columns they keep. A range is
+//! cut into parts read from the coarsest table that holds them whole: whole
+//! days (day buckets only) from the daily rollup, whole hours from the
+//! hourly one, the part of an hour at either end (a range that does not
+//! start or end on the hour, e.g. one ending now) from the events table.
+//! The parts are disjoint in time, so their counts add up, in one
+//! `UNION ALL`. The rollups count each event once as the raw path does
+//! (copies are marked by the consumer and skipped by their views).
 
 use std::fmt::Write as _;
 
@@ -14,19 +16,31 @@ use chrono::{DateTime, Duration, DurationRound, Utc};
 use super::sql::Builder;
 use super::stats::{Dim, Interval, Stats};
 use super::{Cond, Field, Filter, Sql};
-use trailhouse_schemas::migrations::HOURLY_TABLE;
+use trailhouse_schemas::migrations::{DAILY_TABLE, HOURLY_TABLE};
 
 /// Where one request's counts are read.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Plan {
     /// The events table only.
     Events,
-    /// The rollup for `[hours.0, hours.1)`, the events table for the
-    /// `edges` (at most two ranges of less than an hour).
-    Rollup {
-        hours: (DateTime<Utc>, DateTime<Utc>),
-        edges: Vec<(DateTime<Utc>, DateTime<Utc>)>,
-    },
+    /// Each part from its table.
+    Rollup(Vec<Part>),
+}
+
+/// A time range `[from, to)` read from one table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Part {
+    pub table: Table,
+    pub from: DateTime<Utc>,
+    pub to: DateTime<Utc>,
+}
+
+/// The tables a part is read from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Table {
+    Events,
+    Hourly,
+    Daily,
 }
 
 impl Plan {
@@ -34,7 +48,7 @@ impl Plan {
     pub fn source(&self) -> &'static str {
         match self {
             Plan::Events => "events",
-            Plan::Rollup { .. } => "rollup",
+            Plan::Rollup(_) => "rollup",
         }
     }
 }
@@ -87,17 +101,22 @@ fn range(f: &Filter) -> (Option<DateTime<Utc>>, Option<DateTime<Utc>>) {
     (from, until)
 }
 
-fn ceil_hour(t: DateTime<Utc>) -> DateTime<Utc> {
-    let floor = t.duration_trunc(Duration::hours(1)).unwrap_or(t);
-    if floor == t {
+fn floor(t: DateTime<Utc>, step: Duration) -> DateTime<Utc> {
+    t.duration_trunc(step).unwrap_or(t)
+}
+
+fn ceil(t: DateTime<Utc>, step: Duration) -> DateTime<Utc> {
+    let f = floor(t, step);
+    if f == t {
         t
     } else {
-        floor + Duration::hours(1)
+        f + step
     }
 }
 
-/// Where the counts of `s` over `f` are read: the rollup when the interval,
-/// the grouping and every condition allow and the range holds a whole hour.
+/// Where the counts of `s` over `f` are read: the rollups when the
+/// interval, the grouping and every condition allow and the range holds a
+/// whole hour.
 pub fn plan(f: &Filter, s: &Stats) -> Plan {
     let allowed = s.interval != Interval::Minute
         && s.dims.iter().all(|d| rollup_dim(*d).is_some())
@@ -107,21 +126,31 @@ pub fn plan(f: &Filter, s: &Stats) -> Plan {
     let (Some(from), Some(to)) = range(f) else {
         return Plan::Events;
     };
-    let (start, end) = (
-        ceil_hour(from),
-        to.duration_trunc(Duration::hours(1)).unwrap_or(to),
-    );
-    if !allowed || start >= end {
+    let (hour, day) = (Duration::hours(1), Duration::days(1));
+    let (hours_from, hours_to) = (ceil(from, hour), floor(to, hour));
+    if !allowed || hours_from >= hours_to {
         return Plan::Events;
     }
-    let edges = [(from, start), (end, to)]
-        .into_iter()
-        .filter(|(a, b)| a < b)
-        .collect();
-    Plan::Rollup {
-        hours: (start, end),
-        edges,
+    // Whole days inside the whole hours, for day buckets.
+    let (days_from, days_to) = match s.interval {
+        Interval::Day => (ceil(hours_from, day), floor(hours_to, day)),
+        _ => (hours_to, hours_to),
+    };
+    let mut cuts = vec![(Table::Events, from, hours_from)];
+    if days_from < days_to {
+        cuts.push((Table::Hourly, hours_from, days_from));
+        cuts.push((Table::Daily, days_from, days_to));
+        cuts.push((Table::Hourly, days_to, hours_to));
+    } else {
+        cuts.push((Table::Hourly, hours_from, hours_to));
     }
+    cuts.push((Table::Events, hours_to, to));
+    Plan::Rollup(
+        cuts.into_iter()
+            .filter(|(_, a, z)| a < z)
+            .map(|(table, from, to)| Part { table, from, to })
+            .collect(),
+    )
 }
 
 /// `f` with its time range replaced by `[from, to)`.
@@ -167,62 +196,79 @@ fn group_by(shape: Shape) -> &'static str {
     }
 }
 
-/// `UNION ALL` of the rollup's hours and the events table's edges, each
-/// `(bucket, d0, d1, n)` of `shape`.
+/// `UNION ALL` of the plan's parts, each `(bucket, d0, d1, n)` of `shape`.
 fn parts(b: &mut Builder, f: &Filter, s: &Stats, plan: &Plan, shape: Shape) {
-    let Plan::Rollup { hours, edges } = plan else {
+    let Plan::Rollup(parts) = plan else {
         return;
     };
     let bucket = |time: &str| match (shape, s.interval) {
         (Shape::Groups, _) => "toUInt32(0) AS bucket".to_string(),
-        (_, Interval::Day) => format!("toUInt32(toStartOfDay({time})) AS bucket"),
+        (_, Interval::Day) => format!("toUInt32(toStartOfDay({time}, 'UTC')) AS bucket"),
         (_, Interval::Minute) => format!("toUInt32(toStartOfMinute({time})) AS bucket"),
         (_, Interval::Hour) => format!("toUInt32(toStartOfHour({time})) AS bucket"),
     };
-    let _ = write!(
-        b.text,
-        "SELECT {}, {}, toUInt64(sum(events)) AS n FROM {HOURLY_TABLE}",
-        bucket("hour"),
-        keys(s, shape, |d| rollup_dim(d).unwrap_or("''")),
-    );
-    let org = b.param("org", "String", f.org_id.clone());
-    let from = b.param("hour_from", "DateTime('UTC')", hour_text(hours.0));
-    let to = b.param("hour_to", "DateTime('UTC')", hour_text(hours.1));
-    let _ = write!(
-        b.text,
-        " WHERE org_id = {org} AND hour >= {from} AND hour < {to}"
-    );
-    for c in &f.conds {
-        let sql = match rollup_cond(c) {
-            Some(RollupCond::In(col, values)) => {
-                let list: Vec<String> = values
-                    .iter()
-                    .map(|v| b.param(col, "String", v.clone()))
-                    .collect();
-                format!("{col} IN ({})", list.join(", "))
+    for (i, part) in parts.iter().enumerate() {
+        if i > 0 {
+            b.text.push_str(" UNION ALL ");
+        }
+        let (table, column, ty, text) = match part.table {
+            Table::Events => {
+                let select = format!(
+                    "{}, {}, count(DISTINCT id) AS n",
+                    bucket("created_at"),
+                    keys(s, shape, Dim::sql)
+                );
+                b.push_select(&select, &within(f, part.from, part.to));
+                b.text.push_str(group_by(shape));
+                continue;
             }
-            Some(RollupCond::StatusClasses(classes)) => {
-                let list: Vec<String> = classes
-                    .into_iter()
-                    .map(|v| b.param("status_class", "String", v))
-                    .collect();
-                format!("status_class IN ({})", list.join(", "))
-            }
-            None => continue,
+            Table::Hourly => (
+                HOURLY_TABLE,
+                "hour",
+                "DateTime('UTC')",
+                hour_text as fn(_) -> _,
+            ),
+            Table::Daily => (DAILY_TABLE, "day", "Date", day_text as fn(_) -> _),
         };
-        let _ = write!(b.text, " AND {sql}");
-    }
-    b.text.push_str(group_by(shape));
-    for (a, z) in edges {
-        b.text.push_str(" UNION ALL ");
-        let select = format!(
-            "{}, {}, count(DISTINCT id) AS n",
-            bucket("created_at"),
-            keys(s, shape, Dim::sql)
+        let _ = write!(
+            b.text,
+            "SELECT {}, {}, toUInt64(sum(events)) AS n FROM {table}",
+            bucket(column),
+            keys(s, shape, |d| rollup_dim(d).unwrap_or("''")),
         );
-        b.push_select(&select, &within(f, *a, *z));
+        let org = b.param("org", "String", f.org_id.clone());
+        let from = b.param("rollup_from", ty, text(part.from));
+        let to = b.param("rollup_to", ty, text(part.to));
+        let _ = write!(
+            b.text,
+            " WHERE org_id = {org} AND {column} >= {from} AND {column} < {to}"
+        );
+        for c in &f.conds {
+            let sql = match rollup_cond(c) {
+                Some(RollupCond::In(col, values)) => {
+                    let list: Vec<String> = values
+                        .iter()
+                        .map(|v| b.param(col, "String", v.clone()))
+                        .collect();
+                    format!("{col} IN ({})", list.join(", "))
+                }
+                Some(RollupCond::StatusClasses(classes)) => {
+                    let list: Vec<String> = classes
+                        .into_iter()
+                        .map(|v| b.param("status_class", "String", v))
+                        .collect();
+                    format!("status_class IN ({})", list.join(", "))
+                }
+                None => continue,
+            };
+            let _ = write!(b.text, " AND {sql}");
+        }
         b.text.push_str(group_by(shape));
     }
+}
+
+fn day_text(t: DateTime<Utc>) -> String {
+    t.format("%Y-%m-%d").to_string()
 }
 
 fn hour_text(t: DateTime<Utc>) -> String {
@@ -363,16 +409,33 @@ mod tests {
         }
     }
 
+    fn part(table: Table, from: DateTime<Utc>, to: DateTime<Utc>) -> Part {
+        Part { table, from, to }
+    }
+
     #[test]
-    fn the_partial_hours_at_the_ends_come_from_the_events() {
+    fn each_part_of_the_range_comes_from_the_coarsest_table_holding_it_whole() {
         let (from, to) = (t(1, 10, 30), t(3, 12, 15));
         let p = plan(&filter(from, to), &stats(Interval::Day, vec![], from, to));
         assert_eq!(
             p,
-            Plan::Rollup {
-                hours: (t(1, 11, 0), t(3, 12, 0)),
-                edges: vec![(from, t(1, 11, 0)), (t(3, 12, 0), to)],
-            }
+            Plan::Rollup(vec![
+                part(Table::Events, from, t(1, 11, 0)),
+                part(Table::Hourly, t(1, 11, 0), t(2, 0, 0)),
+                part(Table::Daily, t(2, 0, 0), t(3, 0, 0)),
+                part(Table::Hourly, t(3, 0, 0), t(3, 12, 0)),
+                part(Table::Events, t(3, 12, 0), to),
+            ])
+        );
+        // Hour buckets: no days.
+        let p = plan(&filter(from, to), &stats(Interval::Hour, vec![], from, to));
+        assert_eq!(
+            p,
+            Plan::Rollup(vec![
+                part(Table::Events, from, t(1, 11, 0)),
+                part(Table::Hourly, t(1, 11, 0), t(3, 12, 0)),
+                part(Table::Events, t(3, 12, 0), to),
+            ])
         );
         let aligned = plan(
             &filter(t(1, 0, 0), t(2, 0, 0)),
@@ -380,10 +443,19 @@ mod tests {
         );
         assert_eq!(
             aligned,
-            Plan::Rollup {
-                hours: (t(1, 0, 0), t(2, 0, 0)),
-                edges: vec![],
-            }
+            Plan::Rollup(vec![part(Table::Daily, t(1, 0, 0), t(2, 0, 0))])
+        );
+        // Less than a day of whole hours: hours only.
+        let short = plan(
+            &filter(t(1, 3, 10), t(1, 20, 0)),
+            &stats(Interval::Day, vec![], t(1, 3, 10), t(1, 20, 0)),
+        );
+        assert_eq!(
+            short,
+            Plan::Rollup(vec![
+                part(Table::Events, t(1, 3, 10), t(1, 4, 0)),
+                part(Table::Hourly, t(1, 4, 0), t(1, 20, 0)),
+            ])
         );
     }
 
@@ -406,19 +478,22 @@ mod tests {
             "{}",
             top.text
         );
-        assert_eq!(top.text.matches(" UNION ALL ").count(), 2, "{}", top.text);
+        assert_eq!(top.text.matches(" UNION ALL ").count(), 4, "{}", top.text);
         assert!(!top.text.contains("x' OR 1"), "{}", top.text);
         let series = series(&f, &s, &p, &[("login".into(), String::new())]);
         assert!(
             series
                 .text
-                .contains("toUInt32(toStartOfDay(hour)) AS bucket"),
+                .contains("toUInt32(toStartOfDay(hour, 'UTC')) AS bucket"),
             "{}",
             series.text
         );
         assert!(series
             .text
-            .contains("toUInt32(toStartOfDay(created_at)) AS bucket"));
+            .contains("toUInt32(toStartOfDay(created_at, 'UTC')) AS bucket"));
+        assert!(series
+            .text
+            .contains("toUInt32(toStartOfDay(day, 'UTC')) AS bucket"));
         assert!(series.text.contains("WHERE (d0, d1) IN ("));
         let totals = bucket_totals(&f, &s, &p);
         assert!(

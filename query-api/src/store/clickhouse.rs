@@ -164,12 +164,7 @@ fn classify(e: clickhouse::error::Error) -> StoreError {
 
 /// Sorts a server error by its `Code: N.`.
 pub(super) fn classify_text(text: String) -> StoreError {
-    let code = text
-        .split("Code: ")
-        .nth(1)
-        .and_then(|s| s.split(|c: char| !c.is_ascii_digit()).next())
-        .and_then(|n| n.parse::<u32>().ok());
-    match code {
+    match super::server_code(&text) {
         Some(c) if TOO_LARGE_CODES.contains(&c) => StoreError::TooLarge(text),
         Some(TIMEOUT_EXCEEDED) => StoreError::Timeout(text),
         _ => StoreError::Query(text),
