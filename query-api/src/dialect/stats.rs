@@ -2,8 +2,8 @@
 //! (minute, hour, day), grouped by up to two dimensions, the top groups and
 //! the rest as `other`, with the native filters and the token's scope. The
 //! model and SQL are [`crate::query::stats`]; the answer says where its
-//! counts come from (`source`: `rollup` when the hourly rollup served the
-//! whole hours of the range, `events` when the events table served all).
+//! counts come from (`source`: `rollup` when the rollups served the whole
+//! days and hours of the range, `events` when the events table served all).
 
 use axum::extract::{RawQuery, State};
 use axum::routing::get;
@@ -117,7 +117,7 @@ pub async fn stats<S: EventStore>(
         // A database not migrated to the rollups yet, or a query user not
         // granted them: the events table answers, and the log says why.
         Err(e) if plan != Plan::Events && rollup_unreadable(&e) => {
-            tracing::warn!(error = %e, "the hourly rollup cannot be read; counting from the events table");
+            tracing::warn!(error = %e, "the rollups cannot be read; counting from the events table");
             plan = Plan::Events;
             count(&state.store, &f, &s, &plan).await
         }
