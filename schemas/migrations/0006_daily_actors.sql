@@ -14,7 +14,7 @@ ENGINE = ${ENGINE:AggregatingMergeTree}
 PARTITION BY ${PARTITION_BY:day}
 ORDER BY (org_id, day, retention_days)
 TTL day + toIntervalDay(retention_days + 1)
-SETTINGS ttl_only_drop_parts = 1, ${DEDUP_WINDOW} = 10000
+SETTINGS index_granularity = 1024, ttl_only_drop_parts = 1, ${DEDUP_WINDOW} = 10000
 ${DISTRIBUTED:cityHash64(org_id)};
 CREATE MATERIALIZED VIEW IF NOT EXISTS ${DATA:events_daily_actors_mv}${ON_CLUSTER} TO ${DATA:events_daily_actors} AS
 SELECT org_id, toDate(created_at) AS day, retention_days, uniqExactState(actor_id) AS actors

@@ -21,7 +21,7 @@ ENGINE = ${ENGINE:AggregatingMergeTree}
 PARTITION BY ${PARTITION_BY:day}
 ORDER BY (org_id, day, action_type, status_class, auth_type, source, retention_days)
 TTL day + toIntervalDay(retention_days + 1)
-SETTINGS ttl_only_drop_parts = 1, ${DEDUP_WINDOW} = 10000
+SETTINGS index_granularity = 1024, ttl_only_drop_parts = 1, ${DEDUP_WINDOW} = 10000
 ${DISTRIBUTED:cityHash64(org_id)};
 CREATE MATERIALIZED VIEW IF NOT EXISTS ${DATA:events_daily_mv}${ON_CLUSTER} TO ${DATA:events_daily} AS
 SELECT

@@ -297,15 +297,8 @@ pub(super) fn series(f: &Filter, s: &Stats, plan: &Plan, groups: &[(String, Stri
     parts(&mut b, f, s, plan, Shape::Series);
     b.text.push(')');
     if !s.dims.is_empty() {
-        let tuples: Vec<String> = groups
-            .iter()
-            .map(|(a, c)| {
-                let a = b.param("g", "String", a.clone());
-                let c = b.param("g", "String", c.clone());
-                format!("({a}, {c})")
-            })
-            .collect();
-        let _ = write!(b.text, " WHERE (d0, d1) IN ({})", tuples.join(", "));
+        let tuples = b.group_tuples(groups);
+        let _ = write!(b.text, " WHERE (d0, d1) IN ({tuples})");
     }
     b.text.push_str(" GROUP BY bucket, d0, d1");
     b.finish()

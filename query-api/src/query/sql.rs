@@ -62,6 +62,19 @@ impl Builder {
         }
     }
 
+    /// The groups `(d0, d1)` as a list of parameter tuples, for `IN`.
+    pub(super) fn group_tuples(&mut self, groups: &[(String, String)]) -> String {
+        let tuples: Vec<String> = groups
+            .iter()
+            .map(|(a, c)| {
+                let a = self.param("g", "String", a.clone());
+                let c = self.param("g", "String", c.clone());
+                format!("({a}, {c})")
+            })
+            .collect();
+        tuples.join(", ")
+    }
+
     /// Adds a parameter and returns its `{name:Type}` placeholder.
     pub(super) fn param(&mut self, stem: &str, ty: &str, value: String) -> String {
         let name = format!("{stem}_{}", self.params.len());

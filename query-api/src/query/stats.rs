@@ -225,16 +225,9 @@ pub fn build_series(f: &Filter, s: &Stats, plan: &Plan, groups: &[(String, Strin
         s.keys()
     );
     let mut b = Builder::select(&select, f);
-    let tuples: Vec<String> = groups
-        .iter()
-        .map(|(a, c)| {
-            let a = b.param("g", "String", a.clone());
-            let c = b.param("g", "String", c.clone());
-            format!("({a}, {c})")
-        })
-        .collect();
     if !s.dims.is_empty() {
-        let _ = write!(b.text, " AND ({}) IN ({})", tuple_of(s), tuples.join(", "));
+        let tuples = b.group_tuples(groups);
+        let _ = write!(b.text, " AND ({}) IN ({tuples})", tuple_of(s));
     }
     b.text.push_str(" GROUP BY bucket, d0, d1");
     b.finish()
