@@ -3,7 +3,7 @@
 -- twice; the consumer stores both and the query API collapses them when it
 -- reads. The consumer marks every row whose event an earlier Kafka offset of
 -- the same partition already holds (looked up in ClickHouse and in the
--- batches still being inserted), so the rollups (migrations 5 and 6) can skip
+-- batches still being inserted), so the rollups (migrations 5 to 7) can skip
 -- copies as rows arrive. The mark is a pure function of the topic's content:
 -- a replayed batch gets the same marks. Rows stored before this migration
 -- read as not copies (see docs/analytics.md, "Rollups").
