@@ -83,3 +83,21 @@ pub async fn check(client: &Client) -> clickhouse::error::Result<RollupCheck> {
         copies,
     })
 }
+
+/// [`check`] until the rollups agree or `timeout` passes (the last check).
+/// A block is visible in `events` a moment before the same INSERT has
+/// written it to the rollups: ClickHouse writes the table's part, then each
+/// view's, so a reader racing a running insert sees them apart.
+pub async fn settled(
+    client: &Client,
+    timeout: std::time::Duration,
+) -> clickhouse::error::Result<RollupCheck> {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let r = check(client).await?;
+        if r.exact() || std::time::Instant::now() >= deadline {
+            return Ok(r);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}

@@ -67,7 +67,7 @@ async fn every_column_has_a_comment_and_every_recipe_runs_on_the_demo_data() {
     env.wait_ready().await;
     demo::load(&env, &ingest).await;
     // The rollups hold the demo data as the events table does.
-    let r = trailhouse_tests::rollups::check(&client)
+    let r = trailhouse_tests::rollups::settled(&client, std::time::Duration::from_secs(10))
         .await
         .expect("rollup check");
     assert!(r.exact() && r.raw_events > 0, "{r:?}");

@@ -227,7 +227,7 @@ impl Setup {
         }
         // The rollups saw every replayed insert the table dropped as a
         // repeat, and dropped it too.
-        let r = trailhouse_tests::rollups::check(&self.ch.client())
+        let r = trailhouse_tests::rollups::settled(&self.ch.client(), Duration::from_secs(10))
             .await
             .expect("rollup check");
         println!("{test}: rollups {r:?}");

@@ -11,7 +11,7 @@ use chrono::Utc;
 use serde_json::{json, Value};
 use trailhouse_consumer::writer::{ClickHouseWriter, RowWriter};
 use trailhouse_schemas::rowbinary::EncodedRows;
-use trailhouse_tests::rollups::{check, RollupCheck};
+use trailhouse_tests::rollups::{settled, RollupCheck};
 use trailhouse_tests::{TestEnv, SERVICE_KEY};
 
 use crate::dataset;
@@ -82,7 +82,9 @@ async fn until_stored(env: &TestEnv, n: u64) {
 }
 
 async fn exact(env: &TestEnv, when: &str) -> RollupCheck {
-    let r = check(&env.clickhouse.client()).await.expect("rollup check");
+    let r = settled(&env.clickhouse.client(), Duration::from_secs(10))
+        .await
+        .expect("rollup check");
     println!("{when}: {r:?}");
     assert!(
         r.exact(),
