@@ -51,7 +51,8 @@ def main(path, out):
             rows.append(spread(s["events_per_sec"]))
         bars("consumer.png", "Consumer throughput and scaling vs its ceilings", labels, rows)
     if "query" in r:
-        q = r["query"]["results"]
+        # Rows with a latency of their own (the stats paths rows hold two).
+        q = [x for x in r["query"]["results"] if "p50_ms" in x]
         fig, ax = plt.subplots(figsize=(7, 4))
         labels = [x["query"] for x in q]
         ax.barh(range(len(q)), [x["p50_ms"] for x in q], color="#4c72b0", label="p50")
