@@ -23,5 +23,5 @@ pub use avro::{decode, encode, AvroError};
 pub use event::{
     parse_input, parse_input_json, validate, AuditEvent, EventInput, FieldError, Stamp, SystemStamp,
 };
-pub use migrations::{EVENTS_TABLE, STATE_TABLE};
+pub use migrations::{EVENTS_TABLE, STATE_TABLE, STREAMS_TABLE, STREAM_STATUS_TABLE};
 pub use row::{EventRow, Lineage, EVENT_COLUMNS};

@@ -38,6 +38,12 @@ pub const DAILY_TABLE: &str = "events_daily";
 
 /// The rollups: filled from the events table by materialized views,
 /// partitioned like it (same partition ids), erased with it.
+/// Stream definitions, one row per version (written by the streamer's API).
+pub const STREAMS_TABLE: &str = "streams";
+
+/// Each stream's delivery state (written by the streamer delivering it).
+pub const STREAM_STATUS_TABLE: &str = "stream_status";
+
 pub const ROLLUP_TABLES: &[&str] = &[HOURLY_TABLE, DAILY_TABLE, DAILY_ACTORS_TABLE];
 
 /// All migrations, in version order.
@@ -89,6 +95,27 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "daily_rollup",
         table: DAILY_TABLE,
         sql: include_str!("../migrations/0007_daily_rollup.sql"),
+        also_distributed: false,
+    },
+    Migration {
+        version: 8,
+        name: "streams",
+        table: STREAMS_TABLE,
+        sql: include_str!("../migrations/0008_streams.sql"),
+        also_distributed: false,
+    },
+    Migration {
+        version: 9,
+        name: "stream_status",
+        table: STREAM_STATUS_TABLE,
+        sql: include_str!("../migrations/0009_stream_status.sql"),
+        also_distributed: false,
+    },
+    Migration {
+        version: 10,
+        name: "offset_index",
+        table: EVENTS_TABLE,
+        sql: include_str!("../migrations/0010_offset_index.sql"),
         also_distributed: false,
     },
 ];
