@@ -309,6 +309,80 @@ impl TestEnv {
         url
     }
 
+    /// Starts the streamer (every development allowance on, fast flushes);
+    /// returns its URL.
+    pub async fn start_streamer(&mut self) -> String {
+        self.start_streamer_with(|_| {}).await
+    }
+
+    /// [`TestEnv::start_streamer`] with the configuration adjusted.
+    pub async fn start_streamer_with(
+        &mut self,
+        adjust: impl FnOnce(&mut trailhouse_streamer::StreamerConfig),
+    ) -> String {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        let mut config = self.streamer_config(listener.local_addr().expect("addr"));
+        adjust(&mut config);
+        let shutdown = self.shutdown.clone();
+        self.tasks.push(tokio::spawn(async move {
+            trailhouse_streamer::run(config, listener, shutdown)
+                .await
+                .expect("streamer run");
+        }));
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while !self
+            .http
+            .get(format!("{url}/health/ready"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
+            assert!(tokio::time::Instant::now() < deadline, "streamer not ready");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        url
+    }
+
+    /// The streamer's configuration in tests.
+    pub fn streamer_config(
+        &self,
+        listen: std::net::SocketAddr,
+    ) -> trailhouse_streamer::StreamerConfig {
+        trailhouse_streamer::StreamerConfig {
+            listen,
+            kafka: self.kafka.clone(),
+            clickhouse: self.clickhouse.clone(),
+            jwt: trailhouse_query_api::JwtArgs {
+                hs256_secret: Some(Secret::new(JWT_SECRET)),
+                public_key_file: None,
+                algorithm: trailhouse_query_api::auth::JwtAlgorithm::Rs256,
+                issuer: None,
+                audience: None,
+                max_lifetime_secs: trailhouse_query_api::auth::MAX_LIFETIME_SECS,
+                viewer_secret: None,
+                viewer_previous_secret: None,
+                viewer_max_lifetime_secs:
+                    trailhouse_query_api::viewer_token::DEFAULT_VIEWER_LIFETIME_SECS,
+            },
+            role_permissions: trailhouse_query_api::access::RolePermissions::parse(
+                trailhouse_streamer::config::DEFAULT_ROLE_PERMISSIONS,
+            )
+            .expect("grants"),
+            group: format!("{}.streamer", self.name),
+            consumer_group: format!("{}.consumer", self.name),
+            inbox_events: 10_000,
+            refresh_ms: 300,
+            flush_ms: 200,
+            retry_first_ms: 100,
+            retry_max_secs: 2,
+            allow_http: true,
+            allow_private: true,
+            allow_local_files: true,
+            shutdown_timeout_secs: 5,
+        }
+    }
+
     /// Starts all three services.
     pub async fn start_all(&mut self, orgs: &[&str]) {
         self.start_ingest(orgs).await;

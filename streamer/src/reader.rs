@@ -147,7 +147,14 @@ impl Reader {
                 }
                 !copy
             });
-            route(&registry, &self.positions, p, o, event.as_ref(), &self.access);
+            route(
+                &registry,
+                &self.positions,
+                p,
+                o,
+                event.as_ref(),
+                &self.access,
+            );
         }
     }
 
@@ -194,7 +201,13 @@ pub fn route<D: Deliver, S: StreamStore + EventHistory>(
     part.next.store(o + 1, Ordering::SeqCst);
     if let Some(event) = event {
         if let Some(routes) = registry.routes(&event.org_id) {
-            let row = EventRow::from_event(event, Lineage { partition: p, offset: o });
+            let row = EventRow::from_event(
+                event,
+                Lineage {
+                    partition: p,
+                    offset: o,
+                },
+            );
             for r in routes.iter().filter(|r| r.filter.matches(&row)) {
                 r.inbox.offer(item_of(row.clone(), access));
             }
@@ -237,6 +250,7 @@ impl StoredWatch {
         }
         match self.consumer.committed_offsets(tpl, Duration::from_secs(5)) {
             Ok(c) => {
+                tracing::debug!(?c, "consumer's committed offsets");
                 for e in c.elements() {
                     if let Offset::Offset(o) = e.offset() {
                         positions

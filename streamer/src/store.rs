@@ -106,6 +106,20 @@ struct StatusRow {
     status: String,
 }
 
+/// The latest version of a stream (aliases must not shadow the columns
+/// the aggregates read).
+#[derive(Debug, Row, Deserialize)]
+struct LatestSpec {
+    id: String,
+    latest_spec: String,
+}
+
+#[derive(Debug, Row, Deserialize)]
+struct LatestStatus {
+    stream_id: String,
+    latest_status: String,
+}
+
 #[derive(Debug, Row, Deserialize)]
 struct FirstRow {
     partition: i32,
@@ -134,20 +148,21 @@ fn parse_spec(id: &str, spec: &str) -> Result<Stream, StoreError> {
 impl StreamStore for ClickHouseStreams {
     async fn streams(&self, org: Option<&str>) -> Result<Vec<Stream>, StoreError> {
         let sql = format!(
-            "SELECT org_id, id, max(version) AS version, argMax(deleted, version) AS deleted, \
-             argMax(spec, version) AS spec FROM {STREAMS_TABLE} \
-             WHERE (? = '' OR org_id = ?) GROUP BY org_id, id HAVING NOT deleted \
-             ORDER BY org_id, id"
+            "SELECT id, argMax(spec, version) AS latest_spec FROM {STREAMS_TABLE} \
+             WHERE (? = '' OR org_id = ?) GROUP BY org_id, id \
+             HAVING NOT argMax(deleted, version) ORDER BY org_id, id"
         );
         let org = org.unwrap_or("");
-        let rows: Vec<SpecRow> = self
+        let rows: Vec<LatestSpec> = self
             .client
             .query(&sql)
             .bind(org)
             .bind(org)
             .fetch_all()
             .await?;
-        rows.iter().map(|r| parse_spec(&r.id, &r.spec)).collect()
+        rows.iter()
+            .map(|r| parse_spec(&r.id, &r.latest_spec))
+            .collect()
     }
 
     async fn put(&self, s: &Stream) -> Result<(), StoreError> {
@@ -180,11 +195,11 @@ impl StreamStore for ClickHouseStreams {
 
     async fn statuses(&self, org: Option<&str>) -> Result<Vec<Status>, StoreError> {
         let sql = format!(
-            "SELECT org_id, stream_id, max(version) AS version, argMax(status, version) AS status \
+            "SELECT stream_id, argMax(status, version) AS latest_status \
              FROM {STREAM_STATUS_TABLE} WHERE (? = '' OR org_id = ?) GROUP BY org_id, stream_id"
         );
         let org = org.unwrap_or("");
-        let rows: Vec<StatusRow> = self
+        let rows: Vec<LatestStatus> = self
             .client
             .query(&sql)
             .bind(org)
@@ -193,7 +208,7 @@ impl StreamStore for ClickHouseStreams {
             .await?;
         rows.iter()
             .map(|r| {
-                serde_json::from_str(&r.status).map_err(|e| StoreError::Corrupt {
+                serde_json::from_str(&r.latest_status).map_err(|e| StoreError::Corrupt {
                     id: r.stream_id.clone(),
                     reason: e.to_string(),
                 })

@@ -92,9 +92,21 @@ impl Sim {
         let o = self.next;
         self.next += 1;
         let e = event(org, o, created_s, action);
-        route(&self.registry, &self.positions, 0, o, Some(&e), &self.access);
-        self.pending
-            .push(EventRow::from_event(&e, Lineage { partition: 0, offset: o }));
+        route(
+            &self.registry,
+            &self.positions,
+            0,
+            o,
+            Some(&e),
+            &self.access,
+        );
+        self.pending.push(EventRow::from_event(
+            &e,
+            Lineage {
+                partition: 0,
+                offset: o,
+            },
+        ));
         o
     }
 
@@ -186,12 +198,16 @@ async fn live_events_arrive_filtered_and_in_order() {
             want.push(o);
         }
     }
-    sim.until("all delivered", || sim.delivered(&s, None) == want).await;
+    sim.until("all delivered", || sim.delivered(&s, None) == want)
+        .await;
     let st = sim.registry.status(s.id).expect("status");
     assert_eq!(st.delivered, want.len() as u64);
     assert_eq!(st.failed, 0);
     sim.until("cursor at the end", || {
-        sim.registry.status(s.id).and_then(|st| st.cursor.get(&0).copied()) == Some(40)
+        sim.registry
+            .status(s.id)
+            .and_then(|st| st.cursor.get(&0).copied())
+            == Some(40)
     })
     .await;
 }
@@ -213,14 +229,16 @@ async fn an_overflowing_stream_catches_up_from_the_history_without_gap_or_repeat
     }
     sim.store_through(30);
     sim.sink.set_failing(false);
-    sim.until("30 delivered", || sim.delivered(&s, None).len() >= 30).await;
+    sim.until("30 delivered", || sim.delivered(&s, None).len() >= 30)
+        .await;
     sim.store_through(50);
     for i in 50..60 {
         sim.publish("acme", T0 + i, "x");
     }
     sim.store_through(60);
     let want: Vec<i64> = (0..60).collect();
-    sim.until("all delivered", || sim.delivered(&s, None) == want).await;
+    sim.until("all delivered", || sim.delivered(&s, None) == want)
+        .await;
     let st = sim.registry.status(s.id).expect("status");
     assert!(st.retried > 0);
     assert_eq!(st.consecutive_failures, 0);
@@ -244,7 +262,11 @@ async fn a_stream_pauses_itself_after_its_failures_and_resumes_where_it_stopped(
     let stored = sim.store.streams(Some("acme")).await.expect("streams");
     let pause = stored[0].paused.clone().expect("paused");
     assert!(pause.automatic);
-    assert!(pause.reason.contains("3 deliveries failed"), "{}", pause.reason);
+    assert!(
+        pause.reason.contains("3 deliveries failed"),
+        "{}",
+        pause.reason
+    );
     assert_eq!(stored[0].view()["state"], "error");
     sim.registry.refresh().await.expect("refresh");
     for i in 1..5 {
@@ -256,20 +278,24 @@ async fn a_stream_pauses_itself_after_its_failures_and_resumes_where_it_stopped(
     resumed.paused = None;
     sim.update(&resumed).await;
     let want: Vec<i64> = (0..5).collect();
-    sim.until("all delivered", || sim.delivered(&s, None) == want).await;
+    sim.until("all delivered", || sim.delivered(&s, None) == want)
+        .await;
 }
 
 #[tokio::test]
 async fn a_replay_delivers_the_range_then_continues_live() {
     let mut sim = Sim::new(100);
-    let mut s = sim.add(json!({"name": "siem", "destination": hook()})).await;
+    let mut s = sim
+        .add(json!({"name": "siem", "destination": hook()}))
+        .await;
     sim.live(&s).await;
     for i in 0..20 {
         sim.publish("acme", T0 + i, "x");
     }
     sim.store_through(20);
     let first: Vec<i64> = (0..20).collect();
-    sim.until("first pass", || sim.delivered(&s, Some("live")) == first).await;
+    sim.until("first pass", || sim.delivered(&s, Some("live")) == first)
+        .await;
     s.replay = Some(Replay {
         id: 1,
         from: DateTime::from_timestamp(T0 + 5, 0).unwrap_or_default(),
@@ -277,16 +303,21 @@ async fn a_replay_delivers_the_range_then_continues_live() {
     });
     sim.update(&s).await;
     let replayed: Vec<i64> = (5..12).collect();
-    sim.until("replayed", || sim.delivered(&s, Some("replay-1")) == replayed)
-        .await;
+    sim.until("replayed", || {
+        sim.delivered(&s, Some("replay-1")) == replayed
+    })
+    .await;
     for i in 20..25 {
         sim.publish("acme", T0 + i, "x");
     }
     sim.store_through(25);
     let live: Vec<i64> = (0..25).collect();
-    sim.until("live again", || sim.delivered(&s, Some("live")) == live).await;
+    sim.until("live again", || sim.delivered(&s, Some("live")) == live)
+        .await;
     sim.until("window closed", || {
-        sim.registry.status(s.id).is_some_and(|st| st.replay.is_none())
+        sim.registry
+            .status(s.id)
+            .is_some_and(|st| st.replay.is_none())
     })
     .await;
 }
@@ -296,12 +327,15 @@ async fn a_restart_continues_from_the_written_cursor() {
     let store = MemoryStore::default();
     let sink = MemorySink::default();
     let mut sim = Sim::with(100, store.clone(), sink.clone(), 0);
-    let s = sim.add(json!({"name": "siem", "destination": hook()})).await;
+    let s = sim
+        .add(json!({"name": "siem", "destination": hook()}))
+        .await;
     sim.live(&s).await;
     for i in 0..10 {
         sim.publish("acme", T0 + i, "x");
     }
-    sim.until("ten", || sim.delivered(&s, None).len() == 10).await;
+    sim.until("ten", || sim.delivered(&s, None).len() == 10)
+        .await;
     sim.registry.flush().await.expect("flush");
     let holds = sim.registry.holds();
     assert_eq!(holds.get(&0), Some(&10));
@@ -322,7 +356,9 @@ async fn a_restart_continues_from_the_written_cursor() {
     }
     again.store_through(18);
     let want: Vec<i64> = (0..18).collect();
-    again.until("all once", || again.delivered(&s, None) == want).await;
+    again
+        .until("all once", || again.delivered(&s, None) == want)
+        .await;
 }
 
 #[tokio::test]
@@ -336,7 +372,11 @@ async fn any_interleaving_delivers_each_matching_event_once_in_order() {
         sim.live(&s).await;
         let mut want = Vec::new();
         for step in 0..120 {
-            let org = if rng.random_bool(0.2) { "other" } else { "acme" };
+            let org = if rng.random_bool(0.2) {
+                "other"
+            } else {
+                "acme"
+            };
             let action = if rng.random_bool(0.7) { "a" } else { "b" };
             let o = sim.publish(org, T0 + step, action);
             if org == "acme" && action == "a" {
@@ -355,8 +395,10 @@ async fn any_interleaving_delivers_each_matching_event_once_in_order() {
         }
         sim.sink.set_failing(false);
         sim.store_through(sim.next);
-        sim.until("all delivered", || sim.delivered(&s, None).len() >= want.len())
-            .await;
+        sim.until("all delivered", || {
+            sim.delivered(&s, None).len() >= want.len()
+        })
+        .await;
         tokio::time::sleep(Duration::from_millis(20)).await;
         assert_eq!(sim.delivered(&s, None), want, "seed {seed}");
         sim.registry.stop();

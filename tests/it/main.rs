@@ -19,5 +19,6 @@ mod redaction;
 mod rollups;
 mod rowbinary;
 mod storage;
+mod streams;
 mod tenant_sql;
 mod traces;
