@@ -459,6 +459,11 @@ impl TestEnv {
 
     /// Every message of the test topic: payload and `traceparent` header.
     pub fn read_topic(&self) -> Vec<(Vec<u8>, Option<String>)> {
+        self.read_topic_named(&self.kafka.topic)
+    }
+
+    /// Every message of `topic` on the test's brokers: payload and `traceparent`.
+    pub fn read_topic_named(&self, topic: &str) -> Vec<(Vec<u8>, Option<String>)> {
         use rdkafka::consumer::{BaseConsumer, Consumer};
         use rdkafka::message::{Headers, Message};
         use rdkafka::{Offset, TopicPartitionList};
@@ -470,17 +475,17 @@ impl TestEnv {
             .create()
             .expect("consumer");
         let md = c
-            .fetch_metadata(Some(&self.kafka.topic), Duration::from_secs(10))
+            .fetch_metadata(Some(topic), Duration::from_secs(10))
             .expect("metadata");
         let mut assignment = TopicPartitionList::new();
         let mut remaining = 0;
         for p in md.topics().iter().flat_map(|t| t.partitions()) {
             let (lo, hi) = c
-                .fetch_watermarks(&self.kafka.topic, p.id(), Duration::from_secs(10))
+                .fetch_watermarks(topic, p.id(), Duration::from_secs(10))
                 .expect("watermarks");
             remaining += hi - lo;
             assignment
-                .add_partition_offset(&self.kafka.topic, p.id(), Offset::Beginning)
+                .add_partition_offset(topic, p.id(), Offset::Beginning)
                 .expect("assign");
         }
         c.assign(&assignment).expect("assign");

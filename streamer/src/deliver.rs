@@ -11,6 +11,8 @@ use std::time::Duration;
 use futures::TryStreamExt;
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, PutPayload};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
 
 use crate::encode::{self, Batch};
 use crate::spec::{Destination, Stream};
@@ -58,6 +60,7 @@ pub const HTTP_TIMEOUT: Duration = Duration::from_secs(15);
 pub struct Destinations {
     http: reqwest::Client,
     stores: Arc<Mutex<HashMap<String, Arc<dyn ObjectStore>>>>,
+    producers: Arc<Mutex<HashMap<String, FutureProducer>>>,
 }
 
 impl Default for Destinations {
@@ -77,7 +80,68 @@ impl Destinations {
         Destinations {
             http,
             stores: Arc::default(),
+            producers: Arc::default(),
         }
+    }
+
+    /// An idempotent producer to a tenant's brokers, built once.
+    fn producer(&self, brokers: &str) -> Result<FutureProducer, DeliveryError> {
+        let mut p = self
+            .producers
+            .lock()
+            .map_err(|_| DeliveryError::Transport("poisoned".into()))?;
+        if let Some(x) = p.get(brokers) {
+            return Ok(x.clone());
+        }
+        let producer: FutureProducer = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", brokers)
+            .set("enable.idempotence", "true")
+            .set("compression.type", "zstd")
+            .set("message.timeout.ms", "15000")
+            .create()
+            .map_err(|e| DeliveryError::Transport(format!("kafka {brokers}: {e}")))?;
+        p.insert(brokers.to_string(), producer.clone());
+        Ok(producer)
+    }
+
+    async fn produce(&self, stream: &Stream, batch: &Batch) -> Result<(), DeliveryError> {
+        let Destination::Kafka { brokers, topic } = &stream.destination else {
+            return Err(DeliveryError::Unsupported(stream.destination.kind()));
+        };
+        let producer = self.producer(brokers)?;
+        let key = batch.idempotency_key();
+        let stream_id = stream.id.to_string();
+        let sends = batch.events.iter().map(|e| {
+            let payload = e.to_string();
+            let headers = OwnedHeaders::new()
+                .insert(Header {
+                    key: "trailhouse-stream-id",
+                    value: Some(stream_id.as_str()),
+                })
+                .insert(Header {
+                    key: encode::IDEMPOTENCY_HEADER,
+                    value: Some(key.as_str()),
+                });
+            let producer = producer.clone();
+            let org = stream.org_id.clone();
+            let topic = topic.clone();
+            async move {
+                let record = FutureRecord::to(&topic)
+                    .key(&org)
+                    .payload(&payload)
+                    .headers(headers);
+                producer
+                    .send(record, Duration::from_secs(15))
+                    .await
+                    .map(|_| ())
+                    .map_err(|(e, _)| DeliveryError::Transport(format!("kafka: {e}")))
+            }
+        });
+        // In order on one connection (idempotent producer): all or retried.
+        for r in futures::future::join_all(sends).await {
+            r?;
+        }
+        Ok(())
     }
 
     /// The object store of a URL and the prefix inside it, built once.
@@ -206,7 +270,7 @@ impl Deliver for Destinations {
                     .map_err(|e| DeliveryError::Store(e.to_string()))?;
                 Ok(())
             }
-            Destination::Kafka { .. } => Err(DeliveryError::Unsupported("kafka")),
+            Destination::Kafka { .. } => self.produce(stream, batch).await,
             _ => self.post(stream, batch).await,
         }
     }

@@ -699,3 +699,43 @@ async fn an_object_store_stream_from_t_holds_exactly_the_orgs_events_since_t_onc
     );
     env.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kafka_stream_produces_the_orgs_events_keyed_by_org() {
+    let mut env = TestEnv::new("streams_kafka", 1).await;
+    env.start_all(&["acme"]).await;
+    let url = env.start_streamer().await;
+    // The tenant's cluster: here a topic on the same local broker.
+    let topic = format!("{}.tenant", env.name);
+    trailhouse_common::kafka::ensure_topic(&env.kafka, &topic, 1, 1).await.unwrap();
+    let admin = env.token("acme", &["owner"], &[]);
+    let (s, b) = call(&env, "POST", &format!("{url}/v1/streams"), &admin, Some(json!({
+        "name": "tenant-kafka",
+        "destination": {"type": "kafka", "brokers": env.kafka.brokers, "topic": topic},
+        "masks": [{"field": "request", "action": "drop"}],
+    }))).await;
+    assert_eq!(s, 201, "{b}");
+    let one = format!("{url}/v1/streams/{}", b["id"].as_str().unwrap());
+    until("live", 30, async || {
+        let (_, b) = call(&env, "GET", &one, &admin, None).await;
+        (b["health"]["mode"] == "live").then_some(())
+    })
+    .await;
+    let events: Vec<Value> = (0..12).map(|i| event("acme", "user.login", Utc::now(), i)).collect();
+    post_events(&env, &events).await;
+    until("delivered", 60, async || {
+        let (_, b) = call(&env, "GET", &one, &admin, None).await;
+        (b["health"]["delivered"] == 12).then_some(())
+    })
+    .await;
+    let got: Vec<Value> = env
+        .read_topic_named(&topic)
+        .iter()
+        .map(|(p, _)| serde_json::from_slice(p).unwrap())
+        .collect();
+    let ids: Vec<&str> = got.iter().map(|e| e["id"].as_str().unwrap()).collect();
+    let want: Vec<&str> = events.iter().map(|e| e["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, want, "in order, once");
+    assert!(got.iter().all(|e| e.get("request").is_none()));
+    env.stop().await;
+}
