@@ -29,6 +29,24 @@ pub const MANAGE_STREAMS: &str = "manageStreams";
 /// The largest request body.
 pub const MAX_BODY: usize = 64 * 1024;
 
+/// The hand-written OpenAPI 3.1 document of the Streams API.
+pub const OPENAPI: &str = include_str!("../openapi.json");
+pub const OPENAPI_PATH: &str = "/openapi.json";
+
+/// Every route: method and path, as the OpenAPI document must list them.
+pub const ROUTES: [(&str, &str); 10] = [
+    ("get", LIST_PATH),
+    ("post", LIST_PATH),
+    ("get", ONE_PATH),
+    ("patch", ONE_PATH),
+    ("delete", ONE_PATH),
+    ("post", "/v1/streams/{id}/pause"),
+    ("post", "/v1/streams/{id}/resume"),
+    ("post", "/v1/streams/{id}/test"),
+    ("post", "/v1/streams/{id}/replay"),
+    ("post", "/v1/streams/{id}/rotate-secret"),
+];
+
 pub const LIST_PATH: &str = "/v1/streams";
 pub const ONE_PATH: &str = "/v1/streams/{id}";
 
@@ -123,6 +141,15 @@ pub fn routes<S: StreamStore>(state: Shared<S>) -> Router {
         .route("/v1/streams/{id}/test", post(test::<S>))
         .route("/v1/streams/{id}/replay", post(replay::<S>))
         .route("/v1/streams/{id}/rotate-secret", post(rotate::<S>))
+        .route(
+            OPENAPI_PATH,
+            get(|| async {
+                (
+                    [(axum::http::header::CONTENT_TYPE, "application/json")],
+                    OPENAPI,
+                )
+            }),
+        )
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
         .with_state(state)
 }
@@ -439,4 +466,45 @@ async fn rotate<S: StreamStore>(
         "signing_secret": secret,
         "valid_secrets": s.secrets.signing.len(),
     })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_openapi_document_lists_exactly_the_routes() {
+        let doc: Value = serde_json::from_str(OPENAPI).expect("valid JSON");
+        let mut documented = Vec::new();
+        for (path, ops) in doc["paths"].as_object().expect("paths") {
+            for method in ops.as_object().expect("operations").keys() {
+                documented.push((method.clone(), path.clone()));
+            }
+        }
+        documented.sort();
+        let mut routes: Vec<(String, String)> = ROUTES
+            .iter()
+            .map(|(m, p)| (m.to_string(), p.to_string()))
+            .collect();
+        routes.sort();
+        assert_eq!(documented, routes);
+        let codes = doc
+            .pointer("/components/schemas/Error/properties/error/properties/code/enum")
+            .and_then(Value::as_array)
+            .expect("codes");
+        let errors = [
+            StreamApiError::Unauthenticated(AuthError::Missing),
+            StreamApiError::Forbidden(String::new()),
+            StreamApiError::Invalid(crate::spec::bad("x", "y")),
+            StreamApiError::Body(String::new()),
+            StreamApiError::NotFound,
+            StreamApiError::Conflict(String::new()),
+            StreamApiError::Unavailable(StoreError::ClickHouse(String::new())),
+        ];
+        assert_eq!(codes.len(), errors.len());
+        for e in errors {
+            assert!(codes.contains(&json!(e.code())), "{}", e.code());
+            assert!(e.status().is_client_error() || e.status().is_server_error());
+        }
+    }
 }

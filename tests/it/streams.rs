@@ -160,6 +160,9 @@ async fn stored(env: &TestEnv, org: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// Method, URL, token, body; then status, error code and parameter.
+type Refusal<'a> = (&'a str, String, &'a str, Option<Value>, u16, &'a str, Option<&'a str>);
+
 #[tokio::test]
 async fn the_streams_api_manages_an_orgs_streams_and_names_every_bad_value() {
     let mut env = TestEnv::new("streams_api", 1).await;
@@ -206,7 +209,7 @@ async fn the_streams_api_manages_an_orgs_streams_and_names_every_bad_value() {
         exp: Utc::now().timestamp() + 600,
         iat: Utc::now().timestamp(),
     });
-    let cases: Vec<(&str, String, &str, Option<Value>, u16, &str, Option<&str>)> = vec![
+    let cases: Vec<Refusal> = vec![
         ("GET", list.clone(), "", None, 401, "unauthenticated", None),
         ("GET", list.clone(), &viewer, None, 403, "forbidden", None),
         ("GET", list.clone(), &scoped, None, 403, "forbidden", None),
@@ -707,13 +710,22 @@ async fn a_kafka_stream_produces_the_orgs_events_keyed_by_org() {
     let url = env.start_streamer().await;
     // The tenant's cluster: here a topic on the same local broker.
     let topic = format!("{}.tenant", env.name);
-    trailhouse_common::kafka::ensure_topic(&env.kafka, &topic, 1, 1).await.unwrap();
+    trailhouse_common::kafka::ensure_topic(&env.kafka, &topic, 1, 1)
+        .await
+        .unwrap();
     let admin = env.token("acme", &["owner"], &[]);
-    let (s, b) = call(&env, "POST", &format!("{url}/v1/streams"), &admin, Some(json!({
-        "name": "tenant-kafka",
-        "destination": {"type": "kafka", "brokers": env.kafka.brokers, "topic": topic},
-        "masks": [{"field": "request", "action": "drop"}],
-    }))).await;
+    let (s, b) = call(
+        &env,
+        "POST",
+        &format!("{url}/v1/streams"),
+        &admin,
+        Some(json!({
+            "name": "tenant-kafka",
+            "destination": {"type": "kafka", "brokers": env.kafka.brokers, "topic": topic},
+            "masks": [{"field": "request", "action": "drop"}],
+        })),
+    )
+    .await;
     assert_eq!(s, 201, "{b}");
     let one = format!("{url}/v1/streams/{}", b["id"].as_str().unwrap());
     until("live", 30, async || {
@@ -721,7 +733,9 @@ async fn a_kafka_stream_produces_the_orgs_events_keyed_by_org() {
         (b["health"]["mode"] == "live").then_some(())
     })
     .await;
-    let events: Vec<Value> = (0..12).map(|i| event("acme", "user.login", Utc::now(), i)).collect();
+    let events: Vec<Value> = (0..12)
+        .map(|i| event("acme", "user.login", Utc::now(), i))
+        .collect();
     post_events(&env, &events).await;
     until("delivered", 60, async || {
         let (_, b) = call(&env, "GET", &one, &admin, None).await;
