@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Brings the whole pipeline up on this machine: installs what is missing,
-# starts Kafka and ClickHouse, migrates, starts ingest, consumer and query API,
+# starts Kafka and ClickHouse, migrates, starts ingest, consumer, query API
+# and streamer,
 # loads demo data, starts a demo portal that embeds the viewer, and prints
 # ready-to-paste requests.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -47,6 +48,13 @@ start_bg consumer "$CONSUMER_PORT" "$BIN/trailhouse-consumer"
 TRAILHOUSE_CLICKHOUSE_USER="$CLICKHOUSE_QUERY_USER" TRAILHOUSE_CLICKHOUSE_PASSWORD="$CLICKHOUSE_QUERY_PASSWORD" \
   start_bg query-api "$QUERY_PORT" "$BIN/trailhouse-query-api"
 
+# The streamer (Streams API and delivery). Locally it may deliver to
+# http://, loopback and file:// destinations; a deployment does not.
+mkdir -p "$DATA/streams"
+TRAILHOUSE_STREAMER_LISTEN="127.0.0.1:$STREAMER_PORT" \
+TRAILHOUSE_STREAMER_ALLOW_HTTP=true TRAILHOUSE_STREAMER_ALLOW_PRIVATE=true TRAILHOUSE_STREAMER_ALLOW_LOCAL_FILES=true \
+  start_bg streamer "$STREAMER_PORT" "$BIN/trailhouse-streamer"
+
 demo_marker="$DATA/run/demo-loaded"
 if [[ ! -f "$demo_marker" ]]; then
   say "loading demo data"
@@ -78,6 +86,8 @@ scrape_configs:
     static_configs: [{targets: ["127.0.0.1:$CONSUMER_PORT"]}]
   - job_name: query-api
     static_configs: [{targets: ["127.0.0.1:$QUERY_PORT"]}]
+  - job_name: streamer
+    static_configs: [{targets: ["127.0.0.1:$STREAMER_PORT"]}]
 PROM
 start_bg prometheus "$PROMETHEUS_PORT" prometheus \
   --config.file="$DATA/prometheus/prometheus.yml" \
@@ -90,6 +100,7 @@ Trailhouse is running:
   ingest     http://127.0.0.1:$INGEST_PORT     (logs: $DATA/logs/ingest.log)
   query API  http://127.0.0.1:$QUERY_PORT     (logs: $DATA/logs/query-api.log)
   consumer   http://127.0.0.1:$CONSUMER_PORT   (logs: $DATA/logs/consumer.log)
+  streamer   http://127.0.0.1:$STREAMER_PORT   (logs: $DATA/logs/streamer.log)
   Kafka 127.0.0.1:$KAFKA_PORT, ClickHouse http://127.0.0.1:$CLICKHOUSE_PORT
 
 The audit log viewer: http://127.0.0.1:$QUERY_PORT/ui/
@@ -102,7 +113,7 @@ short-lived viewer tokens from the portal's backend; docs/viewer.md):
 
 Metrics: each service serves /metrics, /health/live and /health/ready, e.g.
   curl -s http://127.0.0.1:$INGEST_PORT/metrics | grep trailhouse_ingest_events
-Prometheus scrapes all three with the alert rules: http://127.0.0.1:$PROMETHEUS_PORT
+Prometheus scrapes all four services with the alert rules: http://127.0.0.1:$PROMETHEUS_PORT
   (alerts: http://127.0.0.1:$PROMETHEUS_PORT/alerts; what each means: docs/runbook.md;
   the Grafana dashboard to import: deploy/helm/trailhouse/files/dashboard.json)
 
@@ -115,6 +126,13 @@ Read org_acme's newest events (token valid 24 h):
   TOKEN=$token
   curl -s "http://127.0.0.1:$QUERY_PORT/v1/events?limit=5" -H "Authorization: Bearer \$TOKEN"
   curl -s "http://127.0.0.1:$QUERY_PORT/v1/events?from=${day_from}T00:00:00Z&to=${day_to}T00:00:00Z&order=asc&limit=2" -H "Authorization: Bearer \$TOKEN"
+
+Stream org_acme's logins to NDJSON.gz files in $DATA/streams, starting
+with the stored events of the last day (the same token; docs/streams.md):
+  curl -s -X POST http://127.0.0.1:$STREAMER_PORT/v1/streams -H "Authorization: Bearer \$TOKEN" \
+    -H 'Content-Type: application/json' \
+    -d '{"name":"logins","filter":"action=user.login","destination":{"type":"object_store","url":"file://$DATA/streams"},"start_from":"'"$(date -u -d '1 day ago' +%Y-%m-%dT%H:%M:%SZ)"'"}'
+  curl -s http://127.0.0.1:$STREAMER_PORT/v1/streams -H "Authorization: Bearer \$TOKEN"
 
 Stop everything: dev/down.sh
 MSG
