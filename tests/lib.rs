@@ -379,6 +379,8 @@ impl TestEnv {
             allow_http: true,
             allow_private: true,
             allow_local_files: true,
+            instance_id: None,
+            session_timeout_ms: 10_000,
             shutdown_timeout_secs: 5,
         }
     }

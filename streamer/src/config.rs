@@ -95,6 +95,18 @@ pub struct StreamerConfig {
         default_value_t = false
     )]
     pub allow_local_files: bool,
+    /// Static group membership id (e.g. the pod name of a StatefulSet): a
+    /// restarted member takes its partitions back without a rebalance.
+    #[arg(long, env = "TRAILHOUSE_STREAMER_INSTANCE_ID")]
+    pub instance_id: Option<String>,
+    /// Kafka session timeout of the streamer's group member, in milliseconds:
+    /// how long a member that died keeps its partitions.
+    #[arg(
+        long,
+        env = "TRAILHOUSE_STREAMER_SESSION_TIMEOUT_MS",
+        default_value_t = 45_000
+    )]
+    pub session_timeout_ms: u32,
     /// Seconds to drain on shutdown.
     #[arg(
         long,

@@ -90,7 +90,13 @@ pub async fn run(
         config.pace(),
         config.inbox_events,
     ));
-    let reader = reader::Reader::subscribe(&config.kafka, &config.group, positions.clone())?;
+    let reader = reader::Reader::subscribe(
+        &config.kafka,
+        &config.group,
+        config.instance_id.as_deref(),
+        config.session_timeout_ms,
+        positions.clone(),
+    )?;
     let stored = reader::StoredWatch::new(&config.kafka, &config.consumer_group)?;
     let api_state = Arc::new(api::ApiState {
         store: store.clone(),
@@ -129,6 +135,7 @@ pub async fn run(
     let topic = config.kafka.topic.clone();
     let flush = Duration::from_millis(config.flush_ms.max(50));
     let committer = reader.committer();
+    let last_commit = committer.clone();
     let reader_task = tokio::spawn(reader.run(registry.clone()));
     tasks.push(tokio::spawn({
         let (registry, positions, shutdown) =
@@ -153,7 +160,9 @@ pub async fn run(
     tracing::info!(addr = %listener.local_addr()?, group = %config.group, "streamer listening");
     let deadline = Duration::from_secs(config.shutdown_timeout_secs);
     serve_until(listener, app, shutdown, health, deadline).await;
-    let _ = registry.flush().await;
+    if registry.flush().await.is_ok() {
+        last_commit.commit(&registry.holds(), &config.kafka.topic);
+    }
     reader_task.abort();
     for t in tasks {
         t.abort();

@@ -102,10 +102,16 @@ impl Reader {
     pub fn subscribe(
         kafka: &trailhouse_common::kafka::KafkaArgs,
         group: &str,
+        instance_id: Option<&str>,
+        session_timeout_ms: u32,
         positions: Arc<Positions>,
     ) -> Result<Self, rdkafka::error::KafkaError> {
         let mut kc = kafka.client_config();
+        if let Some(id) = instance_id {
+            kc.set("group.instance.id", id);
+        }
         kc.set("group.id", group)
+            .set("session.timeout.ms", session_timeout_ms.to_string())
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest");

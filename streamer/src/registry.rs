@@ -137,6 +137,7 @@ impl<D: Deliver, S: StreamStore + EventHistory> Registry<D, S> {
                         positions: self.positions.clone(),
                         access: self.access.clone(),
                         pace: self.pace,
+                        epoch: u64::MAX,
                     };
                     let task = tokio::spawn(worker.run());
                     entries.insert(

@@ -65,6 +65,9 @@ impl Positions {
     /// Marks `p` owned from `start` (assignment) or not owned (revoke).
     pub fn assign(&self, p: i32, start: Option<i64>) {
         let part = self.part(p);
+        // First: a worker that reads the new positions sees the new epoch
+        // too, and does not take them for the old assignment's.
+        self.epoch.fetch_add(1, Ordering::SeqCst);
         match start {
             Some(s) => {
                 part.next.store(s, Ordering::SeqCst);
@@ -73,7 +76,6 @@ impl Positions {
             }
             None => part.owned.store(false, Ordering::SeqCst),
         }
-        self.epoch.fetch_add(1, Ordering::SeqCst);
     }
 
     /// Every known partition.
@@ -173,12 +175,18 @@ impl Inbox {
     }
 
     /// Empties the inbox and accepts events again; returns, per owned
-    /// partition, the offset from which every event will be offered.
-    pub fn clear(&self, positions: &Positions) -> BTreeMap<i32, i64> {
+    /// partition, the offset from which every event will be offered, and
+    /// the lowest offset of the events it dropped (a stream with no place
+    /// yet in a partition starts there).
+    pub fn clear(&self, positions: &Positions) -> (BTreeMap<i32, i64>, BTreeMap<i32, i64>) {
         let mut s = self.lock();
+        let mut dropped = BTreeMap::new();
+        for i in &s.items {
+            dropped.entry(i.partition).or_insert(i.offset);
+        }
         s.items.clear();
         s.refusing = false;
-        positions.owned_next()
+        (positions.owned_next(), dropped)
     }
 
     /// Stops taking events (a paused stream) and frees them.
@@ -195,16 +203,21 @@ impl Inbox {
     }
 
     /// Takes up to `max` events; when none are left, also the reader's
-    /// `done` of each owned partition (everything before it was offered).
+    /// `done` of each owned partition (everything before it was offered
+    /// and taken), unless the inbox refused events since it was cleared or
+    /// the assignment changed since the worker's `epoch`.
     pub fn take(
         &self,
         max: usize,
         positions: &Positions,
+        epoch: u64,
     ) -> (Vec<Item>, Option<BTreeMap<i32, i64>>) {
         let mut s = self.lock();
         let n = s.items.len().min(max);
         let items: Vec<Item> = s.items.drain(..n).collect();
-        let done = s.items.is_empty().then(|| positions.owned_done());
+        let done = (s.items.is_empty() && !s.refusing)
+            .then(|| positions.owned_done())
+            .filter(|_| positions.epoch.load(Ordering::SeqCst) == epoch);
         (items, done)
     }
 
@@ -253,7 +266,7 @@ mod tests {
         let inbox = Inbox::new(2);
         inbox.offer(item(1));
         assert_eq!(inbox.backlog().0, 0, "refused before the first clear");
-        assert_eq!(inbox.clear(&pos), BTreeMap::from([(0, 7)]));
+        assert_eq!(inbox.clear(&pos).0, BTreeMap::from([(0, 7)]));
         inbox.offer(item(7));
         inbox.offer(item(8));
         assert_eq!(inbox.lowest(), BTreeMap::from([(0, 7)]));
@@ -261,10 +274,26 @@ mod tests {
         assert!(inbox.refusing());
         assert_eq!(inbox.backlog().0, 0, "an overflow frees the memory");
         inbox.clear(&pos);
+        inbox.offer(item(9));
+        assert_eq!(
+            inbox.clear(&pos).1,
+            BTreeMap::from([(0, 9)]),
+            "what a clear drops"
+        );
         inbox.offer(item(10));
         part.done.store(11, Ordering::SeqCst);
-        let (items, done) = inbox.take(5, &pos);
+        let epoch = pos.epoch.load(Ordering::SeqCst);
+        let (items, done) = inbox.take(5, &pos, epoch);
         assert_eq!(items, vec![item(10)]);
         assert_eq!(done, Some(BTreeMap::from([(0, 11)])));
+        assert_eq!(
+            inbox.take(5, &pos, epoch + 1).1,
+            None,
+            "not across an assignment"
+        );
+        inbox.offer(item(11));
+        inbox.offer(item(12));
+        inbox.offer(item(13));
+        assert_eq!(inbox.take(5, &pos, epoch).1, None, "not after an overflow");
     }
 }

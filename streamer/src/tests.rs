@@ -404,3 +404,27 @@ async fn any_interleaving_delivers_each_matching_event_once_in_order() {
         sim.registry.stop();
     }
 }
+
+#[tokio::test]
+async fn events_offered_before_an_assignment_are_not_lost_when_the_inbox_is_cleared() {
+    let mut sim = Sim::new(100);
+    // The partition is not this streamer's yet when the stream starts.
+    sim.positions.assign(0, None);
+    let s = sim
+        .add(json!({"name": "early", "destination": hook()}))
+        .await;
+    sim.live(&s).await;
+    // Offered, then the partition is assigned before the worker takes them:
+    // its next step clears the inbox.
+    for i in 0..10 {
+        sim.publish("acme", T0 + i, "x");
+    }
+    sim.positions.assign(0, Some(10));
+    sim.store_through(10);
+    for i in 10..15 {
+        sim.publish("acme", T0 + i, "x");
+    }
+    sim.store_through(15);
+    let want: Vec<i64> = (0..15).collect();
+    sim.until("all", || sim.delivered(&s, None) == want).await;
+}

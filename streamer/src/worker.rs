@@ -118,6 +118,8 @@ pub struct Worker<D, S> {
     pub positions: Arc<Positions>,
     pub access: Arc<Access>,
     pub pace: Pace,
+    /// The assignment epoch the worker last caught up in.
+    pub epoch: u64,
 }
 
 /// What a catch-up step did.
@@ -319,19 +321,23 @@ impl<D: Deliver, S: StreamStore + EventHistory> Worker<D, S> {
         target: &mut Option<BTreeMap<i32, i64>>,
     ) -> Result<Caught, Stop> {
         if target.is_none() || self.inbox.refusing() {
-            *target = Some(self.inbox.clear(&self.positions));
-        }
-        let goal = target.clone().unwrap_or_default();
-        let (cursor, window) = {
+            let (goal, dropped) = self.inbox.clear(&self.positions);
+            // A partition the stream has no place in yet starts at the
+            // first event its inbox held (those are read back from
+            // ClickHouse), else where the cleared inbox starts: the stream
+            // delivers from its creation on.
             let mut c = self.status();
-            // A partition the stream has no place in yet starts where its
-            // inbox does: the stream delivers from its creation on.
             for (p, at) in &goal {
                 if let std::collections::btree_map::Entry::Vacant(e) = c.status.cursor.entry(*p) {
-                    e.insert(*at);
+                    e.insert(dropped.get(p).map_or(*at, |d| (*d).min(*at)));
                     c.dirty = true;
                 }
             }
+            *target = Some(goal);
+        }
+        let goal = target.clone().unwrap_or_default();
+        let (cursor, window) = {
+            let c = self.status();
             (c.status.cursor.clone(), c.status.replay.clone())
         };
         let mut up = true;
@@ -412,7 +418,7 @@ impl<D: Deliver, S: StreamStore + EventHistory> Worker<D, S> {
     /// One step of live delivery.
     async fn live(&mut self, stream: &Stream) -> Result<(), Stop> {
         let max = stream.destination.max_batch();
-        let (mut items, done) = self.inbox.take(max, &self.positions);
+        let (mut items, done) = self.inbox.take(max, &self.positions, self.epoch);
         if items.is_empty() {
             if let Some(done) = done {
                 let mut c = self.status();
@@ -434,7 +440,9 @@ impl<D: Deliver, S: StreamStore + EventHistory> Worker<D, S> {
         }
         if items.len() < max {
             tokio::time::sleep(self.pace.linger).await;
-            let (more, _) = self.inbox.take(max - items.len(), &self.positions);
+            let (more, _) = self
+                .inbox
+                .take(max - items.len(), &self.positions, self.epoch);
             items.extend(more);
         }
         let cursor = {

@@ -3,6 +3,8 @@
 //! something, then compares `count()`, `uniqExact(id)` and the set of ids
 //! with what was produced.
 
+mod streams;
+
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 

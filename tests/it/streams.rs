@@ -21,26 +21,32 @@ use trailhouse_tests::{TestEnv, SERVICE_KEY};
 
 /// What a receiver got: headers and the body, gunzipped.
 #[derive(Debug, Clone)]
-struct Got {
-    headers: HeaderMap,
-    body: String,
+pub struct Got {
+    pub headers: HeaderMap,
+    pub body: String,
 }
 
 #[derive(Clone, Default)]
-struct Receiver {
+pub struct Receiver {
     got: Arc<Mutex<Vec<Got>>>,
     /// Answer 503 while set.
-    failing: Arc<std::sync::atomic::AtomicBool>,
+    pub failing: Arc<std::sync::atomic::AtomicBool>,
+    /// Wait this long before answering (a slow destination).
+    pub delay_ms: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Receiver {
-    async fn start(&self) -> String {
+    pub async fn start(&self) -> String {
         let me = self.clone();
         let app = axum::Router::new().route(
             "/{*path}",
             post(move |headers: HeaderMap, body: Bytes| {
                 let me = me.clone();
                 async move {
+                    let delay = me.delay_ms.load(std::sync::atomic::Ordering::SeqCst);
+                    if delay > 0 {
+                        tokio::time::sleep(Duration::from_millis(delay)).await;
+                    }
                     if me.failing.load(std::sync::atomic::Ordering::SeqCst) {
                         return StatusCode::SERVICE_UNAVAILABLE;
                     }
@@ -78,8 +84,21 @@ impl Receiver {
         url
     }
 
-    fn got(&self) -> Vec<Got> {
+    pub fn got(&self) -> Vec<Got> {
         self.got.lock().unwrap().clone()
+    }
+
+    /// Every NDJSON event received, in order of receipt.
+    pub fn events(&self) -> Vec<Value> {
+        self.got()
+            .iter()
+            .flat_map(|g| {
+                g.body
+                    .lines()
+                    .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+                    .collect::<Vec<_>>()
+            })
+            .collect()
     }
 }
 
@@ -96,7 +115,7 @@ fn signed_by(secret: &str, header: &str, raw: &[u8]) -> bool {
     header.split(',').any(|p| p == format!("v1={want}"))
 }
 
-async fn call(
+pub async fn call(
     env: &TestEnv,
     method: &str,
     url: &str,
@@ -114,7 +133,7 @@ async fn call(
     (status, serde_json::from_str(&text).unwrap_or(Value::Null))
 }
 
-fn event(org: &str, action: &str, at: chrono::DateTime<Utc>, i: usize) -> Value {
+pub fn event(org: &str, action: &str, at: chrono::DateTime<Utc>, i: usize) -> Value {
     json!({
         "id": uuid::Uuid::new_v4().to_string(),
         "org_id": org,
@@ -126,7 +145,7 @@ fn event(org: &str, action: &str, at: chrono::DateTime<Utc>, i: usize) -> Value 
     })
 }
 
-async fn post_events(env: &TestEnv, events: &[Value]) {
+pub async fn post_events(env: &TestEnv, events: &[Value]) {
     let url = env.ingest_url.as_deref().unwrap();
     let resp = env
         .http
@@ -139,7 +158,7 @@ async fn post_events(env: &TestEnv, events: &[Value]) {
     assert_eq!(resp.status().as_u16(), 202, "{:?}", resp.text().await);
 }
 
-async fn until<T>(what: &str, secs: u64, mut f: impl AsyncFnMut() -> Option<T>) -> T {
+pub async fn until<T>(what: &str, secs: u64, mut f: impl AsyncFnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + Duration::from_secs(secs);
     loop {
         if let Some(v) = f().await {
@@ -150,7 +169,7 @@ async fn until<T>(what: &str, secs: u64, mut f: impl AsyncFnMut() -> Option<T>) 
     }
 }
 
-async fn stored(env: &TestEnv, org: &str) -> u64 {
+pub async fn stored(env: &TestEnv, org: &str) -> u64 {
     env.clickhouse
         .client()
         .query("SELECT count() FROM events WHERE org_id = ? AND NOT is_copy")
@@ -161,7 +180,15 @@ async fn stored(env: &TestEnv, org: &str) -> u64 {
 }
 
 /// Method, URL, token, body; then status, error code and parameter.
-type Refusal<'a> = (&'a str, String, &'a str, Option<Value>, u16, &'a str, Option<&'a str>);
+type Refusal<'a> = (
+    &'a str,
+    String,
+    &'a str,
+    Option<Value>,
+    u16,
+    &'a str,
+    Option<&'a str>,
+);
 
 #[tokio::test]
 async fn the_streams_api_manages_an_orgs_streams_and_names_every_bad_value() {
@@ -597,7 +624,7 @@ async fn splunk_and_datadog_receive_their_shapes_and_a_down_destination_catches_
     env.stop().await;
 }
 
-fn objects(dir: &std::path::Path) -> Vec<(String, Vec<Value>)> {
+pub fn objects(dir: &std::path::Path) -> Vec<(String, Vec<Value>)> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
