@@ -15,10 +15,10 @@ for a in "$@"; do [[ $a == --quick ]] && quick=1; done
 if [[ $quick == 1 ]]; then
   # Debug binaries, as the test command builds them: the quick run checks
   # the harness, its numbers are not for comparison.
-  profile=debug; build=(cargo build --locked -q -p trailhouse-ingest -p trailhouse-consumer -p trailhouse-query-api -p trailhouse-bench --bins)
+  profile=debug; build=(cargo build --locked -q -p trailhouse-ingest -p trailhouse-consumer -p trailhouse-query-api -p trailhouse-streamer -p trailhouse-bench --bins)
   out="$ROOT/bench/results/tmp/quick"
 else
-  profile=release; build=(cargo build --release --locked -q -p trailhouse-ingest -p trailhouse-consumer -p trailhouse-query-api -p trailhouse-bench --bins)
+  profile=release; build=(cargo build --release --locked -q -p trailhouse-ingest -p trailhouse-consumer -p trailhouse-query-api -p trailhouse-streamer -p trailhouse-bench --bins)
   out="$ROOT/docs/bench"
 fi
 
@@ -90,4 +90,8 @@ say "storage layouts"
 # (the org-day layout at 10,000 orgs writes that many parts per batch).
 if [[ $quick == 1 ]]; then layout_args=(--quick --orgs 10,1000); else layout_args=(--events 300000 --load-budget-secs 180); fi
 "$ROOT/target/$profile/layouts" --clickhouse "http://127.0.0.1:$CLICKHOUSE_PORT" "${layout_args[@]}" | tee "$out/layouts.md"
+say "streams: delivery rate with 1, 100 and 1,000 streams, and latency"
+if [[ $quick == 1 ]]; then streams_args=(--quick); else streams_args=(); fi
+"$ROOT/target/$profile/streams" --bin-dir "$ROOT/target/$profile" --kafka "127.0.0.1:$BENCH_KAFKA_PORT" \
+  --clickhouse "http://127.0.0.1:$CLICKHOUSE_PORT" "${streams_args[@]}" | tee "$out/streams.md"
 say "results in $out"

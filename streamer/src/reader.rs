@@ -112,6 +112,9 @@ impl Reader {
         }
         kc.set("group.id", group)
             .set("session.timeout.ms", session_timeout_ms.to_string())
+            // An idle partition's fetch returns after this long at most (a
+            // busy one at once): the latency floor of a quiet stream.
+            .set("fetch.wait.max.ms", "100")
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest");
