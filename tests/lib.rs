@@ -28,6 +28,22 @@ pub const JWT_SECRET: &str = "integration-test-jwt-secret";
 pub const VIEWER_SECRET: &str = "integration-test-viewer-token-secret-0123";
 pub const SERVICE_KEY: &str = "thk_integration_service_key";
 
+/// The test tokens' verification settings (HS256 with [`JWT_SECRET`]),
+/// with viewer tokens signed by `viewer` when given.
+pub fn jwt_args(viewer: Option<&str>) -> trailhouse_query_api::JwtArgs {
+    trailhouse_query_api::JwtArgs {
+        hs256_secret: Some(Secret::new(JWT_SECRET)),
+        public_key_file: None,
+        algorithm: trailhouse_query_api::auth::JwtAlgorithm::Rs256,
+        issuer: None,
+        audience: None,
+        max_lifetime_secs: trailhouse_query_api::auth::MAX_LIFETIME_SECS,
+        viewer_secret: viewer.map(Secret::new),
+        viewer_previous_secret: None,
+        viewer_max_lifetime_secs: trailhouse_query_api::viewer_token::DEFAULT_VIEWER_LIFETIME_SECS,
+    }
+}
+
 /// One test's isolated slice of the infrastructure.
 pub struct TestEnv {
     pub name: String,
@@ -272,18 +288,7 @@ impl TestEnv {
         let config = trailhouse_query_api::QueryConfig {
             listen: listener.local_addr().expect("addr"),
             clickhouse: self.clickhouse.clone(),
-            jwt: trailhouse_query_api::JwtArgs {
-                hs256_secret: Some(Secret::new(JWT_SECRET)),
-                public_key_file: None,
-                algorithm: trailhouse_query_api::auth::JwtAlgorithm::Rs256,
-                issuer: None,
-                audience: None,
-                max_lifetime_secs: trailhouse_query_api::auth::MAX_LIFETIME_SECS,
-                viewer_secret: Some(Secret::new(VIEWER_SECRET)),
-                viewer_previous_secret: None,
-                viewer_max_lifetime_secs:
-                    trailhouse_query_api::viewer_token::DEFAULT_VIEWER_LIFETIME_SECS,
-            },
+            jwt: jwt_args(Some(VIEWER_SECRET)),
             cursor_secret: Some(Secret::new("integration-test-cursor-secret")),
             role_permissions: trailhouse_query_api::access::RolePermissions::default(),
             detail_headers: trailhouse_query_api::access::DEFAULT_DETAIL_HEADERS.into(),
@@ -353,18 +358,7 @@ impl TestEnv {
             listen,
             kafka: self.kafka.clone(),
             clickhouse: self.clickhouse.clone(),
-            jwt: trailhouse_query_api::JwtArgs {
-                hs256_secret: Some(Secret::new(JWT_SECRET)),
-                public_key_file: None,
-                algorithm: trailhouse_query_api::auth::JwtAlgorithm::Rs256,
-                issuer: None,
-                audience: None,
-                max_lifetime_secs: trailhouse_query_api::auth::MAX_LIFETIME_SECS,
-                viewer_secret: None,
-                viewer_previous_secret: None,
-                viewer_max_lifetime_secs:
-                    trailhouse_query_api::viewer_token::DEFAULT_VIEWER_LIFETIME_SECS,
-            },
+            jwt: jwt_args(None),
             role_permissions: trailhouse_query_api::access::RolePermissions::parse(
                 trailhouse_streamer::config::DEFAULT_ROLE_PERMISSIONS,
             )
@@ -379,6 +373,7 @@ impl TestEnv {
             allow_http: true,
             allow_private: true,
             allow_local_files: true,
+            object_store_prefixes: Vec::new(),
             instance_id: None,
             session_timeout_ms: 10_000,
             shutdown_timeout_secs: 5,

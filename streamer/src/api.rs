@@ -221,6 +221,17 @@ fn view(s: &Stream, statuses: &[Status]) -> Value {
     v
 }
 
+/// Names are unique within an org.
+fn unique_name(existing: &[Stream], s: &Stream) -> Result<()> {
+    if existing.iter().any(|o| o.id != s.id && o.name == s.name) {
+        return Err(StreamApiError::Conflict(format!(
+            "a stream named {:?} exists",
+            s.name
+        )));
+    }
+    Ok(())
+}
+
 async fn save<S: StreamStore>(state: &ApiState<S>, s: &Stream) -> Result<Value> {
     state.store.put(s).await?;
     let statuses = status_of(state, &s.org_id).await?;
@@ -282,7 +293,7 @@ async fn create<S: StreamStore>(
     let c = authorize(&state, &headers)?;
     let input: CreateBody = body(&bytes)?;
     let now = Utc::now();
-    let mut s = Stream::create(&c.org_id, input.stream.into(), state.allow, now)?;
+    let mut s = Stream::create(&c.org_id, input.stream.into(), &state.allow, now)?;
     crate::filter::parse(&s.org_id, &s.filter)?;
     if let Some(from) = input.start_from {
         check_range(from, None, now)?;
@@ -298,12 +309,7 @@ async fn create<S: StreamStore>(
             "an organisation has at most {MAX_STREAMS_PER_ORG} streams"
         )));
     }
-    if existing.iter().any(|e| e.name == s.name) {
-        return Err(StreamApiError::Conflict(format!(
-            "a stream named {:?} exists",
-            s.name
-        )));
-    }
+    unique_name(&existing, &s)?;
     let mut v = save(&state, &s).await?;
     if let Some(secret) = s.secrets.signing.first() {
         v["signing_secret"] = json!(secret);
@@ -331,15 +337,9 @@ async fn update<S: StreamStore>(
     let c = authorize(&state, &headers)?;
     let input: StreamInputFields = body(&bytes)?;
     let mut s = find(&state, &c.org_id, &id).await?;
-    s.apply(input.into(), state.allow, Utc::now())?;
+    s.apply(input.into(), &state.allow, Utc::now())?;
     crate::filter::parse(&s.org_id, &s.filter)?;
-    let others = state.store.streams(Some(&c.org_id)).await?;
-    if others.iter().any(|o| o.id != s.id && o.name == s.name) {
-        return Err(StreamApiError::Conflict(format!(
-            "a stream named {:?} exists",
-            s.name
-        )));
-    }
+    unique_name(&state.store.streams(Some(&c.org_id)).await?, &s)?;
     Ok(Json(save(&state, &s).await?))
 }
 

@@ -107,6 +107,16 @@ pub struct StreamerConfig {
         default_value_t = 45_000
     )]
     pub session_timeout_ms: u32,
+    /// Cloud object store URL prefixes streams may write under, comma
+    /// separated (e.g. `s3://audit-exports/,gs://audit-exports/`); the
+    /// streamer writes with its own cloud identity. Empty: none.
+    #[arg(
+        long,
+        env = "TRAILHOUSE_STREAMER_OBJECT_STORE_PREFIXES",
+        value_delimiter = ',',
+        default_value = ""
+    )]
+    pub object_store_prefixes: Vec<String>,
     /// Seconds to drain on shutdown.
     #[arg(
         long,
@@ -122,6 +132,12 @@ impl StreamerConfig {
             http: self.allow_http,
             private: self.allow_private,
             local_files: self.allow_local_files,
+            object_prefixes: self
+                .object_store_prefixes
+                .iter()
+                .map(|p| p.trim().to_string())
+                .filter(|p| !p.is_empty())
+                .collect(),
         }
     }
 

@@ -229,7 +229,10 @@ impl Destinations {
             .body(body.bytes)
             .send()
             .await
-            .map_err(|e| DeliveryError::Transport(format!("{}: {e}", redact_url(url))))?;
+            // Without the URL, whose query may hold a token.
+            .map_err(|e| {
+                DeliveryError::Transport(format!("{}: {}", redact_url(url), e.without_url()))
+            })?;
         let status = resp.status();
         if status.is_success() {
             return Ok(());

@@ -33,7 +33,7 @@ struct Entry {
     tx: watch::Sender<Option<Stream>>,
     cell: SharedCell,
     inbox: Arc<Inbox>,
-    task: tokio::task::JoinHandle<()>,
+    task: Option<tokio::task::JoinHandle<()>>,
 }
 
 /// The streams of this process.
@@ -108,12 +108,17 @@ impl<D: Deliver, S: StreamStore + EventHistory> Registry<D, S> {
             }
             keep
         });
+        // Workers start, and specs change, only after the reader's index
+        // holds the stream: a worker clearing its inbox must be sure the
+        // reader offers it every event from then on.
+        let mut sends: Vec<(watch::Sender<Option<Stream>>, Stream)> = Vec::new();
+        let mut spawns: Vec<Worker<D, S>> = Vec::new();
         for spec in specs {
             match entries.get_mut(&spec.id) {
                 Some(e) if e.spec == spec => {}
                 Some(e) => {
                     e.spec = spec.clone();
-                    let _ = e.tx.send(Some(spec));
+                    sends.push((e.tx.clone(), spec));
                 }
                 None => {
                     let mut status = statuses
@@ -128,7 +133,7 @@ impl<D: Deliver, S: StreamStore + EventHistory> Registry<D, S> {
                     }));
                     let inbox = Arc::new(Inbox::new(self.inbox_events));
                     let (tx, rx) = watch::channel(Some(spec.clone()));
-                    let worker = Worker {
+                    spawns.push(Worker {
                         rx,
                         inbox: inbox.clone(),
                         cell: cell.clone(),
@@ -138,8 +143,7 @@ impl<D: Deliver, S: StreamStore + EventHistory> Registry<D, S> {
                         access: self.access.clone(),
                         pace: self.pace,
                         epoch: u64::MAX,
-                    };
-                    let task = tokio::spawn(worker.run());
+                    });
                     entries.insert(
                         spec.id,
                         Entry {
@@ -147,7 +151,7 @@ impl<D: Deliver, S: StreamStore + EventHistory> Registry<D, S> {
                             tx,
                             cell,
                             inbox,
-                            task,
+                            task: None,
                         },
                     );
                 }
@@ -168,9 +172,20 @@ impl<D: Deliver, S: StreamStore + EventHistory> Registry<D, S> {
             });
         }
         metrics::gauge!(crate::metrics::STREAMS).set(entries.len() as f64);
+        match self.index.write() {
+            Ok(mut i) => *i = index.into_iter().map(|(k, v)| (k, Arc::from(v))).collect(),
+            Err(p) => *p.into_inner() = index.into_iter().map(|(k, v)| (k, Arc::from(v))).collect(),
+        }
+        for w in spawns {
+            let id = w.rx.borrow().as_ref().map(|s| s.id);
+            let task = tokio::spawn(w.run());
+            if let Some(e) = id.and_then(|id| entries.get_mut(&id)) {
+                e.task = Some(task);
+            }
+        }
         drop(entries);
-        if let Ok(mut i) = self.index.write() {
-            *i = index.into_iter().map(|(k, v)| (k, Arc::from(v))).collect();
+        for (tx, spec) in sends {
+            let _ = tx.send(Some(spec));
         }
     }
 
@@ -268,7 +283,9 @@ impl<D: Deliver, S: StreamStore + EventHistory> Registry<D, S> {
     pub fn stop(&self) {
         for (_, e) in self.entries().drain() {
             let _ = e.tx.send(None);
-            e.task.abort();
+            if let Some(t) = e.task {
+                t.abort();
+            }
         }
     }
 }

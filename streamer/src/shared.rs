@@ -76,6 +76,9 @@ impl Positions {
             }
             None => part.owned.store(false, Ordering::SeqCst),
         }
+        // And after: a worker that caught up between the two bumps, before
+        // the partition was marked owned, catches up again.
+        self.epoch.fetch_add(1, Ordering::SeqCst);
     }
 
     /// Every known partition.

@@ -107,7 +107,7 @@ impl Destination {
 
 /// Which destinations a deployment accepts beyond public HTTPS and cloud
 /// object stores (development and tests).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Allow {
     /// `http://` URLs.
     pub http: bool,
@@ -115,6 +115,11 @@ pub struct Allow {
     pub private: bool,
     /// `file://` object stores.
     pub local_files: bool,
+    /// Cloud object store URLs a stream may write under (e.g.
+    /// `s3://audit-exports/`): the streamer writes with its own cloud
+    /// identity, so a tenant must not name any bucket it can reach. Empty:
+    /// no cloud object stores.
+    pub object_prefixes: Vec<String>,
 }
 
 /// Why a stream definition is refused: the field and the reason.
@@ -224,7 +229,7 @@ impl Stream {
     pub fn create(
         org: &str,
         input: StreamInput,
-        allow: Allow,
+        allow: &Allow,
         now: DateTime<Utc>,
     ) -> Result<Stream, SpecError> {
         let name = input
@@ -266,7 +271,7 @@ impl Stream {
     pub fn apply(
         &mut self,
         input: StreamInput,
-        allow: Allow,
+        allow: &Allow,
         now: DateTime<Utc>,
     ) -> Result<(), SpecError> {
         if let Some(n) = input.name {
@@ -298,7 +303,7 @@ impl Stream {
     }
 
     /// The rules on every field.
-    pub fn validate(&self, allow: Allow) -> Result<(), SpecError> {
+    pub fn validate(&self, allow: &Allow) -> Result<(), SpecError> {
         let n = self.name.trim();
         if n.is_empty() || self.name.chars().count() > NAME_LEN {
             return Err(bad(
@@ -374,7 +379,7 @@ impl Stream {
     }
 }
 
-fn validate_destination(d: &Destination, allow: Allow) -> Result<(), SpecError> {
+fn validate_destination(d: &Destination, allow: &Allow) -> Result<(), SpecError> {
     match d {
         Destination::Webhook { url, .. }
         | Destination::Splunk { url, .. }
@@ -414,7 +419,7 @@ fn validate_destination(d: &Destination, allow: Allow) -> Result<(), SpecError> 
 }
 
 /// An HTTP destination's URL, checked against what the deployment allows.
-pub fn http_url(url: &str, allow: Allow) -> Result<reqwest::Url, SpecError> {
+pub fn http_url(url: &str, allow: &Allow) -> Result<reqwest::Url, SpecError> {
     let field = "destination.url";
     let u = reqwest::Url::parse(url).map_err(|e| bad(field, format!("not a URL: {e}")))?;
     match u.scheme() {
@@ -435,11 +440,16 @@ pub fn http_url(url: &str, allow: Allow) -> Result<reqwest::Url, SpecError> {
 }
 
 /// Refuses addresses inside the deployment's own network unless allowed.
-fn check_host(host: &str, allow: Allow, field: &str) -> Result<(), SpecError> {
+fn check_host(host: &str, allow: &Allow, field: &str) -> Result<(), SpecError> {
     if allow.private {
         return Ok(());
     }
-    let private = match host.parse::<IpAddr>() {
+    let host = host.trim_matches(|c| c == '[' || c == ']');
+    let parsed = match host.parse::<IpAddr>() {
+        Ok(IpAddr::V6(a)) => Ok(a.to_ipv4_mapped().map_or(IpAddr::V6(a), IpAddr::V4)),
+        other => other,
+    };
+    let private = match parsed {
         Ok(IpAddr::V4(a)) => {
             a.is_private()
                 || a.is_loopback()
@@ -466,13 +476,30 @@ fn check_host(host: &str, allow: Allow, field: &str) -> Result<(), SpecError> {
 }
 
 /// An object store URL: a cloud bucket, or a local directory when allowed.
-fn object_url(url: &str, allow: Allow) -> Result<(), SpecError> {
+fn object_url(url: &str, allow: &Allow) -> Result<(), SpecError> {
     let field = "destination.url";
     let u = reqwest::Url::parse(url).map_err(|e| bad(field, format!("not a URL: {e}")))?;
     match u.scheme() {
         "s3" | "gs" | "az" | "abfs" => {
             if u.host_str().is_none_or(str::is_empty) {
                 return Err(bad(field, "names no bucket"));
+            }
+            if !allow
+                .object_prefixes
+                .iter()
+                .any(|p| url.starts_with(p.as_str()))
+            {
+                return Err(bad(
+                    field,
+                    if allow.object_prefixes.is_empty() {
+                        "cloud object stores are not enabled in this deployment".to_string()
+                    } else {
+                        format!(
+                            "must start with one of {}",
+                            allow.object_prefixes.join(", ")
+                        )
+                    },
+                ));
             }
             Ok(())
         }
@@ -507,7 +534,7 @@ mod tests {
         let s = Stream::create(
             "acme",
             input(json!({"name": "siem", "destination": {"type": "webhook", "url": "https://siem.example.com/in"}})),
-            Allow::default(),
+            &Allow::default(),
             now(),
         )
         .expect("valid");
@@ -577,6 +604,18 @@ mod tests {
                 "destination.url",
             ),
             (
+                json!({"name": "x", "destination": {"type": "object_store", "url": "s3://someone-elses-bucket/x"}}),
+                "destination.url",
+            ),
+            (
+                json!({"name": "x", "destination": {"type": "webhook", "url": "https://[::ffff:10.0.0.5]/x"}}),
+                "destination.url",
+            ),
+            (
+                json!({"name": "x", "destination": {"type": "kafka", "brokers": "[::1]:9092", "topic": "t"}}),
+                "destination.brokers",
+            ),
+            (
                 json!({"name": "x", "destination": {"type": "kafka", "brokers": "k1", "topic": "t"}}),
                 "destination.brokers",
             ),
@@ -590,7 +629,7 @@ mod tests {
             ),
         ];
         for (body, field) in cases {
-            let err = Stream::create("acme", input(body.clone()), Allow::default(), now())
+            let err = Stream::create("acme", input(body.clone()), &Allow::default(), now())
                 .expect_err(&body.to_string());
             assert_eq!(err.field, field, "{body}");
         }
@@ -602,16 +641,18 @@ mod tests {
             http: true,
             private: true,
             local_files: true,
+            object_prefixes: vec!["s3://audit-exports/".into()],
         };
         for d in [
             json!({"type": "webhook", "url": "http://127.0.0.1:9/x"}),
             json!({"type": "object_store", "url": "file:///var/streams"}),
             json!({"type": "kafka", "brokers": "127.0.0.1:9092", "topic": "audit"}),
+            json!({"type": "object_store", "url": "s3://audit-exports/acme"}),
         ] {
             Stream::create(
                 "acme",
                 input(json!({"name": "x", "destination": d})),
-                all,
+                &all,
                 now(),
             )
             .expect("allowed");
@@ -623,7 +664,7 @@ mod tests {
         let mut s = Stream::create(
             "acme",
             input(json!({"name": "siem", "destination": {"type": "webhook", "url": "https://a.example"}})),
-            Allow::default(),
+            &Allow::default(),
             now(),
         )
         .expect("valid");
@@ -639,13 +680,13 @@ mod tests {
         let mut s = Stream::create(
             "acme",
             input(json!({"name": "dd", "credential": "k", "destination": {"type": "datadog", "url": "https://http-intake.logs.datadoghq.eu"}})),
-            Allow::default(),
+            &Allow::default(),
             now(),
         )
         .expect("valid");
         s.apply(
             input(json!({"filter": "action=user.login"})),
-            Allow::default(),
+            &Allow::default(),
             now(),
         )
         .expect("valid");
@@ -654,7 +695,7 @@ mod tests {
         let err = s
             .apply(
                 input(json!({"destination": {"type": "splunk", "url": "https://hec.example"}})),
-                Allow::default(),
+                &Allow::default(),
                 now(),
             )
             .expect_err("a new kind needs a new credential");

@@ -138,6 +138,15 @@ impl ClickHouseStreams {
     }
 }
 
+impl ClickHouseStreams {
+    async fn write_spec(&self, row: SpecRow) -> Result<(), StoreError> {
+        let mut ins = self.client.insert::<SpecRow>(STREAMS_TABLE).await?;
+        ins.write(&row).await?;
+        ins.end().await?;
+        Ok(())
+    }
+}
+
 fn parse_spec(id: &str, spec: &str) -> Result<Stream, StoreError> {
     serde_json::from_str(spec).map_err(|e| StoreError::Corrupt {
         id: id.to_string(),
@@ -166,31 +175,25 @@ impl StreamStore for ClickHouseStreams {
     }
 
     async fn put(&self, s: &Stream) -> Result<(), StoreError> {
-        let row = SpecRow {
+        self.write_spec(SpecRow {
             org_id: s.org_id.clone(),
             id: s.id.to_string(),
             version: micros_now(),
             deleted: false,
             spec: serde_json::to_string(s).map_err(|e| StoreError::ClickHouse(e.to_string()))?,
-        };
-        let mut ins = self.client.insert::<SpecRow>(STREAMS_TABLE).await?;
-        ins.write(&row).await?;
-        ins.end().await?;
-        Ok(())
+        })
+        .await
     }
 
     async fn delete(&self, org: &str, id: Uuid) -> Result<(), StoreError> {
-        let row = SpecRow {
+        self.write_spec(SpecRow {
             org_id: org.to_string(),
             id: id.to_string(),
             version: micros_now(),
             deleted: true,
             spec: String::new(),
-        };
-        let mut ins = self.client.insert::<SpecRow>(STREAMS_TABLE).await?;
-        ins.write(&row).await?;
-        ins.end().await?;
-        Ok(())
+        })
+        .await
     }
 
     async fn statuses(&self, org: Option<&str>) -> Result<Vec<Status>, StoreError> {

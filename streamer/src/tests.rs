@@ -125,10 +125,11 @@ impl Sim {
         let s = Stream::create(
             "acme",
             input,
-            Allow {
+            &Allow {
                 http: true,
                 private: true,
                 local_files: true,
+                object_prefixes: Vec::new(),
             },
             Utc::now(),
         )
@@ -427,4 +428,67 @@ async fn events_offered_before_an_assignment_are_not_lost_when_the_inbox_is_clea
     sim.store_through(15);
     let want: Vec<i64> = (0..15).collect();
     sim.until("all", || sim.delivered(&s, None) == want).await;
+}
+
+#[tokio::test]
+async fn an_edit_during_a_failing_delivery_loses_nothing() {
+    let mut sim = Sim::new(100);
+    let mut s = sim
+        .add(json!({"name": "edited", "destination": hook()}))
+        .await;
+    sim.live(&s).await;
+    sim.sink.set_failing(true);
+    for i in 0..5 {
+        sim.publish("acme", T0 + i, "x");
+    }
+    sim.store_through(5);
+    sim.until("a failure", || {
+        sim.registry.status(s.id).is_some_and(|st| st.failed >= 1)
+    })
+    .await;
+    // The user fixes the destination while the batch is being retried.
+    s.name = "edited again".into();
+    sim.update(&s).await;
+    sim.sink.set_failing(false);
+    let want: Vec<i64> = (0..5).collect();
+    sim.until("all", || sim.delivered(&s, None) == want).await;
+}
+
+#[tokio::test]
+async fn a_second_replay_during_the_first_does_not_repeat_the_rest() {
+    let mut sim = Sim::new(100);
+    let mut s = sim.add(json!({"name": "r", "destination": hook()})).await;
+    sim.live(&s).await;
+    for i in 0..30 {
+        sim.publish("acme", T0 + i, "x");
+    }
+    sim.store_through(30);
+    sim.until("first pass", || sim.delivered(&s, Some("live")).len() == 30)
+        .await;
+    sim.sink.set_failing(true);
+    s.replay = Some(Replay {
+        id: 1,
+        from: DateTime::from_timestamp(T0, 0).unwrap_or_default(),
+        to: Some(DateTime::from_timestamp(T0 + 10, 0).unwrap_or_default()),
+    });
+    sim.update(&s).await;
+    sim.until("replay 1 started", || {
+        sim.registry
+            .status(s.id)
+            .is_some_and(|st| st.replay.is_some())
+    })
+    .await;
+    s.replay = Some(Replay {
+        id: 2,
+        from: DateTime::from_timestamp(T0 + 20, 0).unwrap_or_default(),
+        to: None,
+    });
+    sim.update(&s).await;
+    sim.sink.set_failing(false);
+    let second: Vec<i64> = (20..30).collect();
+    sim.until("replay 2", || sim.delivered(&s, Some("replay-2")) == second)
+        .await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Offsets 0..30 were live already: none of them again as live.
+    assert_eq!(sim.delivered(&s, Some("live")).len(), 30);
 }

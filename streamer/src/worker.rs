@@ -148,14 +148,13 @@ impl<D: Deliver, S: StreamStore + EventHistory> Worker<D, S> {
         let mut catching = true;
         let mut target: Option<BTreeMap<i32, i64>> = None;
         let mut resumed = false;
-        let mut epoch = u64::MAX;
         loop {
             let now = self
                 .positions
                 .epoch
                 .load(std::sync::atomic::Ordering::SeqCst);
-            if now != epoch {
-                epoch = now;
+            if now != self.epoch {
+                self.epoch = now;
                 catching = true;
                 target = None;
             }
@@ -217,7 +216,12 @@ impl<D: Deliver, S: StreamStore + EventHistory> Worker<D, S> {
                 }
                 Ok(Caught::Progress) => {}
                 Ok(Caught::Waiting) => self.changed_or(Duration::from_millis(200)).await,
-                Err(Stop::Changed | Stop::Paused) => {}
+                // Events taken from the inbox may not be delivered: read
+                // them back from ClickHouse, from the cursor.
+                Err(Stop::Changed | Stop::Paused) => {
+                    catching = true;
+                    target = None;
+                }
             }
             self.update_lag();
         }
@@ -237,17 +241,27 @@ impl<D: Deliver, S: StreamStore + EventHistory> Worker<D, S> {
         c.dirty = true;
     }
 
-    /// After a start: an object store continues after its last object.
+    /// After a start: an object store continues after its last object, in
+    /// each partition's directory (a replay's below its window's end, the
+    /// live one past it).
     async fn resume(&self, stream: &Stream) -> Result<(), DeliveryError> {
-        let (cursor, dir) = {
+        let (cursor, window) = {
             let c = self.status();
-            (c.status.cursor.clone(), dir_of(&c.status))
+            (c.status.cursor.clone(), c.status.replay.clone())
         };
         for (p, at) in cursor {
+            let (dir, cap) = match &window {
+                Some(w) => match w.end.get(&p) {
+                    Some(end) if at < *end => (format!("replay-{}", w.id), Some(*end)),
+                    _ => ("live".to_string(), None),
+                },
+                None => ("live".to_string(), None),
+            };
             if let Some(last) = self.deliver.written_through(stream, &dir, p).await? {
-                if last >= at {
+                let next = cap.map_or(last + 1, |c| (last + 1).min(c));
+                if next > at {
                     let mut c = self.status();
-                    c.status.cursor.insert(p, last + 1);
+                    c.status.cursor.insert(p, next);
                     c.dirty = true;
                 }
             }
@@ -286,7 +300,18 @@ impl<D: Deliver, S: StreamStore + EventHistory> Worker<D, S> {
             .await
             .map_err(|e| e.to_string())?;
         let mut c = self.status();
-        let mut end = c.status.cursor.clone();
+        // A replay's end is where the stream was (past a replay still in
+        // progress), in the partitions this streamer reads.
+        let mut end: BTreeMap<i32, i64> = c
+            .status
+            .cursor
+            .iter()
+            .filter(|(p, _)| self.positions.owns(**p))
+            .map(|(p, at)| {
+                let old = c.status.replay.as_ref().and_then(|w| w.end.get(p)).copied();
+                (*p, old.map_or(*at, |o| o.max(*at)))
+            })
+            .collect();
         for (p, part) in self.positions.all() {
             let next = part.next.load(std::sync::atomic::Ordering::SeqCst);
             if part.owned.load(std::sync::atomic::Ordering::SeqCst) && next >= 0 {
@@ -559,7 +584,15 @@ impl<D: Deliver, S: StreamStore + EventHistory> Worker<D, S> {
     }
 
     async fn pause_self(&mut self, stream: &Stream, e: &DeliveryError) {
-        let mut paused = stream.clone();
+        // The stored version, not this worker's copy: an edit or a secret
+        // rotation made meanwhile must survive the pause.
+        let stored = self
+            .store
+            .streams(Some(&stream.org_id))
+            .await
+            .ok()
+            .and_then(|all| all.into_iter().find(|s| s.id == stream.id));
+        let mut paused = stored.unwrap_or_else(|| stream.clone());
         paused.paused = Some(Pause {
             reason: format!(
                 "{} deliveries failed in a row; the last: {e}",
@@ -609,14 +642,6 @@ impl<D: Deliver, S: StreamStore + EventHistory> Worker<D, S> {
             c.status.lag_seconds = lag_seconds;
             c.dirty = true;
         }
-    }
-}
-
-/// The object directory the stream writes to now.
-fn dir_of(s: &Status) -> String {
-    match &s.replay {
-        Some(w) => format!("replay-{}", w.id),
-        None => "live".to_string(),
     }
 }
 

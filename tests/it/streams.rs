@@ -169,6 +169,15 @@ pub async fn until<T>(what: &str, secs: u64, mut f: impl AsyncFnMut() -> Option<
     }
 }
 
+/// Waits until the stream at `one` (its URL) delivers from the live tail.
+pub async fn wait_live(env: &TestEnv, one: &str, token: &str) {
+    until("the stream is live", 30, async || {
+        let (_, b) = call(env, "GET", one, token, None).await;
+        (b["health"]["mode"] == "live").then_some(())
+    })
+    .await;
+}
+
 pub async fn stored(env: &TestEnv, org: &str) -> u64 {
     env.clickhouse
         .client()
@@ -408,11 +417,7 @@ async fn a_webhook_gets_exactly_the_filtered_masked_events_signed_and_a_test_eve
     let id = created["id"].as_str().unwrap().to_string();
     let secret = created["signing_secret"].as_str().unwrap().to_string();
     let one = format!("{url}/v1/streams/{id}");
-    until("the stream is live", 30, async || {
-        let (_, b) = call(&env, "GET", &one, &admin, None).await;
-        (b["health"]["mode"] == "live").then_some(())
-    })
-    .await;
+    wait_live(&env, &one, &admin).await;
 
     let now = Utc::now();
     let actions = ["user.login", "ticket.update", "user.logout"];
@@ -428,16 +433,7 @@ async fn a_webhook_gets_exactly_the_filtered_masked_events_signed_and_a_test_eve
         .map(|e| e["id"].as_str().unwrap().to_string())
         .collect();
     let delivered = until("every matching event", 60, async || {
-        let got: Vec<Value> = receiver
-            .got()
-            .iter()
-            .flat_map(|g| {
-                g.body
-                    .lines()
-                    .map(|l| serde_json::from_str::<Value>(l).unwrap())
-                    .collect::<Vec<_>>()
-            })
-            .collect();
+        let got = receiver.events();
         (got.len() >= want.len()).then_some(got)
     })
     .await;
@@ -551,16 +547,7 @@ async fn splunk_and_datadog_receive_their_shapes_and_a_down_destination_catches_
         .collect();
     post_events(&env, &events).await;
     let hec = until("splunk got all", 60, async || {
-        let lines: Vec<Value> = splunk
-            .got()
-            .iter()
-            .flat_map(|g| {
-                g.body
-                    .lines()
-                    .map(|l| serde_json::from_str::<Value>(l).unwrap())
-                    .collect::<Vec<_>>()
-            })
-            .collect();
+        let lines = splunk.events();
         (lines.len() >= 25).then_some(lines)
     })
     .await;
@@ -755,11 +742,7 @@ async fn a_kafka_stream_produces_the_orgs_events_keyed_by_org() {
     .await;
     assert_eq!(s, 201, "{b}");
     let one = format!("{url}/v1/streams/{}", b["id"].as_str().unwrap());
-    until("live", 30, async || {
-        let (_, b) = call(&env, "GET", &one, &admin, None).await;
-        (b["health"]["mode"] == "live").then_some(())
-    })
-    .await;
+    wait_live(&env, &one, &admin).await;
     let events: Vec<Value> = (0..12)
         .map(|i| event("acme", "user.login", Utc::now(), i))
         .collect();

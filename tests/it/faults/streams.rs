@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 use trailhouse_tests::faults::{free_port, service, wait_port, Proc};
 use trailhouse_tests::{TestEnv, JWT_SECRET};
 
-use crate::streams::{call, event, objects, post_events, until, Receiver};
+use crate::streams::{call, event, objects, post_events, until, wait_live, Receiver};
 
 fn streamer(env: &TestEnv, port: u16, log: &std::path::Path) -> Proc {
     let vars: Vec<(&str, String)> = vec![
@@ -100,18 +100,8 @@ async fn streamer_killed_with_sigkill_while_delivering_leaves_no_gap() {
     }))).await;
     assert_eq!(s, 201, "{o}");
     for (token, id) in [(&a, &w["id"]), (&b, &o["id"])] {
-        until("live", 30, async || {
-            let (_, v) = call(
-                &env,
-                "GET",
-                &format!("{url}/v1/streams/{}", id.as_str()?),
-                token,
-                None,
-            )
-            .await;
-            (v["health"]["mode"] == "live").then_some(())
-        })
-        .await;
+        let one = format!("{url}/v1/streams/{}", id.as_str().unwrap());
+        wait_live(&env, &one, token).await;
     }
     // 40 rounds of 50 events of each org; three SIGKILLs while they flow.
     let mut sent: BTreeMap<&str, Vec<String>> = BTreeMap::new();
@@ -208,11 +198,7 @@ async fn a_destination_down_for_60_seconds_catches_up_with_nothing_lost() {
     }))).await;
     assert_eq!(s, 201, "{b}");
     let one = format!("{url}/v1/streams/{}", b["id"].as_str().unwrap());
-    until("live", 30, async || {
-        let (_, v) = call(&env, "GET", &one, &admin, None).await;
-        (v["health"]["mode"] == "live").then_some(())
-    })
-    .await;
+    wait_live(&env, &one, &admin).await;
     hook.failing
         .store(true, std::sync::atomic::Ordering::SeqCst);
     let down = std::time::Instant::now();
