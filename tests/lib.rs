@@ -366,6 +366,7 @@ impl TestEnv {
             group: format!("{}.streamer", self.name),
             consumer_group: format!("{}.consumer", self.name),
             inbox_events: 10_000,
+            history_reads: 4,
             refresh_ms: 300,
             flush_ms: 200,
             retry_first_ms: 100,

@@ -62,6 +62,9 @@ pub struct StreamerConfig {
         default_value_t = 10_000
     )]
     pub inbox_events: usize,
+    /// Reads of stored events (streams catching up) in flight at once.
+    #[arg(long, env = "TRAILHOUSE_STREAMER_HISTORY_READS", default_value_t = 4)]
+    pub history_reads: usize,
     /// How often stream definitions are read, in milliseconds.
     #[arg(long, env = "TRAILHOUSE_STREAMER_REFRESH_MS", default_value_t = 2000)]
     pub refresh_ms: u64,

@@ -89,6 +89,7 @@ pub async fn run(
         positions.clone(),
         config.pace(),
         config.inbox_events,
+        config.history_reads,
     ));
     let reader = reader::Reader::subscribe(
         &config.kafka,

@@ -13,6 +13,7 @@ pub const CATCHING_UP: &str = "trailhouse_streamer_streams_catching_up";
 pub const EVENTS_READ: &str = "trailhouse_streamer_events_read_total";
 pub const COPIES_SKIPPED: &str = "trailhouse_streamer_copies_skipped_total";
 pub const LAG_SECONDS: &str = "trailhouse_streamer_max_lag_seconds";
+pub const ASSIGNED: &str = "trailhouse_streamer_assigned_partitions";
 pub const STATUS_WRITES_FAILED: &str = "trailhouse_streamer_status_writes_failed_total";
 
 const KINDS: &[&[&str]] = &[

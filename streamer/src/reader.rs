@@ -41,6 +41,7 @@ impl ConsumerContext for Context {
             for e in tpl.elements() {
                 self.positions.assign(e.partition(), None);
             }
+            self.publish_assigned();
         }
     }
 
@@ -62,6 +63,19 @@ impl ConsumerContext for Context {
             tracing::info!(partition = e.partition(), start, "partition assigned");
             self.positions.assign(e.partition(), Some(start));
         }
+        self.publish_assigned();
+    }
+}
+
+impl Context {
+    fn publish_assigned(&self) {
+        let n = self
+            .positions
+            .all()
+            .iter()
+            .filter(|(_, x)| x.owned.load(Ordering::SeqCst))
+            .count();
+        metrics::gauge!(crate::metrics::ASSIGNED).set(n as f64);
     }
 }
 

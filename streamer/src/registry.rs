@@ -46,6 +46,7 @@ pub struct Registry<D, S> {
     access: Arc<Access>,
     pace: Pace,
     inbox_events: usize,
+    history_slots: Arc<tokio::sync::Semaphore>,
 }
 
 impl<D: Deliver, S: StreamStore + EventHistory> Registry<D, S> {
@@ -55,6 +56,7 @@ impl<D: Deliver, S: StreamStore + EventHistory> Registry<D, S> {
         positions: Arc<Positions>,
         pace: Pace,
         inbox_events: usize,
+        history_reads: usize,
     ) -> Self {
         Registry {
             entries: Mutex::default(),
@@ -65,6 +67,7 @@ impl<D: Deliver, S: StreamStore + EventHistory> Registry<D, S> {
             access: Arc::new(Access::default()),
             pace,
             inbox_events,
+            history_slots: Arc::new(tokio::sync::Semaphore::new(history_reads.max(1))),
         }
     }
 
@@ -143,6 +146,7 @@ impl<D: Deliver, S: StreamStore + EventHistory> Registry<D, S> {
                         access: self.access.clone(),
                         pace: self.pace,
                         epoch: u64::MAX,
+                        history_slots: self.history_slots.clone(),
                     });
                     entries.insert(
                         spec.id,

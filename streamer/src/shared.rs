@@ -138,6 +138,9 @@ struct InboxState {
     items: VecDeque<Item>,
     /// Full (or never cleared): events are refused.
     refusing: bool,
+    /// Per partition, the lowest offset an overflow dropped since the last
+    /// clear (a stream with no place yet in a partition starts there).
+    dropped: BTreeMap<i32, i64>,
 }
 
 impl Inbox {
@@ -145,8 +148,8 @@ impl Inbox {
     pub fn new(cap: usize) -> Self {
         Inbox {
             state: Mutex::new(InboxState {
-                items: VecDeque::new(),
                 refusing: true,
+                ..InboxState::default()
             }),
             notify: Notify::new(),
             cap: cap.max(1),
@@ -167,6 +170,11 @@ impl Inbox {
             return;
         }
         if s.items.len() >= self.cap {
+            let lowest: Vec<(i32, i64)> = s.items.iter().map(|i| (i.partition, i.offset)).collect();
+            for (p, o) in lowest.into_iter().chain([(item.partition, item.offset)]) {
+                let e = s.dropped.entry(p).or_insert(o);
+                *e = (*e).min(o);
+            }
             s.items.clear();
             s.items.shrink_to_fit();
             s.refusing = true;
@@ -183,9 +191,10 @@ impl Inbox {
     /// yet in a partition starts there).
     pub fn clear(&self, positions: &Positions) -> (BTreeMap<i32, i64>, BTreeMap<i32, i64>) {
         let mut s = self.lock();
-        let mut dropped = BTreeMap::new();
+        let mut dropped = std::mem::take(&mut s.dropped);
         for i in &s.items {
-            dropped.entry(i.partition).or_insert(i.offset);
+            let e = dropped.entry(i.partition).or_insert(i.offset);
+            *e = (*e).min(i.offset);
         }
         s.items.clear();
         s.refusing = false;

@@ -139,6 +139,21 @@ impl ClickHouseStreams {
 }
 
 impl ClickHouseStreams {
+    /// The rows of a query whose only parameters are the org, twice (`''`: all).
+    async fn latest<T>(&self, sql: &str, org: Option<&str>) -> Result<Vec<T>, StoreError>
+    where
+        T: clickhouse::RowOwned + clickhouse::RowRead,
+    {
+        let org = org.unwrap_or("");
+        Ok(self
+            .client
+            .query(sql)
+            .bind(org)
+            .bind(org)
+            .fetch_all()
+            .await?)
+    }
+
     async fn write_spec(&self, row: SpecRow) -> Result<(), StoreError> {
         let mut ins = self.client.insert::<SpecRow>(STREAMS_TABLE).await?;
         ins.write(&row).await?;
@@ -161,14 +176,7 @@ impl StreamStore for ClickHouseStreams {
              WHERE (? = '' OR org_id = ?) GROUP BY org_id, id \
              HAVING NOT argMax(deleted, version) ORDER BY org_id, id"
         );
-        let org = org.unwrap_or("");
-        let rows: Vec<LatestSpec> = self
-            .client
-            .query(&sql)
-            .bind(org)
-            .bind(org)
-            .fetch_all()
-            .await?;
+        let rows: Vec<LatestSpec> = self.latest(&sql, org).await?;
         rows.iter()
             .map(|r| parse_spec(&r.id, &r.latest_spec))
             .collect()
@@ -201,14 +209,7 @@ impl StreamStore for ClickHouseStreams {
             "SELECT stream_id, argMax(status, version) AS latest_status \
              FROM {STREAM_STATUS_TABLE} WHERE (? = '' OR org_id = ?) GROUP BY org_id, stream_id"
         );
-        let org = org.unwrap_or("");
-        let rows: Vec<LatestStatus> = self
-            .client
-            .query(&sql)
-            .bind(org)
-            .bind(org)
-            .fetch_all()
-            .await?;
+        let rows: Vec<LatestStatus> = self.latest(&sql, org).await?;
         rows.iter()
             .map(|r| {
                 serde_json::from_str(&r.latest_status).map_err(|e| StoreError::Corrupt {

@@ -69,6 +69,7 @@ impl Sim {
             max_delay: Duration::from_millis(20),
             history_rows: 7,
             linger: Duration::from_millis(1),
+            history_timeout: Duration::from_secs(5),
         };
         let registry = Arc::new(Registry::new(
             Arc::new(sink.clone()),
@@ -76,6 +77,7 @@ impl Sim {
             positions.clone(),
             pace,
             inbox,
+            2,
         ));
         Sim {
             registry,
@@ -491,4 +493,22 @@ async fn a_second_replay_during_the_first_does_not_repeat_the_rest() {
     tokio::time::sleep(Duration::from_millis(100)).await;
     // Offsets 0..30 were live already: none of them again as live.
     assert_eq!(sim.delivered(&s, Some("live")).len(), 30);
+}
+
+#[tokio::test]
+async fn an_overflow_before_the_stream_has_a_place_in_a_partition_loses_nothing() {
+    let mut sim = Sim::new(3);
+    sim.positions.assign(0, None);
+    let s = sim
+        .add(json!({"name": "late", "destination": hook()}))
+        .await;
+    sim.live(&s).await;
+    // Assigned, and the inbox overflows, before the worker runs again.
+    sim.positions.assign(0, Some(0));
+    for i in 0..10 {
+        sim.publish("acme", T0 + i, "x");
+    }
+    sim.store_through(10);
+    let want: Vec<i64> = (0..10).collect();
+    sim.until("all", || sim.delivered(&s, None) == want).await;
 }

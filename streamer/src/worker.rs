@@ -40,6 +40,8 @@ pub struct Pace {
     /// How long a worker waits for more live events before it sends a
     /// batch that is not full.
     pub linger: Duration,
+    /// The longest a read of stored events may take before it is retried.
+    pub history_timeout: Duration,
 }
 
 impl Default for Pace {
@@ -49,6 +51,7 @@ impl Default for Pace {
             max_delay: Duration::from_secs(30),
             history_rows: 2000,
             linger: Duration::from_millis(50),
+            history_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -120,6 +123,10 @@ pub struct Worker<D, S> {
     pub pace: Pace,
     /// The assignment epoch the worker last caught up in.
     pub epoch: u64,
+    /// Reads of stored events in flight at once, shared by every worker of
+    /// the process: a thousand streams catching up together must not send
+    /// ClickHouse a thousand queries.
+    pub history_slots: Arc<tokio::sync::Semaphore>,
 }
 
 /// What a catch-up step did.
@@ -386,13 +393,22 @@ impl<D: Deliver, S: StreamStore + EventHistory> Worker<D, S> {
             if at >= until {
                 continue;
             }
-            let rows = match self
-                .store
-                .after(&stream.org_id, p, at, until, self.pace.history_rows)
+            let read = async {
+                let _slot = self.history_slots.acquire().await;
+                tokio::time::timeout(
+                    self.pace.history_timeout,
+                    self.store
+                        .after(&stream.org_id, p, at, until, self.pace.history_rows),
+                )
                 .await
-            {
-                Ok(r) => r,
-                Err(e) => {
+            };
+            let rows = match read.await {
+                Ok(Ok(r)) => r,
+                Err(_) => {
+                    self.record_error("reading stored events: timed out");
+                    return Ok(Caught::Progress);
+                }
+                Ok(Err(e)) => {
                     self.record_error(&format!("reading stored events: {e}"));
                     self.changed_or(self.pace.first_delay).await;
                     return Ok(Caught::Progress);

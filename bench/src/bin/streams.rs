@@ -262,7 +262,8 @@ async fn run_case(
         .into_iter()
         .collect::<anyhow::Result<Vec<()>>>()?;
     let created_in = started.elapsed();
-    // Every stream known and live before the backlog is produced.
+    // Every stream known and live, and the streamer a member of its group
+    // with the topic's four partitions, before the backlog is produced.
     let deadline = Instant::now() + Duration::from_secs(300);
     loop {
         let known = metric(&http, port, "trailhouse_streamer_streams")
@@ -271,7 +272,10 @@ async fn run_case(
         let catching = metric(&http, port, "trailhouse_streamer_streams_catching_up")
             .await
             .unwrap_or(1.0);
-        if known as usize >= streams && catching == 0.0 {
+        let assigned = metric(&http, port, "trailhouse_streamer_assigned_partitions")
+            .await
+            .unwrap_or(0.0);
+        if known as usize >= streams && catching == 0.0 && assigned >= 4.0 {
             break;
         }
         anyhow::ensure!(
