@@ -66,6 +66,10 @@ pub fn families() -> Vec<Family> {
             LAG_SECONDS,
             "The largest lag in seconds of any stream delivering from the live tail.",
         ),
+        Family::gauge(
+            ASSIGNED,
+            "Partitions of the events topic this streamer reads.",
+        ),
         Family::counter(
             STATUS_WRITES_FAILED,
             "Stream status writes to ClickHouse that failed (retried at the next flush).",

@@ -761,5 +761,29 @@ async fn a_kafka_stream_produces_the_orgs_events_keyed_by_org() {
     let want: Vec<&str> = events.iter().map(|e| e["id"].as_str().unwrap()).collect();
     assert_eq!(ids, want, "in order, once");
     assert!(got.iter().all(|e| e.get("request").is_none()));
+    // The streamer's metrics: its catalogue, aggregates only.
+    use trailhouse_streamer::metrics as m;
+    let scrape = trailhouse_tests::scrape::scrape(&env.http, &url).await;
+    // The other services run in this process too.
+    scrape.check_catalogue(
+        &[
+            m::families(),
+            trailhouse_ingest::metrics::families(),
+            trailhouse_consumer::metrics::families(),
+            trailhouse_query_api::metrics::families(),
+        ]
+        .concat(),
+    );
+    scrape.check_common("trailhouse-streamer");
+    assert_eq!(
+        scrape.value(m::DELIVERED, &[("destination", "kafka")]),
+        Some(12.0),
+        "{}",
+        scrape.text
+    );
+    assert_eq!(scrape.value(m::STREAMS, &[]), Some(1.0));
+    assert_eq!(scrape.value(m::ASSIGNED, &[]), Some(1.0));
+    assert!(scrape.value(m::EVENTS_READ, &[]).unwrap_or(0.0) >= 12.0);
+    assert!(!scrape.text.contains("acme"), "no org in any label");
     env.stop().await;
 }
